@@ -1,0 +1,4 @@
+//! Benchmarks behind `recbox bench`: they print figures, they do not assert timing.
+
+pub mod link;
+pub mod writer;

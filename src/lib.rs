@@ -1,0 +1,12 @@
+//! recbox: firmware of a meeting-room recording box.
+//!
+//! The SFU forwards every participant's RTP to the mixer, the mixer sends one mixed
+//! stream over the media link to the recorder, and the recorder writes a fragmented
+//! MP4, an index and an HLS playlist, sending every fault and periodic stats back on
+//! the same link. See `DESIGN.md` in the shared folder and `README.md`.
+
+pub mod bench;
+pub mod link;
+pub mod media;
+pub mod recorder;
+pub mod synth;

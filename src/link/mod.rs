@@ -1,0 +1,8 @@
+//! The media link between mixer and recorder: a sans-IO frame codec, handshake and
+//! session state machines, and a thin tokio transport over TCP or Unix sockets.
+
+pub mod codec;
+pub mod frame;
+pub mod handshake;
+pub mod session;
+pub mod transport;

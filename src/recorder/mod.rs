@@ -1,0 +1,9 @@
+//! The recorder: accepts media-link sessions and writes recording, index and playlist.
+
+pub mod fragmenter;
+pub mod index;
+pub mod inspect;
+pub mod playlist;
+pub mod recording;
+pub mod recovery;
+pub mod service;
