@@ -22,6 +22,9 @@ pub enum Role {
     Recorder,
 }
 
+// `Start` carries the parameter sets inline (bounded, ~600 bytes); boxing it would
+// only save a copy of that size per frame moved, which is noise next to media.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     // --- handshake ---

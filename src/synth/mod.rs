@@ -1,2 +1,36 @@
 //! Synthetic participants: real H.264 (openh264) of a moving test pattern and real
-//! Opus (ropus) of a tone, for demos, tests and benchmarks.
+//! Opus (ropus) of a tone, for demos, tests and benchmarks. Each participant gets a
+//! distinct colour and tone so a composited picture and a mixed track can be checked.
+
+pub mod audio;
+pub mod video;
+
+pub use audio::{ToneSource, ToneSpec};
+pub use video::{PatternSource, PatternSpec};
+
+/// Distinct background colours (R, G, B) for up to 16 participants.
+pub const PALETTE: [[u8; 3]; 16] = [
+    [220, 40, 40],
+    [40, 180, 60],
+    [40, 80, 220],
+    [230, 200, 30],
+    [200, 60, 200],
+    [40, 200, 200],
+    [240, 130, 30],
+    [130, 70, 30],
+    [120, 120, 120],
+    [250, 150, 180],
+    [20, 100, 60],
+    [100, 40, 160],
+    [160, 200, 60],
+    [30, 40, 100],
+    [200, 160, 110],
+    [90, 20, 40],
+];
+
+/// Distinct tone frequencies in Hz for up to 16 participants, chosen so that no tone
+/// is a harmonic of another below 4 kHz and any two are at least 40 Hz apart.
+pub const TONES_HZ: [f32; 16] = [
+    300.0, 370.0, 440.0, 510.0, 590.0, 670.0, 730.0, 810.0, 890.0, 970.0, 1050.0, 1130.0, 1230.0,
+    1330.0, 1430.0, 1530.0,
+];
