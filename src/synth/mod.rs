@@ -3,9 +3,11 @@
 //! distinct colour and tone so a composited picture and a mixed track can be checked.
 
 pub mod audio;
+pub mod feed;
 pub mod video;
 
 pub use audio::{ToneSource, ToneSpec};
+pub use feed::SyntheticFeed;
 pub use video::{PatternSource, PatternSpec};
 
 /// Distinct background colours (R, G, B) for up to 16 participants.
