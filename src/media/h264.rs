@@ -1,1 +1,207 @@
-//! (in progress)
+//! H.264 bitstream helpers: Annex B NAL splitting and conversion to the AVCC
+//! (length-prefixed) form that MP4 samples use.
+
+use thiserror::Error;
+
+/// Sequence parameter set.
+pub const NAL_SPS: u8 = 7;
+/// Picture parameter set.
+pub const NAL_PPS: u8 = 8;
+/// Access unit delimiter.
+pub const NAL_AUD: u8 = 9;
+/// Coded slice of an IDR picture.
+pub const NAL_IDR: u8 = 5;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum H264Error {
+    #[error("access unit is not Annex B: it does not begin with a 00 00 01 start code")]
+    NotAnnexB,
+    #[error("access unit has no NAL units besides parameter sets and delimiters")]
+    NoPictureData,
+}
+
+/// The NAL unit type (low five bits of the first header byte); 0 for an empty unit.
+pub fn nal_type(nal: &[u8]) -> u8 {
+    nal.first().map_or(0, |b| b & 0x1f)
+}
+
+/// True when `data` starts with a 3- or 4-byte start code (optionally after more
+/// leading zero bytes, which Annex B allows).
+pub fn is_annex_b(data: &[u8]) -> bool {
+    let zeros = data.iter().take_while(|&&b| b == 0).count();
+    zeros >= 2 && data.get(zeros) == Some(&1)
+}
+
+/// Iterator over the NAL units of an Annex B buffer, without start codes and
+/// without the trailing zero bytes that belong to a following 4-byte start code.
+pub struct NalUnits<'a> {
+    rest: &'a [u8],
+}
+
+/// Splits an Annex B buffer into NAL units. Bytes before the first start code are
+/// skipped; use [`is_annex_b`] first to reject such input.
+pub fn nal_units(data: &[u8]) -> NalUnits<'_> {
+    let rest = match find_start_code(data) {
+        Some((_, end)) => &data[end..],
+        None => &[],
+    };
+    NalUnits { rest }
+}
+
+impl<'a> Iterator for NalUnits<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let (nal, rest) = match find_start_code(self.rest) {
+                Some((start, end)) => (&self.rest[..start], &self.rest[end..]),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            // A NAL unit never ends in a zero byte (trailing_zero_8bits belong to the
+            // stream, e.g. the first byte of a 4-byte start code).
+            let len = nal.len() - nal.iter().rev().take_while(|&&b| b == 0).count();
+            if len > 0 {
+                return Some(&nal[..len]);
+            }
+        }
+    }
+}
+
+/// Position of the first `00 00 01` in `data`: (start of the code, first byte after it).
+fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 2;
+    while i < data.len() {
+        // Skip ahead fast: a start code ends in 01 preceded by two zeros.
+        match data[i] {
+            1 if data[i - 1] == 0 && data[i - 2] == 0 => return Some((i - 2, i + 1)),
+            0 => i += 1,
+            _ => i += 3,
+        }
+    }
+    None
+}
+
+/// Converts one Annex B access unit to AVCC samples (4-byte big-endian length before
+/// each NAL), dropping SPS, PPS and AUD units: the parameter sets live in `avcC`.
+pub fn annex_b_to_avcc(au: &[u8]) -> Result<Vec<u8>, H264Error> {
+    if !is_annex_b(au) {
+        return Err(H264Error::NotAnnexB);
+    }
+    let mut out = Vec::with_capacity(au.len() + 16);
+    for nal in nal_units(au) {
+        if matches!(nal_type(nal), NAL_SPS | NAL_PPS | NAL_AUD) {
+            continue;
+        }
+        // Media frames are bounded far below 4 GiB by the link's frame limit.
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    }
+    if out.is_empty() {
+        return Err(H264Error::NoPictureData);
+    }
+    Ok(out)
+}
+
+/// The first SPS and PPS found in an Annex B access unit.
+pub fn parameter_sets(au: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    let mut sps = None;
+    let mut pps = None;
+    for nal in nal_units(au) {
+        match nal_type(nal) {
+            NAL_SPS if sps.is_none() => sps = Some(nal),
+            NAL_PPS if pps.is_none() => pps = Some(nal),
+            _ => {}
+        }
+    }
+    (sps, pps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn splits_three_and_four_byte_start_codes() {
+        let au = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
+        ];
+        let nals: Vec<&[u8]> = nal_units(&au).collect();
+        assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4, 5]]);
+    }
+
+    #[test]
+    fn avcc_drops_parameter_sets_and_delimiters() {
+        let au = [
+            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 7, 8,
+        ];
+        assert_eq!(annex_b_to_avcc(&au).unwrap(), vec![0, 0, 0, 3, 0x65, 7, 8]);
+        assert_eq!(
+            parameter_sets(&au),
+            (Some(&[0x67, 1][..]), Some(&[0x68, 2][..]))
+        );
+    }
+
+    #[test]
+    fn rejects_non_annex_b_and_parameter_set_only_units() {
+        assert_eq!(
+            annex_b_to_avcc(&[0, 0, 0, 3, 0x65, 1, 2]),
+            Err(H264Error::NotAnnexB)
+        );
+        assert_eq!(annex_b_to_avcc(&[]), Err(H264Error::NotAnnexB));
+        assert_eq!(
+            annex_b_to_avcc(&[0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2]),
+            Err(H264Error::NoPictureData)
+        );
+    }
+
+    /// A NAL payload that cannot contain a start code: no `00 00` followed by a byte
+    /// <= 3 (what emulation prevention guarantees), no trailing zero, not empty.
+    fn nal_payload() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 1..64).prop_map(|mut v| {
+            let mut i = 2;
+            while i < v.len() {
+                if v[i - 2] == 0 && v[i - 1] == 0 && v[i] <= 3 {
+                    v.insert(i, 3);
+                }
+                i += 1;
+            }
+            if v.len() >= 2 && v[v.len() - 2] == 0 && v[v.len() - 1] == 0 {
+                v.push(3);
+            }
+            if v.last() == Some(&0) {
+                v.push(0x80);
+            }
+            v
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn split_round_trips(
+            nals in proptest::collection::vec((nal_payload(), any::<bool>()), 0..12)
+        ) {
+            let mut stream = Vec::new();
+            for (nal, long) in &nals {
+                if *long {
+                    stream.push(0);
+                }
+                stream.extend_from_slice(&[0, 0, 1]);
+                stream.extend_from_slice(nal);
+            }
+            let got: Vec<Vec<u8>> = nal_units(&stream).map(<[u8]>::to_vec).collect();
+            let want: Vec<Vec<u8>> = nals.into_iter().map(|(n, _)| n).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = annex_b_to_avcc(&data);
+            let _ = parameter_sets(&data);
+        }
+    }
+}
