@@ -1,1 +1,332 @@
-//! (in progress)
+//! `recbox inspect DIR`: what a recording directory holds and whether its parts
+//! agree, without changing anything (use recovery for that).
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::index::{IndexError, IndexFile, IndexRecord};
+use super::playlist;
+use super::recording::{INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
+use crate::media::mp4::{self, fourcc_str, ReadError, TornTail, TrackInfo, MOVIE_TIMESCALE};
+
+#[derive(Debug, Error)]
+pub enum InspectError {
+    #[error("read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not a readable recording: {source}", path.display())]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+}
+
+/// How the index compares with the index rebuilt from the recording file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexHealth {
+    Missing,
+    Unreadable(String),
+    Checked {
+        /// Readable records.
+        records: usize,
+        /// Fragments in the file the index lacks.
+        missing: usize,
+        /// Torn or damaged bytes after the last good record.
+        ignored_bytes: u64,
+        /// First record that differs from the file.
+        first_mismatch: Option<usize>,
+    },
+}
+
+impl IndexHealth {
+    pub fn is_consistent(&self) -> bool {
+        matches!(
+            self,
+            IndexHealth::Checked {
+                missing: 0,
+                ignored_bytes: 0,
+                first_mismatch: None,
+                ..
+            }
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub dir: PathBuf,
+    pub tracks: Vec<TrackInfo>,
+    pub fragments: usize,
+    pub keyframe_fragments: usize,
+    /// Media time span of the whole fragments.
+    pub start_us: u64,
+    pub end_us: u64,
+    /// Duration `mvhd` declares (0 until the recording is finished or recovered).
+    pub declared_duration_us: u64,
+    pub file_bytes: u64,
+    pub torn: Option<TornTail>,
+    pub torn_bytes: u64,
+    pub index_bytes: Option<u64>,
+    pub index: IndexHealth,
+    /// The playlist is ended: the recording was finished (or recovered).
+    pub finished: bool,
+}
+
+impl Inspection {
+    /// Nothing to repair.
+    pub fn is_healthy(&self) -> bool {
+        self.torn.is_none() && self.index.is_consistent() && self.finished
+    }
+}
+
+pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
+    let path = dir.join(MP4_FILE);
+    let io = |source| InspectError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = File::open(&path).map_err(io)?;
+    let file_bytes = file.metadata().map_err(io)?.len();
+    let scan = mp4::scan(&mut file, file_bytes).map_err(|e| match e {
+        ReadError::Io(source) => InspectError::Io {
+            path: path.clone(),
+            source,
+        },
+        source => InspectError::Format {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    let records: Vec<IndexRecord> = scan
+        .fragments
+        .iter()
+        .map(|f| IndexRecord::derive(&scan.init, &f.moof, f.offset, f.len))
+        .collect::<Result<_, _>>()
+        .map_err(|source| InspectError::Format {
+            path: path.clone(),
+            source,
+        })?;
+
+    let mut declared = [0; 8];
+    let declared_units = match scan.init.mvhd_duration_at {
+        Some(at) => file
+            .read_exact_at(&mut declared, at)
+            .map(|_| u64::from_be_bytes(declared))
+            .map_err(io)?,
+        None => 0,
+    };
+
+    let index_path = dir.join(INDEX_FILE);
+    let index_bytes = fs::metadata(&index_path).ok().map(|m| m.len());
+    let index = match IndexFile::open(&index_path).and_then(|mut f| f.read_all()) {
+        Err(IndexError::Io(e)) if e.kind() == io::ErrorKind::NotFound => IndexHealth::Missing,
+        Err(e) => IndexHealth::Unreadable(e.to_string()),
+        Ok(contents) => IndexHealth::Checked {
+            records: contents.records.len(),
+            missing: records.len().saturating_sub(contents.records.len()),
+            ignored_bytes: contents.ignored_bytes,
+            first_mismatch: contents
+                .records
+                .iter()
+                .enumerate()
+                .position(|(i, r)| records.get(i) != Some(r)),
+        },
+    };
+    let finished =
+        fs::read_to_string(dir.join(PLAYLIST_FILE)).is_ok_and(|t| playlist::is_ended(&t));
+
+    Ok(Inspection {
+        dir: dir.to_owned(),
+        tracks: scan.init.tracks.clone(),
+        fragments: records.len(),
+        keyframe_fragments: records.iter().filter(|r| r.keyframe()).count(),
+        start_us: records.first().map_or(0, |r| r.start_us),
+        end_us: records.iter().map(IndexRecord::end_us).max().unwrap_or(0),
+        declared_duration_us: declared_units.saturating_mul(1_000_000 / u64::from(MOVIE_TIMESCALE)),
+        file_bytes,
+        torn_bytes: scan.file_len - scan.valid_len,
+        torn: scan.torn,
+        index_bytes,
+        index,
+        finished,
+    })
+}
+
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+impl fmt::Display for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "recording  {}", self.dir.display())?;
+        for t in &self.tracks {
+            let codec = fourcc_str(&t.codec);
+            match &t.handler {
+                b"vide" => writeln!(
+                    f,
+                    "  video    {codec} {}x{}, timescale {}",
+                    t.width, t.height, t.timescale
+                )?,
+                b"soun" => writeln!(
+                    f,
+                    "  audio    {codec} {} ch, {} Hz input, timescale {}",
+                    t.channels, t.sample_rate, t.timescale
+                )?,
+                h => writeln!(
+                    f,
+                    "  track    {codec} ({}), timescale {}",
+                    fourcc_str(h),
+                    t.timescale
+                )?,
+            }
+        }
+        writeln!(
+            f,
+            "  media    {} fragments ({} start with a keyframe), {:.3} s .. {:.3} s",
+            self.fragments,
+            self.keyframe_fragments,
+            secs(self.start_us),
+            secs(self.end_us)
+        )?;
+        writeln!(
+            f,
+            "  file     {} bytes, declared duration {:.3} s",
+            self.file_bytes,
+            secs(self.declared_duration_us)
+        )?;
+        if let Some(torn) = &self.torn {
+            writeln!(
+                f,
+                "  TORN     {} bytes after the last whole fragment ({torn:?})",
+                self.torn_bytes
+            )?;
+        }
+        let size = self
+            .index_bytes
+            .map_or_else(|| "-".to_owned(), |b| format!("{b} bytes"));
+        match &self.index {
+            IndexHealth::Missing => writeln!(f, "  index    MISSING")?,
+            IndexHealth::Unreadable(e) => writeln!(f, "  index    {size}, UNREADABLE: {e}")?,
+            IndexHealth::Checked {
+                records,
+                missing,
+                ignored_bytes,
+                first_mismatch,
+            } => {
+                write!(f, "  index    {size}, {records} records")?;
+                if self.index.is_consistent() {
+                    write!(f, ", consistent with the file")?;
+                }
+                if *missing > 0 {
+                    write!(f, ", {missing} fragments not indexed")?;
+                }
+                if *ignored_bytes > 0 {
+                    write!(f, ", {ignored_bytes} torn/damaged bytes")?;
+                }
+                if let Some(i) = first_mismatch {
+                    write!(f, ", record {i} DIFFERS from the file")?;
+                }
+                writeln!(f)?;
+            }
+        }
+        let state = match (self.finished, self.is_healthy()) {
+            (_, true) => "finished cleanly",
+            (true, false) => "finished, but damaged since: run `recbox repair`",
+            (false, _) => "NOT finished: run `recbox repair`",
+        };
+        writeln!(f, "  health   {state}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::frame::{Media, Track};
+    use crate::recorder::fragmenter::tests::start_params;
+    use crate::recorder::recording::{RecordingWriter, WriterOptions};
+    use std::io::Write;
+    use std::time::SystemTime;
+
+    fn frames(w: &mut RecordingWriter, n: i64) {
+        for i in 0..n {
+            let nal = if i % 30 == 0 { 0x65 } else { 0x41 };
+            let data = vec![0, 0, 1, nal, 0x88, 1, 2, 3];
+            let m = Media {
+                track: Track::Video,
+                pts: i * 3000,
+                dts: i * 3000,
+                keyframe: i % 30 == 0,
+                data,
+            };
+            w.push(&m).unwrap();
+        }
+    }
+
+    #[test]
+    fn reports_finished_and_unfinished_recordings() {
+        let root = tempfile::tempdir().unwrap();
+        let mut w = RecordingWriter::create(
+            root.path(),
+            &start_params(),
+            SystemTime::now(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        frames(&mut w, 90);
+        let dir = w.dir().to_owned();
+        w.finish().unwrap();
+        let i = inspect(&dir).unwrap();
+        assert!(i.is_healthy(), "{i}");
+        assert_eq!(
+            (
+                i.fragments,
+                i.keyframe_fragments,
+                i.end_us,
+                i.declared_duration_us
+            ),
+            (3, 3, 3_000_000, 3_000_000)
+        );
+        let text = i.to_string();
+        assert!(
+            text.contains("avc1 320x240") && text.contains("Opus 1 ch"),
+            "{text}"
+        );
+        assert!(
+            text.contains("consistent with the file") && text.contains("finished cleanly"),
+            "{text}"
+        );
+
+        let mut w = RecordingWriter::create(
+            root.path(),
+            &start_params(),
+            SystemTime::UNIX_EPOCH,
+            WriterOptions::default(),
+        )
+        .unwrap();
+        frames(&mut w, 61);
+        let dir = w.dir().to_owned();
+        drop(w);
+        let mut mp4 = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(MP4_FILE))
+            .unwrap();
+        mp4.write_all(b"junk").unwrap();
+        fs::remove_file(dir.join(INDEX_FILE)).unwrap();
+        let i = inspect(&dir).unwrap();
+        assert!(!i.is_healthy() && !i.finished);
+        assert_eq!(
+            (i.index.clone(), i.fragments, i.torn_bytes),
+            (IndexHealth::Missing, 2, 4)
+        );
+        assert!(i.to_string().contains("NOT finished"), "{i}");
+    }
+}

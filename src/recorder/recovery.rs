@@ -1,1 +1,259 @@
-//! (in progress)
+//! Recovery of recordings that were not finished cleanly (power loss, crash,
+//! storage removed): the MP4 is the source of truth, everything else is rebuilt
+//! from it.
+//!
+//! - a torn tail of `recording.mp4` (partial box, `moof` without its `mdat`,
+//!   unparsable `moof`) is cut back to the end of the last whole fragment;
+//! - `recording.idx` is rebuilt from the file; since every record field is derived
+//!   from the MP4, it is byte-identical to what the live writer wrote, so a torn,
+//!   damaged or missing index all end up the same; it is replaced atomically
+//!   (temp file, fsync, rename, fsync directory) and only if it differs;
+//! - the playlist is regenerated (ended) and the `moov` durations are patched.
+//!
+//! Running it again on a recovered (or cleanly finished) recording changes nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::index::{encode_index, IndexFile, IndexRecord};
+use super::playlist;
+use super::recording::{WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
+use crate::media::mp4::{self, FileScan, ReadError, TornTail};
+
+#[derive(Debug, Error)]
+pub enum RecoveryError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} cannot be recovered: {source}", path.display())]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RecoveryError + 'a {
+    move |source| RecoveryError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn format_err(path: &Path) -> impl FnOnce(ReadError) -> RecoveryError + '_ {
+    move |source| match source {
+        ReadError::Io(source) => RecoveryError::Io {
+            op: "read",
+            path: path.to_owned(),
+            source,
+        },
+        source => RecoveryError::Format {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub dir: PathBuf,
+    /// Whole fragments kept in the recording file.
+    pub fragments: usize,
+    /// Why the file had a torn tail, if it had one.
+    pub torn: Option<TornTail>,
+    /// Bytes cut off the end of the recording file.
+    pub truncated_bytes: u64,
+    /// Readable records in the old index (`None`: missing or unreadable header).
+    pub old_index_records: Option<usize>,
+    /// Old records that did not survive: torn/damaged tail, or pointing at data that
+    /// was cut off or never written.
+    pub index_records_dropped: usize,
+    /// Records added that the old index lacked.
+    pub index_records_added: usize,
+    pub index_rewritten: bool,
+    pub playlist_rewritten: bool,
+    pub durations_patched: bool,
+    /// The playlist was already ended: the recording had finished cleanly.
+    pub was_finished: bool,
+    pub media_duration_us: u64,
+}
+
+impl RecoveryReport {
+    /// True when nothing had to be changed.
+    pub fn was_clean(&self) -> bool {
+        self.truncated_bytes == 0
+            && !self.index_rewritten
+            && !self.playlist_rewritten
+            && !self.durations_patched
+    }
+}
+
+fn scan_file(file: &mut File, path: &Path) -> Result<FileScan, RecoveryError> {
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    mp4::scan(file, len).map_err(format_err(path))
+}
+
+fn records_of(scan: &FileScan, path: &Path) -> Result<Vec<IndexRecord>, RecoveryError> {
+    scan.fragments
+        .iter()
+        .map(|f| IndexRecord::derive(&scan.init, &f.moof, f.offset, f.len))
+        .collect::<Result<_, _>>()
+        .map_err(format_err(path))
+}
+
+/// The index records for the whole fragments of an MP4 (a torn tail is ignored).
+pub fn index_from_file(mp4: &Path) -> Result<Vec<IndexRecord>, RecoveryError> {
+    let mut file = File::open(mp4).map_err(io_err("open", mp4))?;
+    let scan = scan_file(&mut file, mp4)?;
+    records_of(&scan, mp4)
+}
+
+/// Replaces `path` with `contents` atomically and durably.
+fn replace_file(dir: &Path, name: &str, contents: &[u8]) -> Result<(), RecoveryError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(contents).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("sync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
+}
+
+/// Recovers one recording directory (see the module docs).
+pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
+    let mp4_path = dir.join(MP4_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&mp4_path)
+        .map_err(io_err("open", &mp4_path))?;
+    let scan = scan_file(&mut file, &mp4_path)?;
+    let truncated_bytes = scan.file_len - scan.valid_len;
+    if truncated_bytes > 0 {
+        tracing::warn!(path = %mp4_path.display(), torn = ?scan.torn, truncated_bytes, "cutting torn tail");
+        file.set_len(scan.valid_len)
+            .map_err(io_err("truncate", &mp4_path))?;
+        file.sync_all().map_err(io_err("sync", &mp4_path))?;
+    }
+    let records = records_of(&scan, &mp4_path)?;
+
+    // The index.
+    let index_path = dir.join(INDEX_FILE);
+    let old = match IndexFile::open(&index_path).and_then(|mut f| f.read_all()) {
+        Ok(contents) => Some(contents.records),
+        Err(e) => {
+            tracing::warn!(path = %index_path.display(), error = %e, "index unreadable, rebuilding");
+            None
+        }
+    };
+    let old_records = old.as_deref().unwrap_or(&[]);
+    let kept = old_records
+        .iter()
+        .zip(&records)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let new_index = encode_index(&records);
+    let index_rewritten = fs::read(&index_path).map_or(true, |bytes| bytes != new_index);
+    if index_rewritten {
+        replace_file(dir, INDEX_FILE, &new_index)?;
+    }
+
+    // Durations in moov.
+    let track_ends = scan.track_ends();
+    let mut durations_patched = false;
+    for (at, bytes) in mp4::duration_patches(&scan.init, &track_ends) {
+        let mut current = [0; 8];
+        file.read_exact_at(&mut current, at)
+            .map_err(io_err("read", &mp4_path))?;
+        if current != bytes {
+            file.write_all_at(&bytes, at)
+                .map_err(io_err("write", &mp4_path))?;
+            durations_patched = true;
+        }
+    }
+    if durations_patched {
+        file.sync_data().map_err(io_err("sync", &mp4_path))?;
+    }
+
+    // The playlist: keep its target duration unless a fragment needs more.
+    let playlist_path = dir.join(PLAYLIST_FILE);
+    let old_playlist = fs::read_to_string(&playlist_path).ok();
+    let was_finished = old_playlist.as_deref().is_some_and(playlist::is_ended);
+    let target = old_playlist
+        .as_deref()
+        .and_then(playlist::parse_target_duration)
+        .unwrap_or_else(|| playlist::target_duration_secs(WriterOptions::default().max_fragment))
+        .max(playlist::covering_target_duration(&records));
+    let text = playlist::playlist(target, scan.init.len, &records, true);
+    let playlist_rewritten = old_playlist.as_deref() != Some(text.as_str());
+    if playlist_rewritten {
+        replace_file(dir, PLAYLIST_FILE, text.as_bytes())?;
+    }
+
+    let report = RecoveryReport {
+        dir: dir.to_owned(),
+        fragments: records.len(),
+        torn: scan.torn,
+        truncated_bytes,
+        old_index_records: old.as_ref().map(Vec::len),
+        index_records_dropped: old_records.len() - kept,
+        index_records_added: records.len() - kept,
+        index_rewritten,
+        playlist_rewritten,
+        durations_patched,
+        was_finished,
+        media_duration_us: mp4::movie_duration_us(&scan.init, &track_ends),
+    };
+    if report.was_clean() {
+        tracing::debug!(dir = %dir.display(), "recording is clean");
+    } else {
+        tracing::info!(?report, "recording recovered");
+    }
+    Ok(report)
+}
+
+/// Recording directories under `<storage_root>/<room>/` that were not finished
+/// cleanly: they hold a recording file but their playlist is missing or not ended.
+pub fn find_unfinished(storage_root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for room in read_dirs(storage_root) {
+        for dir in read_dirs(&room) {
+            if !dir.join(MP4_FILE).is_file() {
+                continue;
+            }
+            let ended =
+                fs::read_to_string(dir.join(PLAYLIST_FILE)).is_ok_and(|t| playlist::is_ended(&t));
+            if !ended {
+                found.push(dir);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn read_dirs(dir: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list directory");
+            Vec::new()
+        }
+    }
+}
