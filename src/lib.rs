@@ -9,4 +9,5 @@ pub mod bench;
 pub mod link;
 pub mod media;
 pub mod recorder;
+pub mod storage;
 pub mod synth;
