@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod link;
 pub mod media;
+pub mod mixer;
 pub mod recorder;
 pub mod storage;
 pub mod synth;

@@ -1,1 +1,511 @@
-//! (in progress)
+//! The tokio shell of the media link: moves frames over TCP or a Unix socket, full
+//! duplex. Reading and writing are independent: a [`FrameReader`] owns the read
+//! half, a spawned writer task owns the write half and is fed by [`FrameSender`]s.
+//!
+//! The writer has two queues. Media and the frames that must stay in order with it
+//! (`Start`, `Stop`) go through the bounded stream queue, which gives backpressure;
+//! every other frame (faults, stats, ping/pong, handshake) goes through the control
+//! queue, which the writer always drains first, so a fault never waits behind video.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::codec::{encode, CodecError, FrameDecoder};
+use super::frame::Frame;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Write buffer in which consecutive small frames are coalesced into one write.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Frames of the stream queue (media) before `send` waits.
+const STREAM_QUEUE: usize = 64;
+/// Frames of the control queue before `send` waits; bounded so a peer that floods
+/// pings but never reads cannot grow it without limit.
+const CONTROL_QUEUE: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid link address {addr:?}: {reason}")]
+    BadAddress { addr: String, reason: &'static str },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: LinkAddr, source: io::Error },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: LinkAddr, source: io::Error },
+    #[error("media link i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("the peer closed the link in the middle of a frame ({buffered} bytes received)")]
+    Truncated { buffered: usize },
+    #[error("the link is closed: {0}")]
+    Closed(String),
+}
+
+/// Where a link listens or connects: `tcp:HOST:PORT`, `unix:/path/sock`, or a bare
+/// `HOST:PORT` (TCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkAddr {
+    /// `HOST:PORT`, as given to the resolver.
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl FromStr for LinkAddr {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason| TransportError::BadAddress {
+            addr: s.to_owned(),
+            reason,
+        };
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad("the socket path is empty"));
+            }
+            return Ok(LinkAddr::Unix(path.into()));
+        }
+        let host_port = s.strip_prefix("tcp:").unwrap_or(s);
+        let Some((host, port)) = host_port.rsplit_once(':') else {
+            return Err(bad("expected tcp:HOST:PORT, unix:PATH or HOST:PORT"));
+        };
+        if host.is_empty() {
+            return Err(bad("the host is empty"));
+        }
+        if port.parse::<u16>().is_err() {
+            return Err(bad("the port is not a number from 0 to 65535"));
+        }
+        Ok(LinkAddr::Tcp(host_port.to_owned()))
+    }
+}
+
+impl fmt::Display for LinkAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkAddr::Tcp(host_port) => write!(f, "tcp:{host_port}"),
+            LinkAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+pub struct LinkListener {
+    listener: Listener,
+    local: LinkAddr,
+    max_frame: usize,
+}
+
+impl LinkListener {
+    /// Listens on `addr`. A Unix socket file left by a dead process is replaced; one
+    /// that a live process still listens on, or a path that is not a socket, is not.
+    pub async fn bind(addr: &LinkAddr, max_frame: usize) -> Result<Self, TransportError> {
+        let bind_err = |source| TransportError::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let (listener, local) = match addr {
+            LinkAddr::Tcp(host_port) => {
+                let listener = TcpListener::bind(host_port.as_str())
+                    .await
+                    .map_err(bind_err)?;
+                // Resolved here so that port 0 reports the port actually bound.
+                let local = listener.local_addr().map_err(bind_err)?;
+                (Listener::Tcp(listener), LinkAddr::Tcp(local.to_string()))
+            }
+            LinkAddr::Unix(path) => {
+                remove_stale_socket(path).map_err(bind_err)?;
+                let listener = UnixListener::bind(path).map_err(bind_err)?;
+                (Listener::Unix(listener), addr.clone())
+            }
+        };
+        debug!(%local, "media link listening");
+        Ok(Self {
+            listener,
+            local,
+            max_frame,
+        })
+    }
+
+    pub fn local_addr(&self) -> LinkAddr {
+        self.local.clone()
+    }
+
+    /// Waits for the next connection; returns its two ends and a description of the peer.
+    pub async fn accept(&self) -> Result<(FrameReader, FrameSender, String), TransportError> {
+        let (reader, sender, peer) = match &self.listener {
+            Listener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                let (read, write) = stream.into_split();
+                let (reader, sender) = spawn_link(read, write, self.max_frame);
+                (reader, sender, format!("tcp:{peer}"))
+            }
+            Listener::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let peer = match stream.peer_cred() {
+                    Ok(cred) => match cred.pid() {
+                        Some(pid) => format!("unix peer pid {pid} uid {}", cred.uid()),
+                        None => format!("unix peer uid {}", cred.uid()),
+                    },
+                    Err(_) => "unix peer".to_owned(),
+                };
+                let (read, write) = stream.into_split();
+                let (reader, sender) = spawn_link(read, write, self.max_frame);
+                (reader, sender, peer)
+            }
+        };
+        debug!(%peer, "media link accepted");
+        Ok((reader, sender, peer))
+    }
+}
+
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(meta) if !meta.file_type().is_socket() => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        )),
+        // Connecting tells a live listener from a stale file; it does not block on
+        // a Unix socket.
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening on this socket",
+            )),
+            Err(_) => {
+                debug!(path = %path.display(), "removing stale socket");
+                std::fs::remove_file(path)
+            }
+        },
+    }
+}
+
+/// Connects to a listening link.
+pub async fn connect(
+    addr: &LinkAddr,
+    max_frame: usize,
+) -> Result<(FrameReader, FrameSender), TransportError> {
+    let connect_err = |source| TransportError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    let link = match addr {
+        LinkAddr::Tcp(host_port) => {
+            let stream = TcpStream::connect(host_port.as_str())
+                .await
+                .map_err(connect_err)?;
+            // Control frames are small and urgent; do not let Nagle hold them back.
+            stream.set_nodelay(true).map_err(connect_err)?;
+            let (read, write) = stream.into_split();
+            spawn_link(read, write, max_frame)
+        }
+        LinkAddr::Unix(path) => {
+            let stream = UnixStream::connect(path).await.map_err(connect_err)?;
+            let (read, write) = stream.into_split();
+            spawn_link(read, write, max_frame)
+        }
+    };
+    debug!(%addr, "media link connected");
+    Ok(link)
+}
+
+/// Runs a link over any byte stream (e.g. `tokio::io::duplex` in tests).
+pub fn framed<S>(stream: S, max_frame: usize) -> (FrameReader, FrameSender)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    spawn_link(read, write, max_frame)
+}
+
+fn spawn_link<R, W>(read: R, write: W, max_frame: usize) -> (FrameReader, FrameSender)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (stream_tx, stream_rx) = mpsc::channel(STREAM_QUEUE);
+    let shared = Arc::new(Shared {
+        max_frame,
+        end: OnceLock::new(),
+    });
+    tokio::spawn(run_writer(write, control_rx, stream_rx, shared.clone()));
+    let reader = FrameReader {
+        read: Box::new(read),
+        decoder: FrameDecoder::new(max_frame),
+        chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+    };
+    let sender = FrameSender {
+        control: control_tx,
+        stream: stream_tx,
+        shared,
+    };
+    (reader, sender)
+}
+
+/// The receiving end of a link.
+pub struct FrameReader {
+    read: Box<dyn AsyncRead + Unpin + Send>,
+    decoder: FrameDecoder,
+    chunk: Box<[u8]>,
+}
+
+impl FrameReader {
+    /// The next frame; `Ok(None)` when the peer closed the link between frames.
+    ///
+    /// Cancel-safe: dropping the future loses no bytes, so it can sit in a `select!`.
+    /// After an error the link is unusable and every call repeats the error.
+    pub async fn next(&mut self) -> Result<Option<Frame>, TransportError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(Some(frame));
+            }
+            let n = self.read.read(&mut self.chunk).await?;
+            if n == 0 {
+                return match self.decoder.buffered() {
+                    0 => Ok(None),
+                    buffered => Err(TransportError::Truncated { buffered }),
+                };
+            }
+            self.decoder.push(&self.chunk[..n]);
+        }
+    }
+}
+
+#[derive(Debug)]
+enum StreamItem {
+    Frame(Vec<u8>),
+    /// Flush, shut down the write half, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    max_frame: usize,
+    /// Why the writer stopped: `Ok` for a local close, `Err` with the I/O error.
+    end: OnceLock<Result<(), String>>,
+}
+
+/// The sending end of a link; clone it freely. When the last clone is dropped the
+/// writer flushes what is queued, shuts the write half down and ends.
+#[derive(Debug, Clone)]
+pub struct FrameSender {
+    control: mpsc::Sender<Vec<u8>>,
+    stream: mpsc::Sender<StreamItem>,
+    shared: Arc<Shared>,
+}
+
+impl FrameSender {
+    /// Queues `frame`, waiting while the queue for its kind is full.
+    ///
+    /// A frame larger than the link's maximum is refused here rather than making the
+    /// peer drop the link. A write error is reported by the send after it happened
+    /// (the frames queued in between are lost with the connection).
+    pub async fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        if self.shared.end.get().is_some() {
+            return Err(self.closed());
+        }
+        // Media dominates: size its buffer so encoding never reallocates.
+        let mut bytes = Vec::with_capacity(match &frame {
+            Frame::Media(media) => media.data.len() + 32,
+            _ => 256,
+        });
+        encode(&frame, &mut bytes)?;
+        let len = bytes.len() - 4;
+        if len > self.shared.max_frame {
+            return Err(CodecError::TooLarge {
+                len,
+                max: self.shared.max_frame,
+            }
+            .into());
+        }
+        let queued = if matches!(frame, Frame::Media(_) | Frame::Start(_) | Frame::Stop) {
+            self.stream.send(StreamItem::Frame(bytes)).await.is_ok()
+        } else {
+            self.control.send(bytes).await.is_ok()
+        };
+        if queued {
+            Ok(())
+        } else {
+            Err(self.closed())
+        }
+    }
+
+    /// Sends everything queued so far, shuts the write half down and waits for it.
+    /// Other clones get [`TransportError::Closed`] afterwards.
+    pub async fn close(self) -> Result<(), TransportError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.stream.send(StreamItem::Close(done_tx)).await.is_ok() {
+            // An error here means the writer ended on its own; `end` says why.
+            let _ = done_rx.await;
+        }
+        match self.shared.end.get() {
+            Some(Err(cause)) => Err(TransportError::Closed(cause.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    fn closed(&self) -> TransportError {
+        TransportError::Closed(match self.shared.end.get() {
+            Some(Err(cause)) => cause.clone(),
+            _ => "the link was closed by this side".to_owned(),
+        })
+    }
+}
+
+async fn run_writer<W: AsyncWrite + Unpin>(
+    write: W,
+    mut control: mpsc::Receiver<Vec<u8>>,
+    mut stream: mpsc::Receiver<StreamItem>,
+    shared: Arc<Shared>,
+) {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, write);
+    let (result, done) = match pump(&mut out, &mut control, &mut stream).await {
+        // `shutdown` flushes the buffer first.
+        Ok(done) => (out.shutdown().await, done),
+        Err(e) => (Err(e), None),
+    };
+    if let Err(e) = &result {
+        warn!(error = %e, "media link writer failed");
+    }
+    // Recorded before the queues close, so a sender that finds them closed sees why.
+    let _ = shared.end.set(result.map_err(|e| e.to_string()));
+    drop((control, stream));
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
+/// Writes queued frames until every sender is gone (`Ok(None)`) or one asks to close
+/// (`Ok(Some(answer))`).
+async fn pump<W: AsyncWrite + Unpin>(
+    out: &mut BufWriter<W>,
+    control: &mut mpsc::Receiver<Vec<u8>>,
+    stream: &mut mpsc::Receiver<StreamItem>,
+) -> io::Result<Option<oneshot::Sender<()>>> {
+    loop {
+        // Take what is already queued without waiting, control first, so that
+        // consecutive frames are coalesced in the buffer into few writes.
+        let item = match control.try_recv() {
+            Ok(bytes) => StreamItem::Frame(bytes),
+            Err(_) => match stream.try_recv() {
+                Ok(item) => item,
+                Err(_) => {
+                    // Nothing more to coalesce: put the buffer on the wire, then wait.
+                    out.flush().await?;
+                    tokio::select! {
+                        biased;
+                        Some(bytes) = control.recv() => StreamItem::Frame(bytes),
+                        Some(item) = stream.recv() => item,
+                        else => return Ok(None),
+                    }
+                }
+            },
+        };
+        match item {
+            StreamItem::Frame(bytes) => out.write_all(&bytes).await?,
+            StreamItem::Close(done) => return Ok(Some(done)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::codec::DEFAULT_MAX_FRAME;
+    use crate::link::frame::{Media, Track};
+
+    #[test]
+    fn addresses_parse_and_display() {
+        let cases = [
+            ("tcp:127.0.0.1:7000", LinkAddr::Tcp("127.0.0.1:7000".into())),
+            ("tcp:[::1]:7000", LinkAddr::Tcp("[::1]:7000".into())),
+            (
+                "recorder.local:7000",
+                LinkAddr::Tcp("recorder.local:7000".into()),
+            ),
+            (
+                "unix:/run/recbox/link.sock",
+                LinkAddr::Unix("/run/recbox/link.sock".into()),
+            ),
+        ];
+        for (text, addr) in cases {
+            let parsed: LinkAddr = text.parse().unwrap();
+            assert_eq!(parsed, addr, "{text}");
+            assert_eq!(parsed.to_string().parse::<LinkAddr>().unwrap(), addr);
+        }
+        assert_eq!(LinkAddr::Tcp("h:1".into()).to_string(), "tcp:h:1");
+        assert_eq!(LinkAddr::Unix("/s".into()).to_string(), "unix:/s");
+    }
+
+    #[test]
+    fn bad_addresses_are_explained() {
+        for text in [
+            "",
+            "localhost",
+            "tcp:localhost",
+            ":7000",
+            "h:port",
+            "h:70000",
+            "unix:",
+        ] {
+            let err = text.parse::<LinkAddr>().unwrap_err();
+            assert!(
+                matches!(&err, TransportError::BadAddress { addr, .. } if addr == text),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn framed_runs_over_any_stream() {
+        let (a, b) = tokio::io::duplex(1024);
+        let (mut a_reader, a_sender) = framed(a, DEFAULT_MAX_FRAME);
+        let (mut b_reader, b_sender) = framed(b, DEFAULT_MAX_FRAME);
+        let media = Frame::Media(Media {
+            track: Track::Audio,
+            pts: 0,
+            dts: 0,
+            keyframe: true,
+            data: vec![9; 5000],
+        });
+        a_sender.send(media.clone()).await.unwrap();
+        b_sender.send(Frame::Pong { seq: 3 }).await.unwrap();
+        assert_eq!(b_reader.next().await.unwrap(), Some(media));
+        assert_eq!(a_reader.next().await.unwrap(), Some(Frame::Pong { seq: 3 }));
+        a_sender.close().await.unwrap();
+        assert_eq!(b_reader.next().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn oversize_frame_is_refused_by_the_sender() {
+        let (a, _b) = tokio::io::duplex(1024);
+        let (_reader, sender) = framed(a, 100);
+        let media = Frame::Media(Media {
+            track: Track::Video,
+            pts: 0,
+            dts: 0,
+            keyframe: true,
+            data: vec![0; 100],
+        });
+        assert!(matches!(
+            sender.send(media).await,
+            Err(TransportError::Codec(CodecError::TooLarge { max: 100, .. }))
+        ));
+        sender.send(Frame::Stop).await.unwrap();
+    }
+}

@@ -173,8 +173,15 @@ impl fmt::Display for Inspection {
             match &t.handler {
                 b"vide" => writeln!(
                     f,
-                    "  video    {codec} {}x{}, timescale {}",
-                    t.width, t.height, t.timescale
+                    "  video    {} ({codec}) {}x{}, timescale {}",
+                    if &t.codec == b"avc1" {
+                        "H.264"
+                    } else {
+                        "unknown codec"
+                    },
+                    t.width,
+                    t.height,
+                    t.timescale
                 )?,
                 b"soun" => writeln!(
                     f,
@@ -297,7 +304,7 @@ mod tests {
         );
         let text = i.to_string();
         assert!(
-            text.contains("avc1 320x240") && text.contains("Opus 1 ch"),
+            text.contains("H.264 (avc1) 320x240") && text.contains("Opus 1 ch"),
             "{text}"
         );
         assert!(

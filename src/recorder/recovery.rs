@@ -98,6 +98,54 @@ impl RecoveryReport {
     }
 }
 
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "recording {}", self.dir.display())?;
+        if self.was_clean() {
+            writeln!(f, "  nothing to repair")?;
+        }
+        writeln!(
+            f,
+            "  {} whole fragments, {:.3} s of media",
+            self.fragments,
+            self.media_duration_us as f64 / 1e6
+        )?;
+        if let Some(torn) = &self.torn {
+            writeln!(
+                f,
+                "  torn tail: {torn:?}; {} bytes cut off",
+                self.truncated_bytes
+            )?;
+        }
+        match self.old_index_records {
+            Some(n) => writeln!(f, "  old index: {n} readable records")?,
+            None => writeln!(f, "  old index: missing or unreadable")?,
+        }
+        if self.index_rewritten {
+            writeln!(
+                f,
+                "  index rebuilt from the file: {} records dropped, {} added",
+                self.index_records_dropped, self.index_records_added
+            )?;
+        }
+        if self.playlist_rewritten {
+            writeln!(f, "  playlist regenerated")?;
+        }
+        if self.durations_patched {
+            writeln!(f, "  durations in the file header patched")?;
+        }
+        write!(
+            f,
+            "  {}",
+            if self.was_finished {
+                "had been finished cleanly"
+            } else {
+                "had not been finished (now closed)"
+            }
+        )
+    }
+}
+
 fn scan_file(file: &mut File, path: &Path) -> Result<FileScan, RecoveryError> {
     let len = file.metadata().map_err(io_err("stat", path))?.len();
     mp4::scan(file, len).map_err(format_err(path))

@@ -1,1 +1,393 @@
-//! (in progress)
+//! The recorder's IO shell: accepts media-link sessions, runs the session state
+//! machine, hands media to a writer thread per recording, and sends faults, stats
+//! and acknowledgements back on the same link.
+//!
+//! Files are written on a plain thread, not on the async runtime: an fsync can take
+//! long on a failing disk, and the session must keep reading and answering meanwhile.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::recording::{RecordingWriter, WriteError, WriterOptions};
+use super::recovery;
+use crate::link::codec::DEFAULT_MAX_FRAME;
+use crate::link::frame::{
+    text, Fault, FaultKind, FaultTarget, Frame, Media, RecordingId, StartParams, Stats, Summary,
+    UnixMillis,
+};
+use crate::link::handshake::LinkKey;
+use crate::link::session::{reject_frame, RecorderEvent, RecorderSession};
+use crate::link::transport::{FrameReader, FrameSender, LinkListener, TransportError};
+use crate::storage::{errno, space};
+
+/// Media frames queued for the writer thread before the link is back-pressured.
+const WRITER_QUEUE: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    pub storage: PathBuf,
+    pub key: LinkKey,
+    pub max_frame: usize,
+    pub stats_interval: Duration,
+    pub writer: WriterOptions,
+}
+
+impl RecorderConfig {
+    pub fn new(storage: PathBuf, key: LinkKey) -> Self {
+        Self {
+            storage,
+            key,
+            max_frame: DEFAULT_MAX_FRAME,
+            stats_interval: Duration::from_secs(5),
+            writer: WriterOptions::default(),
+        }
+    }
+}
+
+pub fn now_millis() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Recovers every recording under the storage root that was not finished cleanly
+/// (power cut, crash, pulled disk). Returns how many were recovered.
+pub fn recover_unfinished(storage: &Path) -> usize {
+    let dirs = recovery::find_unfinished(storage);
+    for dir in &dirs {
+        match recovery::recover(dir) {
+            Ok(report) => info!(dir = %dir.display(), %report, "recovered unfinished recording"),
+            Err(e) => warn!(dir = %dir.display(), error = %e, "could not recover recording"),
+        }
+    }
+    dirs.len()
+}
+
+/// Accepts sessions until the listener fails; each session runs on its own task.
+pub async fn serve(
+    listener: LinkListener,
+    config: Arc<RecorderConfig>,
+) -> Result<(), TransportError> {
+    info!(addr = %listener.local_addr(), storage = %config.storage.display(), "recorder listening");
+    loop {
+        let (reader, sender, peer) = listener.accept().await?;
+        let config = config.clone();
+        tokio::spawn(async move {
+            info!(%peer, "media link session opened");
+            match run_session(reader, sender, &config).await {
+                Ok(()) => info!(%peer, "media link session closed"),
+                Err(reason) => warn!(%peer, %reason, "media link session closed with an error"),
+            }
+        });
+    }
+}
+
+enum WriterCmd {
+    Media(Media),
+    Finish,
+}
+
+enum WriterEvent {
+    Created(PathBuf),
+    Failed(WriteError),
+    /// The recording is over. `result` is `None` when a failure ended the writing
+    /// earlier; `dropped` counts media frames that reached no file.
+    Finished {
+        result: Option<Result<Summary, WriteError>>,
+        dropped: u64,
+    },
+}
+
+/// Writer events are tagged with the recording they belong to: a session may start
+/// a new recording while the previous one is still being closed.
+type Tagged = (u64, WriterEvent);
+
+/// One recording being written: the session's handle on its writer thread.
+struct Active {
+    id: RecordingId,
+    started: Instant,
+    dir: Option<PathBuf>,
+    cmds: Option<mpsc::Sender<WriterCmd>>,
+}
+
+impl Active {
+    fn spawn(
+        tag: u64,
+        start: StartParams,
+        config: &RecorderConfig,
+        events: mpsc::UnboundedSender<Tagged>,
+    ) -> Self {
+        let (cmds, rx) = mpsc::channel(WRITER_QUEUE);
+        let root = config.storage.clone();
+        let opts = config.writer;
+        let id = start.recording.clone();
+        std::thread::Builder::new()
+            .name(format!("writer-{}", start.recording))
+            .spawn(move || {
+                write_recording(&root, &start, opts, rx, &mut |e| {
+                    let _ = events.send((tag, e));
+                })
+            })
+            .expect("spawning a thread only fails when the process is out of resources");
+        Self {
+            id,
+            started: Instant::now(),
+            dir: None,
+            cmds: Some(cmds),
+        }
+    }
+
+    async fn push(&mut self, media: Media) {
+        if let Some(cmds) = &self.cmds {
+            // The writer thread outlives the queue, so this only fails after Finish.
+            let _ = cmds.send(WriterCmd::Media(media)).await;
+        }
+    }
+
+    async fn finish(&mut self) {
+        if let Some(cmds) = self.cmds.take() {
+            let _ = cmds.send(WriterCmd::Finish).await;
+        }
+    }
+
+    fn stats(&self, storage: &Path) -> Stats {
+        let size = |name: &str| {
+            self.dir
+                .as_ref()
+                .and_then(|d| std::fs::metadata(d.join(name)).ok())
+                .map_or(0, |m| m.len())
+        };
+        Stats {
+            file_bytes: size("recording.mp4"),
+            index_bytes: size("recording.idx"),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            free_bytes: space::statvfs(storage).map_or(0, |s| s.free_bytes),
+            at: now_millis(),
+        }
+    }
+}
+
+/// The writer thread: owns the files of one recording. After a failure it keeps
+/// draining its queue, so every frame the link delivered is accounted for.
+fn write_recording(
+    root: &Path,
+    start: &StartParams,
+    opts: WriterOptions,
+    mut cmds: mpsc::Receiver<WriterCmd>,
+    report: &mut dyn FnMut(WriterEvent),
+) {
+    let mut writer = match RecordingWriter::create(root, start, SystemTime::now(), opts) {
+        Ok(w) => {
+            report(WriterEvent::Created(w.dir().to_path_buf()));
+            Some(w)
+        }
+        Err(e) => {
+            report(WriterEvent::Failed(e));
+            None
+        }
+    };
+    let mut dropped = 0;
+    // `None` also when the session vanished without Stop: close what we have.
+    while let Some(WriterCmd::Media(media)) = cmds.blocking_recv() {
+        let Some(w) = writer.as_mut() else {
+            dropped += 1;
+            continue;
+        };
+        if let Err(e) = w.push(&media) {
+            report(WriterEvent::Failed(e));
+            writer = None;
+            dropped += 1;
+        }
+    }
+    let result = writer.map(RecordingWriter::finish);
+    report(WriterEvent::Finished { result, dropped });
+}
+
+fn fault_for(id: &RecordingId, err: &WriteError) -> Fault {
+    Fault {
+        recording: id.clone(),
+        kind: err.io_error().map_or(FaultKind::FsError, errno::classify),
+        target: err
+            .target()
+            .map_or(FaultTarget::Storage, |t| t.fault_target()),
+        detail: text(&err.to_string()),
+        at: now_millis(),
+    }
+}
+
+/// The recordings of one session: the current one receives media; earlier ones
+/// may still be closing on their writer threads.
+#[derive(Default)]
+struct Recordings {
+    all: HashMap<u64, Active>,
+    current: Option<u64>,
+    next_tag: u64,
+}
+
+impl Recordings {
+    fn current(&mut self) -> Option<&mut Active> {
+        self.all.get_mut(&self.current?)
+    }
+
+    /// Asks the current recording to close; its writer reports when it is done.
+    async fn finish_current(&mut self) {
+        if let Some(a) = self.current() {
+            a.finish().await;
+        }
+        self.current = None;
+    }
+}
+
+/// Runs one session to its end. `Err` carries the reason the session was closed.
+async fn run_session(
+    mut reader: FrameReader,
+    sender: FrameSender,
+    config: &RecorderConfig,
+) -> Result<(), String> {
+    let (mut session, challenge) = RecorderSession::new(config.key.clone(), rand::random());
+    sender.send(challenge).await.map_err(|e| e.to_string())?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut recs = Recordings::default();
+    let mut ticker = tokio::time::interval(config.stats_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    // Set once the link can no longer deliver media: the loop then only drains the
+    // writers so every recording is closed properly.
+    let mut closing: Option<Result<(), String>> = None;
+
+    loop {
+        if let Some(outcome) = closing.as_ref() {
+            if recs.all.is_empty() {
+                return outcome.clone();
+            }
+        }
+        tokio::select! {
+            frame = reader.next(), if closing.is_none() => {
+                let outcome = match frame {
+                    Ok(Some(frame)) => match session.on_frame(frame) {
+                        Ok(event) => {
+                            handle_event(event, &sender, &mut recs, config, &events_tx).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            let _ = sender.send(reject_frame(&e)).await;
+                            Err(e.to_string())
+                        }
+                    },
+                    Ok(None) => Ok(()),
+                    Err(e) => {
+                        let _ = sender.send(Frame::Reject { reason: text(&e.to_string()) }).await;
+                        Err(e.to_string())
+                    }
+                };
+                recs.finish_current().await;
+                closing = Some(outcome);
+            }
+            Some((tag, event)) = events.recv() => {
+                on_writer_event(tag, event, &sender, &mut recs).await;
+            }
+            _ = ticker.tick(), if recs.current.is_some() => {
+                if let Some(a) = recs.current() {
+                    let stats = a.stats(&config.storage);
+                    let _ = sender.send(Frame::Stats(stats)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_event(
+    event: RecorderEvent,
+    sender: &FrameSender,
+    recs: &mut Recordings,
+    config: &RecorderConfig,
+    events: &mpsc::UnboundedSender<Tagged>,
+) {
+    match event {
+        RecorderEvent::Accepted { recording, reply } => {
+            info!(%recording, "mixer authenticated");
+            let _ = sender.send(reply).await;
+        }
+        RecorderEvent::Start(start) => {
+            info!(recording = %start.recording, room = %start.room, "recording starts");
+            recs.finish_current().await;
+            let tag = recs.next_tag;
+            recs.next_tag += 1;
+            recs.all
+                .insert(tag, Active::spawn(tag, start, config, events.clone()));
+            recs.current = Some(tag);
+        }
+        RecorderEvent::Media(media) => {
+            if let Some(a) = recs.current() {
+                a.push(media).await;
+            }
+        }
+        RecorderEvent::Stop => recs.finish_current().await,
+        RecorderEvent::Ping { reply } => {
+            let _ = sender.send(reply).await;
+        }
+    }
+}
+
+/// Reports on the link what a writer thread did.
+async fn on_writer_event(
+    tag: u64,
+    event: WriterEvent,
+    sender: &FrameSender,
+    recs: &mut Recordings,
+) {
+    let Some(a) = recs.all.get_mut(&tag) else {
+        return;
+    };
+    match event {
+        WriterEvent::Created(dir) => {
+            debug!(dir = %dir.display(), "recording files created");
+            let _ = sender
+                .send(Frame::Started {
+                    recording: a.id.clone(),
+                    path: text(&dir.display().to_string()),
+                })
+                .await;
+            a.dir = Some(dir);
+        }
+        WriterEvent::Failed(e) => {
+            let fault = fault_for(&a.id, &e);
+            warn!(recording = %a.id, kind = ?fault.kind, target = ?fault.target, error = %e, "recording fault");
+            let _ = sender.send(Frame::Fault(fault)).await;
+        }
+        WriterEvent::Finished { result, dropped } => {
+            let a = recs.all.remove(&tag).expect("looked up above");
+            if recs.current == Some(tag) {
+                recs.current = None;
+            }
+            match result {
+                Some(Ok(summary)) => {
+                    info!(recording = %a.id, fragments = summary.fragments, bytes = summary.file_bytes, "recording finished");
+                    let _ = sender.send(Frame::Stopped { summary }).await;
+                }
+                Some(Err(e)) => {
+                    warn!(recording = %a.id, error = %e, "recording could not be closed");
+                    let _ = sender.send(Frame::Fault(fault_for(&a.id, &e))).await;
+                }
+                None => {}
+            }
+            if dropped > 0 {
+                warn!(recording = %a.id, dropped, "media frames were not written");
+                let _ = sender
+                    .send(Frame::Fault(Fault {
+                        recording: a.id.clone(),
+                        kind: FaultKind::MediaDropped,
+                        target: FaultTarget::Storage,
+                        detail: text(&format!("{dropped} media frames could not be written")),
+                        at: now_millis(),
+                    }))
+                    .await;
+            }
+        }
+    }
+}

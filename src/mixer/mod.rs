@@ -1,0 +1,3 @@
+//! The mixer role. For now its link to the recorder; mixing and compositing follow.
+
+pub mod uplink;

@@ -1,0 +1,175 @@
+//! Helpers shared by the whole-process tests: a real recorder on a real socket, a
+//! real mixer-side link client with synthetic participants, and ffprobe.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use recbox::link::codec::DEFAULT_MAX_FRAME;
+use recbox::link::frame::{text, Summary};
+use recbox::link::handshake::LinkKey;
+use recbox::link::session::MixerEvent;
+use recbox::link::transport::{LinkAddr, LinkListener};
+use recbox::mixer::uplink::{Uplink, UplinkEvent};
+use recbox::recorder::service::{self, RecorderConfig};
+use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
+
+pub const ROOM: &str = "room-1";
+
+pub fn key() -> LinkKey {
+    LinkKey::new(b"test link key".to_vec()).unwrap()
+}
+
+/// Starts a recorder on `addr` (port 0 / a socket path) and returns where it listens.
+pub async fn start_recorder(
+    addr: &str,
+    storage: &Path,
+    tune: impl FnOnce(&mut RecorderConfig),
+) -> LinkAddr {
+    let mut config = RecorderConfig::new(storage.to_path_buf(), key());
+    tune(&mut config);
+    let listener = LinkListener::bind(&addr.parse().unwrap(), config.max_frame)
+        .await
+        .unwrap();
+    let local = listener.local_addr();
+    tokio::spawn(service::serve(listener, Arc::new(config)));
+    local
+}
+
+pub fn feed() -> SyntheticFeed {
+    SyntheticFeed::new(
+        PatternSpec {
+            width: 320,
+            height: 240,
+            fps: 30,
+            gop: 30,
+            ..PatternSpec::default()
+        },
+        ToneSpec::default(),
+    )
+    .unwrap()
+}
+
+pub async fn connect(addr: &LinkAddr, recording: &str) -> Uplink {
+    Uplink::connect(addr, key(), text(recording), DEFAULT_MAX_FRAME)
+        .await
+        .unwrap()
+}
+
+/// What a recording session sent and what the recorder answered.
+pub struct Sent {
+    pub video_frames: usize,
+    pub audio_frames: usize,
+    /// Media time of the end of the last frame sent, in µs.
+    pub end_us: u64,
+    pub events: Vec<MixerEvent>,
+}
+
+/// Sends `seconds` of media as fast as the link takes it (timestamps, not the clock,
+/// define the recording's timing).
+pub async fn send_media(uplink: &Uplink, feed: &mut SyntheticFeed, seconds: f64) -> Sent {
+    let mut sent = Sent {
+        video_frames: 0,
+        audio_frames: 0,
+        end_us: 0,
+        events: Vec::new(),
+    };
+    let end = (seconds * 1e6) as u64;
+    while feed.next_time_us() < end {
+        let m = feed.next_media().unwrap();
+        let (count, dur_us) = match m.track {
+            recbox::link::frame::Track::Video => (&mut sent.video_frames, 1_000_000 / 30),
+            recbox::link::frame::Track::Audio => (&mut sent.audio_frames, 20_000),
+        };
+        *count += 1;
+        let t = m.pts as u64 * 1_000_000 / u64::from(m.track.timescale());
+        sent.end_us = sent.end_us.max(t + dur_us);
+        uplink.media(m).await.unwrap();
+    }
+    sent
+}
+
+/// Sends Stop and collects events until `Stopped`.
+pub async fn stop(uplink: &mut Uplink, events: &mut Vec<MixerEvent>) -> Summary {
+    uplink.stop().await.unwrap();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), uplink.next_event())
+            .await
+            .expect("recorder answers Stop")
+            .expect("link open until Stopped");
+        match ev {
+            UplinkEvent::Recorder(MixerEvent::Stopped(summary)) => return summary,
+            UplinkEvent::Recorder(other) => events.push(other),
+            UplinkEvent::Closed(reason) => panic!("link closed before Stopped: {reason:?}"),
+        }
+    }
+}
+
+/// The one recording directory under the room.
+pub fn recording_dir(storage: &Path, recording: &str) -> PathBuf {
+    let room = storage.join(ROOM);
+    std::fs::read_dir(&room)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(recording))
+        .unwrap_or_else(|| panic!("no recording {recording} in {}", room.display()))
+}
+
+pub fn ffprobe(args: &[&str]) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .output()
+        .expect("ffprobe is installed (tests/run installs ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Codec names of the streams, in order.
+pub fn stream_codecs(file: &Path) -> Vec<String> {
+    ffprobe(&[
+        "-show_entries",
+        "stream=codec_name",
+        "-of",
+        "csv=p=0",
+        file.to_str().unwrap(),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+pub fn format_duration_s(file: &Path) -> f64 {
+    ffprobe(&[
+        "-show_entries",
+        "format=duration",
+        "-of",
+        "csv=p=0",
+        file.to_str().unwrap(),
+    ])
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// Number of decodable frames per stream (video first), counted by decoding.
+pub fn decoded_frames(file: &Path) -> Vec<usize> {
+    ffprobe(&[
+        "-count_frames",
+        "-show_entries",
+        "stream=nb_read_frames",
+        "-of",
+        "csv=p=0",
+        file.to_str().unwrap(),
+    ])
+    .lines()
+    .map(|l| l.trim().parse().unwrap())
+    .collect()
+}
