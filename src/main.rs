@@ -113,13 +113,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The demo and the benchmarks print their own lines; the services log what they do.
+    let default_level = match cli.command {
+        Command::Demo { .. } | Command::Bench { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         Command::Recorder {
