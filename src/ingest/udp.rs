@@ -1,0 +1,135 @@
+//! The IO shell of the ingest: one UDP socket receiving every stream's RTP (and
+//! multiplexed RTCP), a [`Demux`] doing the work, and RTCP feedback sent back to the
+//! address each stream comes from.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use super::rtp::{is_rtcp, peek_ssrc};
+use super::stream::{Demux, IngestOutput};
+
+/// How often the jitter buffers are polled for due packets and losses.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How often receiver reports are sent (RFC 3550 suggests about 5 s at most).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum UdpError {
+    #[error("cannot bind the ingest socket: {0}")]
+    Bind(#[source] std::io::Error),
+}
+
+pub struct UdpIngest {
+    socket: UdpSocket,
+    demux: Demux,
+    /// Where each SSRC's packets come from: the destination of its RTCP.
+    senders: HashMap<u32, SocketAddr>,
+}
+
+impl UdpIngest {
+    pub async fn bind(addr: SocketAddr, demux: Demux) -> Result<Self, UdpError> {
+        let socket = UdpSocket::bind(addr).await.map_err(UdpError::Bind)?;
+        Ok(Self {
+            socket,
+            demux,
+            senders: HashMap::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Receives until `stop` fires (or its sender is dropped) or `outputs` is closed,
+    /// then hands back the demultiplexer with its final statistics.
+    pub async fn run(
+        mut self,
+        outputs: mpsc::Sender<IngestOutput>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Demux {
+        // One byte more than allowed, so that oversize datagrams are seen as such.
+        let mut buf = vec![0; self.demux.max_packet() + 1];
+        let mut poll = interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut report = interval(REPORT_INTERVAL);
+        report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        info!(addr = ?self.socket.local_addr().ok(), "RTP ingest running");
+        loop {
+            let out = tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => {
+                        let data = &buf[..len];
+                        if let Some(ssrc) = peek_ssrc(data).filter(|_| !is_rtcp(data)) {
+                            self.senders.insert(ssrc, from);
+                        }
+                        self.demux.push_datagram(data, Instant::now().into_std())
+                    }
+                    Err(e) => {
+                        // E.g. ICMP errors surfacing on the socket: not fatal to the ingest.
+                        warn!("UDP receive: {e}");
+                        continue;
+                    }
+                },
+                _ = poll.tick() => self.demux.poll(Instant::now().into_std()),
+                _ = report.tick() => {
+                    self.send_reports().await;
+                    continue;
+                }
+                _ = &mut stop => break,
+            };
+            for o in out {
+                if let IngestOutput::KeyframeRequest { ssrc } = o {
+                    self.send_pli(ssrc).await;
+                }
+                if outputs.send(o).await.is_err() {
+                    debug!("ingest output closed");
+                    return self.demux;
+                }
+            }
+        }
+        for &ssrc in self.senders.keys() {
+            if let Some(s) = self.demux.stream(ssrc) {
+                info!(ssrc, "ingest stream stats: {}", s.stats());
+            }
+        }
+        info!("ingest demux stats: {}", self.demux.stats());
+        self.demux
+    }
+
+    async fn send_pli(&self, ssrc: u32) {
+        let Some(&to) = self.senders.get(&ssrc) else {
+            return;
+        };
+        match self.demux.pli(ssrc) {
+            Ok(pli) => self.send(&pli, to).await,
+            Err(e) => warn!(ssrc, "cannot build PLI: {e}"),
+        }
+    }
+
+    async fn send_reports(&mut self) {
+        let mut by_sender: HashMap<SocketAddr, Vec<u32>> = HashMap::new();
+        for (&ssrc, &addr) in &self.senders {
+            by_sender.entry(addr).or_default().push(ssrc);
+        }
+        let now = Instant::now().into_std();
+        for (to, ssrcs) in by_sender {
+            match self.demux.receiver_report(ssrcs, now) {
+                Ok(rr) => self.send(&rr, to).await,
+                Err(e) => warn!("cannot build receiver report: {e}"),
+            }
+        }
+    }
+
+    async fn send(&self, data: &[u8], to: SocketAddr) {
+        if let Err(e) = self.socket.send_to(data, to).await {
+            warn!(%to, "RTCP send: {e}");
+        }
+    }
+}
