@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use super::monitor::{MonitorConfig, StorageMonitor};
 use super::recording::{RecordingWriter, WriteError, WriterOptions};
 use super::recovery;
 use crate::link::codec::DEFAULT_MAX_FRAME;
@@ -23,6 +24,7 @@ use crate::link::frame::{
 use crate::link::handshake::LinkKey;
 use crate::link::session::{reject_frame, RecorderEvent, RecorderSession};
 use crate::link::transport::{FrameReader, FrameSender, LinkListener, TransportError};
+use crate::storage::health::HealthConfig;
 use crate::storage::{errno, space};
 
 /// Media frames queued for the writer thread before the link is back-pressured.
@@ -31,20 +33,29 @@ const WRITER_QUEUE: usize = 256;
 #[derive(Debug, Clone)]
 pub struct RecorderConfig {
     pub storage: PathBuf,
+    /// Where recordings continue while the primary storage is faulted.
+    pub spool: Option<PathBuf>,
     pub key: LinkKey,
     pub max_frame: usize,
     pub stats_interval: Duration,
     pub writer: WriterOptions,
+    /// How often the storage is polled (space, mount table, probe while faulted).
+    pub storage_poll: Duration,
+    pub health: HealthConfig,
 }
 
 impl RecorderConfig {
     pub fn new(storage: PathBuf, key: LinkKey) -> Self {
+        let monitor = MonitorConfig::new(storage.clone());
         Self {
             storage,
+            spool: None,
             key,
             max_frame: DEFAULT_MAX_FRAME,
             stats_interval: Duration::from_secs(5),
             writer: WriterOptions::default(),
+            storage_poll: monitor.poll,
+            health: monitor.health,
         }
     }
 }
@@ -74,12 +85,18 @@ pub async fn serve(
     config: Arc<RecorderConfig>,
 ) -> Result<(), TransportError> {
     info!(addr = %listener.local_addr(), storage = %config.storage.display(), "recorder listening");
+    let monitor = StorageMonitor::spawn(MonitorConfig {
+        root: config.storage.clone(),
+        poll: config.storage_poll,
+        health: config.health,
+    });
     loop {
         let (reader, sender, peer) = listener.accept().await?;
         let config = config.clone();
+        let monitor = monitor.clone();
         tokio::spawn(async move {
             info!(%peer, "media link session opened");
-            match run_session(reader, sender, &config).await {
+            match run_session(reader, sender, &config, &monitor).await {
                 Ok(()) => info!(%peer, "media link session closed"),
                 Err(reason) => warn!(%peer, %reason, "media link session closed with an error"),
             }
@@ -248,7 +265,9 @@ async fn run_session(
     mut reader: FrameReader,
     sender: FrameSender,
     config: &RecorderConfig,
+    monitor: &StorageMonitor,
 ) -> Result<(), String> {
+    let mut health = monitor.subscribe();
     let (mut session, challenge) = RecorderSession::new(config.key.clone(), rand::random());
     sender.send(challenge).await.map_err(|e| e.to_string())?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -271,7 +290,7 @@ async fn run_session(
                 let outcome = match frame {
                     Ok(Some(frame)) => match session.on_frame(frame) {
                         Ok(event) => {
-                            handle_event(event, &sender, &mut recs, config, &events_tx).await;
+                            handle_event(event, &sender, &mut recs, config, monitor, &events_tx).await;
                             continue;
                         }
                         Err(e) => {
@@ -291,6 +310,18 @@ async fn run_session(
             Some((tag, event)) = events.recv() => {
                 on_writer_event(tag, event, &sender, &mut recs).await;
             }
+            event = health.recv() => match event {
+                Ok(event) => {
+                    if let Some(a) = recs.current() {
+                        let _ = sender.send(event.to_frame(&a.id)).await;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "storage events came faster than the link took them");
+                }
+                // The monitor lives as long as the recorder.
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
             _ = ticker.tick(), if recs.current.is_some() => {
                 if let Some(a) = recs.current() {
                     let stats = a.stats(&config.storage);
@@ -306,6 +337,7 @@ async fn handle_event(
     sender: &FrameSender,
     recs: &mut Recordings,
     config: &RecorderConfig,
+    monitor: &StorageMonitor,
     events: &mpsc::UnboundedSender<Tagged>,
 ) {
     match event {
@@ -318,6 +350,10 @@ async fn handle_event(
             recs.finish_current().await;
             let tag = recs.next_tag;
             recs.next_tag += 1;
+            // Faults raised before this recording began still concern it.
+            for fault in monitor.active_faults() {
+                let _ = sender.send(fault.to_frame(&start.recording)).await;
+            }
             recs.all
                 .insert(tag, Active::spawn(tag, start, config, events.clone()));
             recs.current = Some(tag);

@@ -173,3 +173,64 @@ pub fn decoded_frames(file: &Path) -> Vec<usize> {
     .map(|l| l.trim().parse().unwrap())
     .collect()
 }
+
+/// A size-limited tmpfs mounted on a fresh directory, unmounted (lazily) on drop.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None`, with the reason printed, where this process may not mount.
+    pub fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = run(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
+            dir.path(),
+        );
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn remount(&self, opts: &str) {
+        assert!(run(
+            "mount",
+            &["-o", &format!("remount,{opts}")],
+            self.path()
+        ));
+    }
+
+    pub fn lazy_unmount(&self) {
+        assert!(run("umount", &["-l"], self.path()));
+    }
+
+    pub fn mount_again(&self, size: &str) {
+        assert!(run(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
+            self.path()
+        ));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        while run("umount", &["-l"], self.path()) {}
+    }
+}
+
+fn run(cmd: &str, args: &[&str], path: &Path) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
