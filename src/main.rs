@@ -88,6 +88,9 @@ enum Command {
         /// Directory on the filesystem to measure writes on (default: a temporary one).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Trials per fault kind in the fault-latency part (needs root).
+        #[arg(long, default_value_t = 100)]
+        trials: usize,
     },
 }
 
@@ -114,9 +117,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    // The demo and the benchmarks print their own lines; the services log what they do.
+    // The demo and the benchmarks print their own lines (the bench provokes storage
+    // faults on purpose); the services log what they do.
     let default_level = match cli.command {
-        Command::Demo { .. } | Command::Bench { .. } => "warn",
+        Command::Demo { .. } => "warn",
+        Command::Bench { .. } => "error",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -153,7 +158,11 @@ fn main() -> Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::Bench { seconds, dir } => rt.block_on(bench(seconds, dir)),
+        Command::Bench {
+            seconds,
+            dir,
+            trials,
+        } => rt.block_on(bench(seconds, dir, trials)),
     }
 }
 
@@ -269,7 +278,7 @@ fn find_recording_dir(storage: &std::path::Path, recording: &str) -> Result<Path
     )
 }
 
-async fn bench(seconds: f64, dir: Option<PathBuf>) -> Result<()> {
+async fn bench(seconds: f64, dir: Option<PathBuf>, trials: usize) -> Result<()> {
     let mut out = std::io::stdout();
     println!("== media link throughput (loopback) ==");
     recbox::bench::link::run(&mut out, seconds).await?;
@@ -283,6 +292,8 @@ async fn bench(seconds: f64, dir: Option<PathBuf>) -> Result<()> {
         }
     };
     recbox::bench::writer::run(&mut out, &dir)?;
+    println!("\n== fault latency: fault to Fault frame at the link client ==");
+    recbox::bench::faults::run(&mut out, trials).await?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
 //! Benchmarks behind `recbox bench`: they print figures, they do not assert timing.
 
+pub mod faults;
 pub mod link;
 pub mod writer;

@@ -1,0 +1,228 @@
+//! Fault latency: from the moment a storage fault happens to the `Fault` frame read
+//! by a mixer-side link client, over many trials. Needs root (it mounts filesystems
+//! and sets up a loop device); without it, it says so and measures nothing.
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::link::codec::DEFAULT_MAX_FRAME;
+use crate::link::frame::{text, FaultKind};
+use crate::link::handshake::LinkKey;
+use crate::link::session::MixerEvent;
+use crate::link::transport::LinkListener;
+use crate::mixer::uplink::{Uplink, UplinkEvent};
+use crate::recorder::service::{self, RecorderConfig};
+use crate::synth::{PatternSpec, SyntheticFeed, ToneSpec};
+
+/// How long one trial may wait for its notice before the bench gives up.
+const WAIT: Duration = Duration::from_secs(10);
+
+pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
+    let work = std::env::temp_dir().join(format!("recbox-bench-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = measure(out, &work, trials).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn measure(out: &mut dyn Write, work: &Path, trials: usize) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<28} {:>7} {:>9} {:>9} {:>9}",
+        "fault", "trials", "p50 ms", "p99 ms", "max ms"
+    )?;
+    let tmpfs = work.join("tmpfs");
+    std::fs::create_dir_all(&tmpfs)?;
+    if !sh("mount", &["-t", "tmpfs", "-o", "size=16m", "tmpfs"], &tmpfs) {
+        writeln!(out, "skipped: mounting needs root (run the bench as root)")?;
+        return Ok(());
+    }
+    let r = read_only_trials(out, &tmpfs, trials).await;
+    sh("umount", &["-l"], &tmpfs);
+    r?;
+
+    match LoopDisk::create(&work.join("disk.img"), &work.join("disk")) {
+        Some(disk) => {
+            let r = uevent_trials(out, &disk, trials).await;
+            drop(disk);
+            r?;
+        }
+        None => writeln!(
+            out,
+            "{:<28} skipped: no loop device or mkfs.ext4",
+            "uevent remove"
+        )?,
+    }
+    Ok(())
+}
+
+/// A recorder on `storage` with a recording open, and the client that hears it.
+async fn recording_on(storage: &Path) -> io::Result<Uplink> {
+    let key = LinkKey::new(b"bench".to_vec()).map_err(io::Error::other)?;
+    let mut config = RecorderConfig::new(storage.to_path_buf(), key.clone());
+    config.storage_poll = Duration::from_millis(20);
+    config.stats_interval = Duration::from_secs(3600);
+    let listener = LinkListener::bind(
+        &"127.0.0.1:0".parse().map_err(io::Error::other)?,
+        DEFAULT_MAX_FRAME,
+    )
+    .await
+    .map_err(io::Error::other)?;
+    let addr = listener.local_addr();
+    tokio::spawn(service::serve(listener, Arc::new(config)));
+    let uplink = Uplink::connect(&addr, key, text("bench"), DEFAULT_MAX_FRAME)
+        .await
+        .map_err(io::Error::other)?;
+    let feed = SyntheticFeed::new(PatternSpec::default(), ToneSpec::default())
+        .map_err(io::Error::other)?;
+    uplink
+        .start(feed.start_params("bench", "bench"))
+        .await
+        .map_err(io::Error::other)?;
+    Ok(uplink)
+}
+
+/// Waits for a `Fault` (or, with `cleared`, a `Cleared`) of `kind`.
+async fn wait_for(uplink: &mut Uplink, kind: FaultKind, cleared: bool) -> io::Result<Instant> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, uplink.next_event())
+            .await
+            .map_err(|_| io::Error::other(format!("no {kind:?} notice within {WAIT:?}")))?;
+        match event {
+            Some(UplinkEvent::Recorder(MixerEvent::Fault(f))) if !cleared && f.kind == kind => {
+                return Ok(Instant::now())
+            }
+            Some(UplinkEvent::Recorder(MixerEvent::Cleared { kind: k, .. }))
+                if cleared && k == kind =>
+            {
+                return Ok(Instant::now())
+            }
+            Some(UplinkEvent::Closed(reason)) => {
+                return Err(io::Error::other(format!("link closed: {reason:?}")))
+            }
+            None => return Err(io::Error::other("link closed")),
+            Some(_) => {}
+        }
+    }
+}
+
+async fn read_only_trials(out: &mut dyn Write, root: &Path, trials: usize) -> io::Result<()> {
+    let mut uplink = recording_on(root).await?;
+    let mut latencies = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        remount(root, true)?;
+        let t0 = Instant::now();
+        latencies.push(wait_for(&mut uplink, FaultKind::ReadOnly, false).await? - t0);
+        remount(root, false)?;
+        wait_for(&mut uplink, FaultKind::ReadOnly, true).await?;
+    }
+    report(out, "mount read-only", &mut latencies)
+}
+
+async fn uevent_trials(out: &mut dyn Write, disk: &LoopDisk, trials: usize) -> io::Result<()> {
+    let mut uplink = recording_on(&disk.mount).await?;
+    let uevent = PathBuf::from(format!("/sys/class/block/{}/uevent", disk.name));
+    let mut latencies = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        // A synthetic "remove" goes through the kernel's real uevent path to the
+        // netlink socket, without taking the disk away.
+        std::fs::write(&uevent, "remove")?;
+        let t0 = Instant::now();
+        latencies.push(wait_for(&mut uplink, FaultKind::DiskOffline, false).await? - t0);
+        // The disk is still there: the probe clears the fault.
+        wait_for(&mut uplink, FaultKind::DiskOffline, true).await?;
+    }
+    report(out, "uevent remove (loop ext4)", &mut latencies)
+}
+
+fn report(out: &mut dyn Write, what: &str, latencies: &mut [Duration]) -> io::Result<()> {
+    latencies.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    writeln!(
+        out,
+        "{what:<28} {:>7} {:>9.2} {:>9.2} {:>9.2}",
+        latencies.len(),
+        ms(at(0.50)),
+        ms(at(0.99)),
+        ms(at(1.0))
+    )
+}
+
+/// The remount system call itself, so the clock starts the moment it returns.
+fn remount(target: &Path, read_only: bool) -> io::Result<()> {
+    let target = CString::new(target.as_os_str().as_bytes())?;
+    let mut flags = libc::MS_REMOUNT;
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    // SAFETY: valid NUL-terminated path; null source, type and data are allowed
+    // for a remount.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn sh(cmd: &str, args: &[&str], path: &Path) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A small ext4 filesystem on a loop device, mounted; torn down on drop.
+struct LoopDisk {
+    name: String,
+    mount: PathBuf,
+}
+
+impl LoopDisk {
+    fn create(image: &Path, mount: &Path) -> Option<Self> {
+        std::fs::File::create(image).ok()?.set_len(32 << 20).ok()?;
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(image)
+            .output()
+            .ok()?;
+        let dev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+        let name = dev.strip_prefix("/dev/")?.to_owned();
+        let disk = Self {
+            name,
+            mount: mount.to_path_buf(),
+        };
+        std::fs::create_dir_all(mount).ok()?;
+        let ok = sh("mkfs.ext4", &["-q", "-F"], Path::new(&dev)) && sh("mount", &[&dev], mount);
+        ok.then_some(disk)
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        sh("umount", &["-l"], &self.mount);
+        sh(
+            "losetup",
+            &["-d"],
+            Path::new(&format!("/dev/{}", self.name)),
+        );
+    }
+}
