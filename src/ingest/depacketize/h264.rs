@@ -305,7 +305,9 @@ impl H264Packetizer {
         let mut group: Vec<&[u8]> = Vec::new();
         let mut group_len = 1; // STAP-A header byte
         for nal in nal_units(au) {
-            if nal.len() + 3 > self.max_payload {
+            // Only a unit that cannot go out alone is fragmented; a unit that fits alone
+            // but not in a STAP-A is flushed below as a single-unit packet.
+            if nal.len() > self.max_payload {
                 self.flush_group(&mut group, &mut out);
                 group_len = 1;
                 self.fragment(nal, &mut out);
