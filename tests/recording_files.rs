@@ -7,87 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use recbox::link::frame::{
-    AudioCodec, AudioParams, Media, StartParams, Track, VideoCodec, VideoParams,
-};
+mod fixture;
+
+use fixture::{frames, start};
 use recbox::recorder::index::{encode_index, IndexFile, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use recbox::recorder::recording::{
     RecordingWriter, WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
 use recbox::recorder::recovery::{find_unfinished, index_from_file, recover};
-
-fn start(id: &str) -> StartParams {
-    StartParams {
-        recording: id.try_into().unwrap(),
-        room: "room-a".try_into().unwrap(),
-        video: VideoParams {
-            codec: VideoCodec::H264,
-            // Constrained baseline 3.1, 320x240 (as openh264 would emit).
-            sps: heapless::Vec::from_slice(&[
-                0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d, 0x40, 0xa0, 0xf9, 0x00, 0xf0, 0x88, 0x46, 0xa0,
-            ])
-            .unwrap(),
-            pps: heapless::Vec::from_slice(&[0x68, 0xce, 0x3c, 0x80]).unwrap(),
-            width: 320,
-            height: 240,
-            fps: 30,
-        },
-        audio: AudioParams {
-            codec: AudioCodec::Opus,
-            sample_rate: 48_000,
-            channels: 2,
-            pre_skip: 312,
-        },
-    }
-}
-
-/// Pseudo-random bytes without zeros, so they never emulate a start code.
-fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 255) as u8 + 1
-        })
-        .collect()
-}
-
-/// 30 fps video with a keyframe every second, interleaved with 20 ms Opus packets.
-fn frames(seconds: i64) -> Vec<Media> {
-    let mut out = Vec::new();
-    let mut a = 0i64;
-    for n in 0..seconds * 30 {
-        while a * 1800 <= n * 3000 {
-            out.push(Media {
-                track: Track::Audio,
-                pts: a * 960,
-                dts: a * 960,
-                keyframe: true,
-                data: payload(a as u64, 80),
-            });
-            a += 1;
-        }
-        let keyframe = n % 30 == 0;
-        let mut data = vec![0, 0, 0, 1, 0x09, 0xf0];
-        if keyframe {
-            data.extend_from_slice(&[
-                0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
-            ]);
-        }
-        data.extend_from_slice(&[0, 0, 1, if keyframe { 0x65 } else { 0x41 }]);
-        data.extend(payload(1000 + n as u64, if keyframe { 4000 } else { 600 }));
-        out.push(Media {
-            track: Track::Video,
-            pts: n * 3000,
-            dts: n * 3000,
-            keyframe,
-            data,
-        });
-    }
-    out
-}
 
 struct Live {
     dir: PathBuf,
@@ -101,7 +28,7 @@ fn write(root: &Path, id: &str, seconds: i64, finish: bool) -> Live {
     let mut w = RecordingWriter::create(root, &start(id), at, WriterOptions::default()).unwrap();
     let mut records = Vec::new();
     for m in frames(seconds) {
-        records.extend(w.push(&m).unwrap());
+        records.extend(w.push(&m).unwrap().durable);
     }
     let dir = w.dir().to_owned();
     assert_eq!(
@@ -335,6 +262,11 @@ fn unsafe_names_are_refused() {
     assert!(err.to_string().contains("path separator"), "{err}");
     let mut s = start("..");
     s.room = "room".try_into().unwrap();
+    assert!(
+        RecordingWriter::create(root.path(), &s, SystemTime::now(), WriterOptions::default())
+            .is_err()
+    );
+    let s = start("rec.seg3");
     assert!(
         RecordingWriter::create(root.path(), &s, SystemTime::now(), WriterOptions::default())
             .is_err()

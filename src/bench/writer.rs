@@ -13,6 +13,7 @@ use crate::link::frame::{
 };
 use crate::recorder::index::IndexFile;
 use crate::recorder::recording::{RecordingWriter, WriterOptions, INDEX_FILE};
+use crate::synth::filler;
 
 const SECONDS: i64 = 20;
 const FPS: i64 = 30;
@@ -21,26 +22,13 @@ const FRAME_BYTES: usize = 50_000;
 const KEYFRAME_BYTES: usize = 150_000;
 const OPUS_BYTES: usize = 160;
 
-/// Pseudo-random bytes without zeros, so a payload never contains a start code.
-fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 255) as u8 + 1
-        })
-        .collect()
-}
-
 fn frames() -> Vec<Media> {
     let mut out = Vec::new();
     let mut packet = 0i64;
     for n in 0..SECONDS * FPS {
         let video_dts = n * 90_000 / FPS;
         while packet * 960 * 90_000 / 48_000 <= video_dts {
-            let data = payload(packet as u64, OPUS_BYTES);
+            let data = filler(packet as u64, OPUS_BYTES);
             out.push(Media {
                 track: Track::Audio,
                 pts: packet * 960,
@@ -52,7 +40,7 @@ fn frames() -> Vec<Media> {
         }
         let keyframe = n % GOP == 0;
         let mut data = vec![0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }];
-        data.extend(payload(
+        data.extend(filler(
             n as u64 + 1_000_000,
             if keyframe {
                 KEYFRAME_BYTES
@@ -133,7 +121,7 @@ fn measure(out: &mut dyn Write, work: &Path) -> io::Result<()> {
         .map(|r| u64::from(r.length))
         .collect();
     let init = summary.file_bytes - chunks.iter().sum::<u64>();
-    let buf = payload(
+    let buf = filler(
         7,
         chunks.iter().copied().max().unwrap_or(0).max(init) as usize,
     );

@@ -11,7 +11,9 @@ use thiserror::Error;
 
 use super::index::{IndexError, IndexFile, IndexRecord};
 use super::playlist;
-use super::recording::{INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
+use super::recording::{
+    parse_chain, segment_of_dir, ChainEntry, CHAIN_FILE, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
+};
 use crate::media::mp4::{self, fourcc_str, ReadError, TornTail, TrackInfo, MOVIE_TIMESCALE};
 
 #[derive(Debug, Error)]
@@ -79,6 +81,9 @@ pub struct Inspection {
     pub index: IndexHealth,
     /// The playlist is ended: the recording was finished (or recovered).
     pub finished: bool,
+    /// Every segment of the recording, in order, when it has more than one
+    /// (from `recording.chain`); a segment on storage that is gone is an error.
+    pub chain: Vec<(ChainEntry, Result<Inspection, String>)>,
 }
 
 impl Inspection {
@@ -88,12 +93,37 @@ impl Inspection {
     }
 }
 
+/// Inspects a recording directory and, if it is one segment of several, every
+/// segment its chain lists that is reachable.
 pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
+    let mut inspection = inspect_segment(dir)?;
+    let chain = match fs::read_to_string(dir.join(CHAIN_FILE)) {
+        Ok(text) => parse_chain(&text).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    };
+    match chain {
+        Ok(entries) => {
+            inspection.chain = entries
+                .into_iter()
+                .map(|e| {
+                    let segment = inspect_segment(&e.dir).map_err(|err| err.to_string());
+                    (e, segment)
+                })
+                .collect();
+        }
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "segment chain unreadable"),
+    }
+    Ok(inspection)
+}
+
+fn inspect_segment(dir: &Path) -> Result<Inspection, InspectError> {
     let path = dir.join(MP4_FILE);
     let io = |source| InspectError::Io {
         path: path.clone(),
         source,
     };
+    let segment = segment_of_dir(dir);
     let mut file = File::open(&path).map_err(io)?;
     let file_bytes = file.metadata().map_err(io)?.len();
     let scan = mp4::scan(&mut file, file_bytes).map_err(|e| match e {
@@ -109,7 +139,10 @@ pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
     let records: Vec<IndexRecord> = scan
         .fragments
         .iter()
-        .map(|f| IndexRecord::derive(&scan.init, &f.moof, f.offset, f.len))
+        .map(|f| {
+            IndexRecord::derive(&scan.init, &f.moof, f.offset, f.len)
+                .map(|r| IndexRecord { segment, ..r })
+        })
         .collect::<Result<_, _>>()
         .map_err(|source| InspectError::Format {
             path: path.clone(),
@@ -158,6 +191,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
         index_bytes,
         index,
         finished,
+        chain: Vec::new(),
     })
 }
 
@@ -250,7 +284,48 @@ impl fmt::Display for Inspection {
             (true, false) => "finished, but damaged since: run `recbox repair`",
             (false, _) => "NOT finished: run `recbox repair`",
         };
-        writeln!(f, "  health   {state}")
+        writeln!(f, "  health   {state}")?;
+        if self.chain.is_empty() {
+            return Ok(());
+        }
+        writeln!(f, "  chain    {} segments", self.chain.len())?;
+        let (mut fragments, mut bytes, mut end) = (0, 0, 0);
+        for (entry, segment) in &self.chain {
+            write!(
+                f,
+                "    #{} {} from {:.3} s  {}: ",
+                entry.segment,
+                entry.state,
+                secs(entry.first_us),
+                entry.dir.display()
+            )?;
+            match segment {
+                Ok(s) => {
+                    fragments += s.fragments;
+                    bytes += s.file_bytes;
+                    end = end.max(s.end_us);
+                    writeln!(
+                        f,
+                        "{} fragments, {:.3} s .. {:.3} s, {} bytes, {}",
+                        s.fragments,
+                        secs(s.start_us),
+                        secs(s.end_us),
+                        s.file_bytes,
+                        if s.is_healthy() {
+                            "healthy"
+                        } else {
+                            "NEEDS REPAIR"
+                        }
+                    )?;
+                }
+                Err(e) => writeln!(f, "UNREACHABLE: {e}")?,
+            }
+        }
+        writeln!(
+            f,
+            "  total    {fragments} fragments, {bytes} bytes, up to {:.3} s",
+            secs(end)
+        )
     }
 }
 

@@ -1,21 +1,30 @@
-//! The IO shell that writes one recording directory: `recording.mp4`, `recording.idx`
-//! and `recording.m3u8`.
+//! The IO shell that writes one recording as one or more segments. A segment is one
+//! directory with `recording.mp4` (with its own init segment), `recording.idx` and
+//! `recording.m3u8`; segment 0 is `<root>/<room>/<UTC start>-<id>/`, segment n is
+//! `<root>/<room>/<UTC start>-<id>.seg<n>/`, where root is the primary storage or the
+//! spool. A recording gets a new segment when the service fails over to the spool or
+//! moves back ([`RecordingWriter::fail_over`], [`RecordingWriter::move_back`]); every
+//! segment directory then holds a `recording.chain` listing all of them.
 //!
 //! Durability order per fragment: the fragment is written and synced, then its index
 //! record is written and synced, then the playlist line is appended. So the index
 //! never points past durable media, and a crash leaves at most a torn tail that
 //! recovery cuts off. The playlist is derived data (recovery regenerates it), so it
-//! is synced only at finish.
+//! is synced only when the segment is closed.
 //!
 //! A fragment whose write fails stays queued with the step it reached, and the next
-//! `push`/`finish` retries it at the same file offsets (positional writes), so a
-//! transient error loses nothing and a partial write is overwritten.
+//! call retries it at the same file offsets (positional writes), so a transient error
+//! loses nothing and a partial write is overwritten. Fragments are self-contained
+//! (`default-base-is-moof`, absolute `tfdt`), so a queued fragment moves to another
+//! segment byte for byte; only its offset and segment number change.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Cursor, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -29,6 +38,7 @@ use crate::media::mp4::{self, InitInfo, MoofInfo, ReadError};
 pub const MP4_FILE: &str = "recording.mp4";
 pub const INDEX_FILE: &str = "recording.idx";
 pub const PLAYLIST_FILE: &str = "recording.m3u8";
+pub const CHAIN_FILE: &str = "recording.chain";
 
 /// Which part of the recording an IO error hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +49,8 @@ pub enum Target {
     Index,
     /// `recording.m3u8`.
     Playlist,
+    /// `recording.chain`.
+    Chain,
     /// The room or recording directory.
     Directory,
 }
@@ -48,19 +60,20 @@ impl Target {
     pub fn fault_target(self) -> FaultTarget {
         match self {
             Target::File => FaultTarget::File,
-            // The playlist is derived from the index.
-            Target::Index | Target::Playlist => FaultTarget::Index,
+            // The playlist and the chain are metadata like the index.
+            Target::Index | Target::Playlist | Target::Chain => FaultTarget::Index,
             Target::Directory => FaultTarget::Storage,
         }
     }
 }
 
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Target::File => "recording file",
             Target::Index => "index file",
             Target::Playlist => "playlist",
+            Target::Chain => "segment chain",
             Target::Directory => "recording directory",
         })
     }
@@ -76,6 +89,14 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    /// Fragments were dropped to stay within `max_queued_bytes` because `source`
+    /// keeps them from being written.
+    #[error("{dropped} (queue full); {source}")]
+    Dropped {
+        dropped: DropCounts,
+        #[source]
+        source: Box<WriteError>,
+    },
     #[error("media rejected: {0}")]
     Media(#[from] FragmentError),
     #[error("{what} {value:?} cannot be used in a path: {reason}")]
@@ -86,12 +107,15 @@ pub enum WriteError {
     },
     #[error("own init segment does not parse: {0}")]
     Format(#[from] ReadError),
+    #[error("a recording cannot have more than {} segments", u16::MAX)]
+    TooManySegments,
 }
 
 impl WriteError {
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
             WriteError::Io { source, .. } => Some(source),
+            WriteError::Dropped { source, .. } => source.io_error(),
             _ => None,
         }
     }
@@ -99,23 +123,225 @@ impl WriteError {
     pub fn target(&self) -> Option<Target> {
         match self {
             WriteError::Io { target, .. } => Some(*target),
+            WriteError::Dropped { source, .. } => source.target(),
             _ => None,
         }
     }
+
+    /// What was dropped, if this error is (or wraps) a drop.
+    pub fn dropped(&self) -> Option<DropCounts> {
+        match self {
+            WriteError::Dropped { dropped, .. } => Some(*dropped),
+            _ => None,
+        }
+    }
+}
+
+/// An IO error with the operation and path it hit.
+#[derive(Debug, Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct FileOpError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterOptions {
     /// Longest fragment when keyframes are further apart.
     pub max_fragment: Duration,
+    /// Fragments held in memory while no storage takes them; beyond this the oldest
+    /// are dropped and counted.
+    pub max_queued_bytes: u64,
+    /// Most bytes (media and index) one recording may put on the spool.
+    pub spool_max_bytes: u64,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
         Self {
             max_fragment: Duration::from_secs(2),
+            max_queued_bytes: 64 << 20,
+            spool_max_bytes: 1 << 30,
         }
     }
+}
+
+/// Media dropped because it could not be written anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DropCounts {
+    pub fragments: u64,
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub bytes: u64,
+}
+
+impl DropCounts {
+    fn add(&mut self, other: DropCounts) {
+        self.fragments += other.fragments;
+        self.video_frames += other.video_frames;
+        self.audio_frames += other.audio_frames;
+        self.bytes += other.bytes;
+    }
+}
+
+impl fmt::Display for DropCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "dropped {} fragments ({} video frames, {} audio frames, {} bytes)",
+            self.fragments, self.video_frames, self.audio_frames, self.bytes
+        )
+    }
+}
+
+/// What one `push` achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PushOutcome {
+    /// The index record of the last fragment that became durable in this call.
+    pub durable: Option<IndexRecord>,
+    /// Fragments dropped in this call to bound memory (never silently: the service
+    /// reports them). With an error, see [`WriteError::Dropped`] instead.
+    pub dropped: Option<DropCounts>,
+}
+
+/// A segment change made by [`RecordingWriter::fail_over`] or
+/// [`RecordingWriter::move_back`].
+#[derive(Debug)]
+pub struct SegmentSwitch {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    pub segment: u16,
+    /// Queued fragments that went to the new segment instead of the old one.
+    pub moved_fragments: usize,
+    /// The switch happened, but writing into the new segment failed (its chain file
+    /// or a moved fragment): the fragments stay queued there and are retried.
+    pub error: Option<WriteError>,
+}
+
+/// How a segment was left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// The segment being written.
+    Open,
+    /// Closed cleanly: index complete, durations patched, playlist ended.
+    Closed,
+    /// Could not be closed (its storage failed): recovery repairs it.
+    Unclosed,
+}
+
+impl SegmentState {
+    fn as_str(self) -> &'static str {
+        match self {
+            SegmentState::Open => "open",
+            SegmentState::Closed => "closed",
+            SegmentState::Unclosed => "unclosed",
+        }
+    }
+}
+
+impl fmt::Display for SegmentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SegmentState {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [
+            SegmentState::Open,
+            SegmentState::Closed,
+            SegmentState::Unclosed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or(())
+    }
+}
+
+/// One segment as the writer knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub segment: u16,
+    pub dir: PathBuf,
+    /// The segment is on the spool (counts against `spool_max_bytes`).
+    pub spool: bool,
+    /// Media time where the segment starts.
+    pub first_us: u64,
+    pub state: SegmentState,
+    /// Fragments written and indexed.
+    pub fragments: u32,
+    /// Durable bytes of `recording.mp4` and `recording.idx`.
+    pub file_bytes: u64,
+    pub index_bytes: u64,
+    pub media_end_us: u64,
+}
+
+/// One line of `recording.chain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub segment: u16,
+    pub first_us: u64,
+    pub state: SegmentState,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("chain line {line}: {reason}")]
+pub struct ChainError {
+    pub line: usize,
+    pub reason: &'static str,
+}
+
+const CHAIN_HEADER: &str =
+    "# recbox segment chain v1: segment, first media time (us), state, directory\n";
+
+/// `recording.chain` text: one tab-separated line per segment, the directory last
+/// (room names may contain spaces, never control characters).
+pub fn encode_chain(entries: &[ChainEntry]) -> String {
+    let mut text = CHAIN_HEADER.to_owned();
+    for e in entries {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            e.segment,
+            e.first_us,
+            e.state,
+            e.dir.display()
+        ));
+    }
+    text
+}
+
+pub fn parse_chain(text: &str) -> Result<Vec<ChainEntry>, ChainError> {
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |reason| ChainError {
+            line: i + 1,
+            reason,
+        };
+        let mut fields = line.splitn(4, '\t');
+        let mut next = |what| fields.next().ok_or(err(what));
+        let segment = next("no segment")?
+            .parse()
+            .map_err(|_| err("bad segment"))?;
+        let first_us = next("no start")?.parse().map_err(|_| err("bad start"))?;
+        let state = next("no state")?.parse().map_err(|_| err("bad state"))?;
+        let dir = PathBuf::from(next("no directory")?);
+        entries.push(ChainEntry {
+            segment,
+            first_us,
+            state,
+            dir,
+        });
+    }
+    entries.sort_by_key(|e| e.segment);
+    Ok(entries)
 }
 
 /// Checks that a room name or recording id is safe as one path component.
@@ -138,6 +364,36 @@ pub fn validate_component(what: &'static str, value: &str) -> Result<(), WriteEr
             reason,
         }),
         None => Ok(()),
+    }
+}
+
+/// The segment number in a segment directory name (`….seg<n>`, n >= 1).
+fn segment_suffix(name: &str) -> Option<u16> {
+    let (_, digits) = name.rsplit_once(".seg")?;
+    let n: u16 = digits.parse().ok()?;
+    // Only the canonical spelling, so a name maps to one number and back.
+    (n >= 1 && n.to_string() == digits).then_some(n)
+}
+
+/// The segment a recording directory holds, from its name (0 without a suffix).
+pub fn segment_of_dir(dir: &Path) -> u16 {
+    let name = match dir.file_name() {
+        Some(name) => name.to_owned(),
+        // `.` or `..`: the name of what it resolves to.
+        None => fs::canonicalize(dir)
+            .ok()
+            .and_then(|d| d.file_name().map(ToOwned::to_owned))
+            .unwrap_or_default(),
+    };
+    name.to_str().and_then(segment_suffix).unwrap_or(0)
+}
+
+/// The directory name of segment `n` of the recording whose segment 0 is `base`.
+fn segment_dir_name(base: &str, n: u16) -> String {
+    if n == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}.seg{n}")
     }
 }
 
@@ -178,24 +434,6 @@ struct Queued {
     next: Step,
 }
 
-pub struct RecordingWriter {
-    dir: PathBuf,
-    recording: RecordingId,
-    fragmenter: Fragmenter,
-    init: InitInfo,
-    mp4: File,
-    index: File,
-    playlist: File,
-    queue: VecDeque<Queued>,
-    /// Bytes in the mp4 including queued fragments (where the next one goes).
-    mp4_end: u64,
-    /// Durable bytes of the mp4 and index.
-    file_bytes: u64,
-    index_bytes: u64,
-    fragments: u32,
-    track_ends: Vec<(u32, u64)>,
-}
-
 fn io_err<'a>(
     target: Target,
     op: &'static str,
@@ -234,43 +472,104 @@ fn create_file(
     Ok(file)
 }
 
-impl RecordingWriter {
-    /// Creates `<root>/<room>/<UTC start>-<recording id>/` with the init segment,
-    /// an index with just its header and a playlist with just its header, all synced.
-    pub fn create(
-        root: &Path,
-        start: &StartParams,
-        started_at: SystemTime,
-        opts: WriterOptions,
+/// Replaces `dir/name` with `contents` atomically and durably (temp file, fsync,
+/// rename, fsync of the directory).
+pub(crate) fn replace_file(dir: &Path, name: &str, contents: &[u8]) -> Result<(), FileOpError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let err = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source| FileOpError { op, path, source }
+    };
+    let mut f = File::create(&tmp).map_err(err("create", &tmp))?;
+    f.write_all(contents).map_err(err("write", &tmp))?;
+    f.sync_all().map_err(err("sync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(err("rename", &path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err("sync", dir))
+}
+
+/// The files of one segment and the fragments not yet durable in it.
+struct Segment {
+    number: u16,
+    root: PathBuf,
+    dir: PathBuf,
+    spool: bool,
+    first_us: u64,
+    /// Most bytes (mp4 + index) this segment may hold: the spool bound.
+    budget: Option<u64>,
+    mp4: File,
+    index: File,
+    playlist: File,
+    queue: VecDeque<Queued>,
+    /// Bytes in the mp4 including queued fragments (where the next one goes).
+    mp4_end: u64,
+    /// Durable bytes of the mp4 and index.
+    file_bytes: u64,
+    index_bytes: u64,
+    fragments: u32,
+    track_ends: Vec<(u32, u64)>,
+}
+
+struct SegmentPlace<'a> {
+    root: &'a Path,
+    room: &'a str,
+    name: String,
+    number: u16,
+    spool: bool,
+    first_us: u64,
+    budget: Option<u64>,
+}
+
+impl Segment {
+    /// Creates the segment directory with the init segment, an index with just its
+    /// header and a playlist with just its header, all synced. A directory left half
+    /// made is removed (best effort), so recovery never meets it.
+    fn create(
+        place: SegmentPlace<'_>,
+        init_bytes: &[u8],
+        init: &InitInfo,
+        opts: &WriterOptions,
     ) -> Result<Self, WriteError> {
-        validate_component("room", &start.room)?;
-        validate_component("recording id", &start.recording)?;
-        let fragmenter = Fragmenter::new(start, opts.max_fragment)?;
-        let init_bytes = fragmenter.init_segment();
-        let init = mp4::read_init(&mut Cursor::new(&init_bytes), init_bytes.len() as u64)?;
-
-        let room_dir = root.join(start.room.as_str());
+        let room_dir = place.root.join(place.room);
         fs::create_dir_all(&room_dir).map_err(io_err(Target::Directory, "create", &room_dir))?;
-        let dir = room_dir.join(format!("{}-{}", utc_stamp(started_at), start.recording));
+        let dir = room_dir.join(&place.name);
         fs::create_dir(&dir).map_err(io_err(Target::Directory, "create", &dir))?;
-
-        let mp4 = create_file(&dir, MP4_FILE, Target::File, &init_bytes)?;
-        let index = create_file(
-            &dir,
-            INDEX_FILE,
-            Target::Index,
-            &IndexHeader::default().encode(),
-        )?;
-        let header = playlist::header(playlist::target_duration_secs(opts.max_fragment), init.len);
-        let playlist = create_file(&dir, PLAYLIST_FILE, Target::Playlist, header.as_bytes())?;
-        sync_dir(&dir)?;
-        sync_dir(&room_dir)?;
-        tracing::info!(dir = %dir.display(), "recording created");
-
+        let files = (|| -> Result<(File, File, File), WriteError> {
+            if let Some(budget) = place.budget {
+                check_budget(
+                    budget,
+                    0,
+                    init.len + HEADER_SIZE as u64,
+                    &dir.join(MP4_FILE),
+                )?;
+            }
+            let mp4 = create_file(&dir, MP4_FILE, Target::File, init_bytes)?;
+            let index = create_file(
+                &dir,
+                INDEX_FILE,
+                Target::Index,
+                &IndexHeader::default().encode(),
+            )?;
+            let header =
+                playlist::header(playlist::target_duration_secs(opts.max_fragment), init.len);
+            let playlist = create_file(&dir, PLAYLIST_FILE, Target::Playlist, header.as_bytes())?;
+            sync_dir(&dir)?;
+            sync_dir(&room_dir)?;
+            Ok((mp4, index, playlist))
+        })();
+        let (mp4, index, playlist) = files.inspect_err(|_| {
+            let _ = fs::remove_dir_all(&dir);
+        })?;
+        tracing::info!(dir = %dir.display(), segment = place.number, "recording segment created");
         Ok(Self {
+            number: place.number,
+            root: place.root.to_owned(),
             dir,
-            recording: start.recording.clone(),
-            fragmenter,
+            spool: place.spool,
+            first_us: place.first_us,
+            budget: place.budget,
             mp4,
             index,
             playlist,
@@ -280,86 +579,33 @@ impl RecordingWriter {
             index_bytes: HEADER_SIZE as u64,
             fragments: 0,
             track_ends: Vec::new(),
-            init,
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Adds one frame. Returns the index record of the fragment this frame closed
-    /// once it is durable (the last one, if queued fragments were written too).
-    /// A `Media` error means the frame was refused; an `Io` error means the frame
-    /// was taken but a fragment is not durable yet: it is retried on the next call.
-    pub fn push(&mut self, media: &Media) -> Result<Option<IndexRecord>, WriteError> {
-        if let Some(fragment) = self.fragmenter.push(media)? {
-            self.enqueue(fragment)?;
-        }
-        self.drain()
-    }
-
-    /// Writes the last fragment, patches the durations in `moov` and ends the playlist.
-    pub fn finish(mut self) -> Result<Summary, WriteError> {
-        if let Some(fragment) = self.fragmenter.finish() {
-            self.enqueue(fragment)?;
-        }
-        self.drain()?;
-        let path = self.dir.join(MP4_FILE);
-        for (at, bytes) in mp4::duration_patches(&self.init, &self.track_ends) {
-            self.mp4
-                .write_all_at(&bytes, at)
-                .map_err(io_err(Target::File, "write", &path))?;
-        }
-        self.mp4
-            .sync_data()
-            .map_err(io_err(Target::File, "sync", &path))?;
-        let path = self.dir.join(PLAYLIST_FILE);
-        self.playlist
-            .write_all(playlist::END.as_bytes())
-            .map_err(io_err(Target::Playlist, "write", &path))?;
-        self.playlist
-            .sync_data()
-            .map_err(io_err(Target::Playlist, "sync", &path))?;
-        let summary = Summary {
-            recording: self.recording.clone(),
+    fn info(&self, init: &InitInfo, state: SegmentState) -> SegmentInfo {
+        SegmentInfo {
+            segment: self.number,
+            dir: self.dir.clone(),
+            spool: self.spool,
+            first_us: self.first_us,
+            state,
             fragments: self.fragments,
             file_bytes: self.file_bytes,
             index_bytes: self.index_bytes,
-            media_ms: self.media_duration_us() / 1000,
-        };
-        tracing::info!(dir = %self.dir.display(), ?summary, "recording finished");
-        Ok(summary)
+            media_end_us: mp4::movie_duration_us(init, &self.track_ends),
+        }
     }
 
-    /// Durable bytes of `recording.mp4`.
-    pub fn file_bytes(&self) -> u64 {
-        self.file_bytes
-    }
-
-    /// Durable bytes of `recording.idx`.
-    pub fn index_bytes(&self) -> u64 {
-        self.index_bytes
-    }
-
-    /// Fragments written and indexed.
-    pub fn fragments(&self) -> u32 {
-        self.fragments
-    }
-
-    /// Media time covered by the indexed fragments (longest track).
-    pub fn media_duration_us(&self) -> u64 {
-        mp4::movie_duration_us(&self.init, &self.track_ends)
-    }
-
-    fn enqueue(&mut self, fragment: Fragment) -> Result<(), WriteError> {
-        let Fragment { bytes, .. } = fragment;
-        let moof = match mp4::boxes(&bytes).next() {
-            Some(Ok((_, body))) => mp4::parse_moof(body)?,
-            _ => return Err(ReadError::Missing("moof").into()),
-        };
-        // Derived from the bytes exactly as recovery derives it from the file.
-        let record = IndexRecord::derive(&self.init, &moof, self.mp4_end, bytes.len() as u64)?;
+    /// Queues a fragment at the end of the file; every field of its record but the
+    /// position is derived from the bytes exactly as recovery derives it.
+    fn enqueue(
+        &mut self,
+        init: &InitInfo,
+        bytes: Vec<u8>,
+        moof: MoofInfo,
+    ) -> Result<(), WriteError> {
+        let mut record = IndexRecord::derive(init, &moof, self.mp4_end, bytes.len() as u64)?;
+        record.segment = self.number;
         self.mp4_end += bytes.len() as u64;
         self.queue.push_back(Queued {
             bytes,
@@ -370,11 +616,38 @@ impl RecordingWriter {
         Ok(())
     }
 
+    /// Lays the fragments not yet in the file out again from its durable end, after
+    /// some were taken away or when they came from another segment. Only the offset
+    /// and the segment number of a record depend on where a fragment is stored.
+    fn relocate(&mut self) {
+        self.mp4_end = self.file_bytes;
+        for q in self.queue.iter_mut().filter(|q| q.next == Step::Mp4) {
+            q.record.offset = self.mp4_end;
+            q.record.segment = self.number;
+            self.mp4_end += q.bytes.len() as u64;
+        }
+    }
+
+    /// Bytes of the queued fragments whose media is not durable yet.
+    fn pending_bytes(&self) -> u64 {
+        self.queue
+            .iter()
+            .filter(|q| q.next == Step::Mp4)
+            .map(|q| q.bytes.len() as u64)
+            .sum()
+    }
+
+    /// Writes the queued fragments in order; stops at the first error, leaving that
+    /// fragment queued with the step it reached.
     fn drain(&mut self) -> Result<Option<IndexRecord>, WriteError> {
         let mut last = None;
         while let Some(q) = self.queue.front_mut() {
             if q.next == Step::Mp4 {
                 let path = self.dir.join(MP4_FILE);
+                if let Some(budget) = self.budget {
+                    let adding = (q.bytes.len() + RECORD_SIZE) as u64;
+                    check_budget(budget, self.file_bytes + self.index_bytes, adding, &path)?;
+                }
                 self.mp4
                     .write_all_at(&q.bytes, q.record.offset)
                     .map_err(io_err(Target::File, "write", &path))?;
@@ -408,6 +681,393 @@ impl RecordingWriter {
         }
         Ok(last)
     }
+
+    /// Writes what is queued, cuts anything after the durable end (a failed partial
+    /// write), patches the durations in `moov` and ends the playlist.
+    fn close(&mut self, init: &InitInfo) -> Result<(), WriteError> {
+        self.drain()?;
+        let path = self.dir.join(MP4_FILE);
+        self.mp4
+            .set_len(self.file_bytes)
+            .map_err(io_err(Target::File, "truncate", &path))?;
+        for (at, bytes) in mp4::duration_patches(init, &self.track_ends) {
+            self.mp4
+                .write_all_at(&bytes, at)
+                .map_err(io_err(Target::File, "write", &path))?;
+        }
+        self.mp4
+            .sync_data()
+            .map_err(io_err(Target::File, "sync", &path))?;
+        let path = self.dir.join(PLAYLIST_FILE);
+        self.playlist
+            .write_all(playlist::END.as_bytes())
+            .map_err(io_err(Target::Playlist, "write", &path))?;
+        self.playlist
+            .sync_data()
+            .map_err(io_err(Target::Playlist, "sync", &path))
+    }
+}
+
+/// The spool bound: refuses a write as if the disk were full, so it is classified
+/// like one.
+fn check_budget(budget: u64, used: u64, adding: u64, path: &Path) -> Result<(), WriteError> {
+    if used + adding <= budget {
+        return Ok(());
+    }
+    tracing::warn!(path = %path.display(), budget, used, adding, "spool bound reached");
+    Err(io_err(Target::File, "write", path)(
+        io::Error::from_raw_os_error(libc::ENOSPC),
+    ))
+}
+
+pub struct RecordingWriter {
+    recording: RecordingId,
+    room: String,
+    /// Directory name of segment 0: `<UTC start>-<recording id>`.
+    base_name: String,
+    opts: WriterOptions,
+    fragmenter: Fragmenter,
+    init: InitInfo,
+    init_bytes: Vec<u8>,
+    current: Segment,
+    /// Earlier segments, in order.
+    closed: Vec<SegmentInfo>,
+    dropped: DropCounts,
+    /// End of the last fragment the fragmenter produced.
+    last_end_us: u64,
+}
+
+impl RecordingWriter {
+    /// Creates segment 0, `<root>/<room>/<UTC start>-<recording id>/`, on the
+    /// primary storage.
+    pub fn create(
+        root: &Path,
+        start: &StartParams,
+        started_at: SystemTime,
+        opts: WriterOptions,
+    ) -> Result<Self, WriteError> {
+        validate_component("room", &start.room)?;
+        validate_component("recording id", &start.recording)?;
+        if segment_suffix(&start.recording).is_some() {
+            return Err(WriteError::InvalidName {
+                what: "recording id",
+                value: start.recording.to_string(),
+                reason: "ends like a segment directory (.seg<n>)",
+            });
+        }
+        let fragmenter = Fragmenter::new(start, opts.max_fragment)?;
+        let init_bytes = fragmenter.init_segment();
+        let init = mp4::read_init(&mut Cursor::new(&init_bytes), init_bytes.len() as u64)?;
+        let base_name = format!("{}-{}", utc_stamp(started_at), start.recording);
+        let current = Segment::create(
+            SegmentPlace {
+                root,
+                room: &start.room,
+                name: base_name.clone(),
+                number: 0,
+                spool: false,
+                first_us: 0,
+                budget: None,
+            },
+            &init_bytes,
+            &init,
+            &opts,
+        )?;
+        Ok(Self {
+            recording: start.recording.clone(),
+            room: start.room.to_string(),
+            base_name,
+            opts,
+            fragmenter,
+            init,
+            init_bytes,
+            current,
+            closed: Vec::new(),
+            dropped: DropCounts::default(),
+            last_end_us: 0,
+        })
+    }
+
+    /// Directory of the current segment.
+    pub fn dir(&self) -> &Path {
+        &self.current.dir
+    }
+
+    /// Storage root of the current segment (the primary root or the spool root).
+    pub fn location(&self) -> &Path {
+        &self.current.root
+    }
+
+    /// Number of the current segment.
+    pub fn segment(&self) -> u16 {
+        self.current.number
+    }
+
+    /// All segments so far, in order; the last one is the current one.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let mut all = self.closed.clone();
+        all.push(self.current.info(&self.init, SegmentState::Open));
+        all
+    }
+
+    /// Fragments queued in memory, not yet durable in the current segment.
+    pub fn queued_fragments(&self) -> usize {
+        self.current.queue.len()
+    }
+
+    /// Everything dropped so far to bound memory.
+    pub fn dropped(&self) -> DropCounts {
+        self.dropped
+    }
+
+    /// Adds one frame. A `Media` error means the frame was refused; an `Io` error
+    /// means the frame was taken but a fragment is not durable yet: it stays queued
+    /// and is retried on the next call (or moved by a segment switch). Queued
+    /// fragments beyond `max_queued_bytes` are dropped oldest first and reported in
+    /// the outcome, or by [`WriteError::Dropped`] wrapping the error.
+    pub fn push(&mut self, media: &Media) -> Result<PushOutcome, WriteError> {
+        let mut dropped = None;
+        if let Some(fragment) = self.fragmenter.push(media)? {
+            self.enqueue(fragment)?;
+            dropped = self.bound_queue();
+        }
+        match self.current.drain() {
+            Ok(durable) => Ok(PushOutcome { durable, dropped }),
+            Err(source) => Err(match dropped {
+                Some(dropped) => WriteError::Dropped {
+                    dropped,
+                    source: Box::new(source),
+                },
+                None => source,
+            }),
+        }
+    }
+
+    /// Writes the last fragment and closes the current segment. The last fragment is
+    /// queued even beyond `max_queued_bytes`: there is no later call to report a
+    /// drop to, and the fragment is at most `max_fragment` long.
+    pub fn finish(mut self) -> Result<Summary, WriteError> {
+        if let Some(fragment) = self.fragmenter.finish() {
+            self.enqueue(fragment)?;
+        }
+        self.current.close(&self.init)?;
+        let segments = self.segments_with(SegmentState::Closed);
+        if segments.len() > 1 {
+            if let Err(e) = self.write_chain(&segments) {
+                // Only the states in the chain are stale; the media is complete.
+                tracing::warn!(error = %e, "chain not updated at finish");
+            }
+        }
+        let summary = Summary {
+            recording: self.recording.clone(),
+            fragments: segments.iter().map(|s| s.fragments).sum(),
+            file_bytes: segments.iter().map(|s| s.file_bytes).sum(),
+            index_bytes: segments.iter().map(|s| s.index_bytes).sum(),
+            media_ms: segments.iter().map(|s| s.media_end_us).max().unwrap_or(0) / 1000,
+        };
+        tracing::info!(dir = %self.current.dir.display(), ?summary, "recording finished");
+        Ok(summary)
+    }
+
+    /// Continues the recording in a new segment under `spool` (see
+    /// [`RecordingWriter::switch_to`]).
+    pub fn fail_over(&mut self, spool: &Path) -> Result<SegmentSwitch, WriteError> {
+        self.switch_to(spool, true)
+    }
+
+    /// Continues the recording in a new segment under the `primary` root again.
+    pub fn move_back(&mut self, primary: &Path) -> Result<SegmentSwitch, WriteError> {
+        self.switch_to(primary, false)
+    }
+
+    /// Opens the next segment under `root` and moves there every queued fragment
+    /// whose media is not durable in the current one; a fragment whose media is
+    /// durable stays (its index and playlist lines are written when the old segment
+    /// is closed, or rebuilt by recovery). The old segment is closed best effort.
+    /// The fragmenter holds the open fragment in memory, so between two calls is
+    /// always a fragment boundary: every frame lands in exactly one segment.
+    /// An error means no switch happened.
+    fn switch_to(&mut self, root: &Path, spool: bool) -> Result<SegmentSwitch, WriteError> {
+        let number = self
+            .current
+            .number
+            .checked_add(1)
+            .ok_or(WriteError::TooManySegments)?;
+        let first_us = self
+            .current
+            .queue
+            .iter()
+            .find(|q| q.next == Step::Mp4)
+            .map_or(self.last_end_us, |q| q.record.start_us);
+        let spool_used: u64 = self
+            .segments()
+            .iter()
+            .filter(|s| s.spool)
+            .map(|s| s.file_bytes + s.index_bytes)
+            .sum();
+        let next = Segment::create(
+            SegmentPlace {
+                root,
+                room: &self.room,
+                name: segment_dir_name(&self.base_name, number),
+                number,
+                spool,
+                first_us,
+                budget: spool.then(|| self.opts.spool_max_bytes.saturating_sub(spool_used)),
+            },
+            &self.init_bytes,
+            &self.init,
+            &self.opts,
+        )?;
+        let mut old = std::mem::replace(&mut self.current, next);
+
+        // Only the front fragment can have got past the media step.
+        let durable = old.queue.iter().take_while(|q| q.next > Step::Mp4).count();
+        self.current.queue = old.queue.split_off(durable);
+        self.current.relocate();
+        let moved_fragments = self.current.queue.len();
+
+        let state = match old.close(&self.init) {
+            Ok(()) => SegmentState::Closed,
+            Err(e) => {
+                tracing::warn!(dir = %old.dir.display(), error = %e, "segment left unclosed; recovery will repair it");
+                SegmentState::Unclosed
+            }
+        };
+        self.closed.push(old.info(&self.init, state));
+
+        let segments = self.segments();
+        let mut error = self.write_chain(&segments).err();
+        if let Err(e) = self.current.drain() {
+            error.get_or_insert(e);
+        }
+        tracing::info!(
+            from = %old.dir.display(),
+            to = %self.current.dir.display(),
+            segment = number,
+            moved_fragments,
+            "recording switched segment"
+        );
+        Ok(SegmentSwitch {
+            from: old.dir,
+            to: self.current.dir.clone(),
+            segment: number,
+            moved_fragments,
+            error,
+        })
+    }
+
+    fn segments_with(&self, current: SegmentState) -> Vec<SegmentInfo> {
+        let mut all = self.segments();
+        if let Some(last) = all.last_mut() {
+            last.state = current;
+        }
+        all
+    }
+
+    /// Writes the chain into the current segment (the error is returned) and into
+    /// every earlier one (best effort: their storage may be gone).
+    fn write_chain(&self, segments: &[SegmentInfo]) -> Result<(), WriteError> {
+        let entries: Vec<ChainEntry> = segments
+            .iter()
+            .map(|s| ChainEntry {
+                segment: s.segment,
+                first_us: s.first_us,
+                state: s.state,
+                dir: s.dir.clone(),
+            })
+            .collect();
+        let text = encode_chain(&entries);
+        for s in &self.closed {
+            if let Err(e) = replace_file(&s.dir, CHAIN_FILE, text.as_bytes()) {
+                tracing::debug!(error = %e, "chain not updated in an earlier segment");
+            }
+        }
+        replace_file(&self.current.dir, CHAIN_FILE, text.as_bytes()).map_err(|e| WriteError::Io {
+            target: Target::Chain,
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })
+    }
+
+    /// Durable bytes of the recording files over all segments.
+    pub fn file_bytes(&self) -> u64 {
+        self.closed.iter().map(|s| s.file_bytes).sum::<u64>() + self.current.file_bytes
+    }
+
+    /// Durable bytes of the index files over all segments.
+    pub fn index_bytes(&self) -> u64 {
+        self.closed.iter().map(|s| s.index_bytes).sum::<u64>() + self.current.index_bytes
+    }
+
+    /// Durable bytes of the current segment's `recording.mp4`.
+    pub fn current_file_bytes(&self) -> u64 {
+        self.current.file_bytes
+    }
+
+    /// Durable bytes of the current segment's `recording.idx`.
+    pub fn current_index_bytes(&self) -> u64 {
+        self.current.index_bytes
+    }
+
+    /// Fragments written and indexed over all segments.
+    pub fn fragments(&self) -> u32 {
+        self.closed.iter().map(|s| s.fragments).sum::<u32>() + self.current.fragments
+    }
+
+    /// Media time covered by the indexed fragments (longest track, all segments).
+    pub fn media_duration_us(&self) -> u64 {
+        self.segments()
+            .iter()
+            .map(|s| s.media_end_us)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn enqueue(&mut self, fragment: Fragment) -> Result<(), WriteError> {
+        let Fragment { bytes, .. } = fragment;
+        let moof = match mp4::boxes(&bytes).next() {
+            Some(Ok((_, body))) => mp4::parse_moof(body)?,
+            _ => return Err(ReadError::Missing("moof").into()),
+        };
+        self.current.enqueue(&self.init, bytes, moof)?;
+        if let Some(q) = self.current.queue.back() {
+            self.last_end_us = q.record.end_us();
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest fragments whose media is not durable while they take more
+    /// than `max_queued_bytes`.
+    fn bound_queue(&mut self) -> Option<DropCounts> {
+        let mut dropped = DropCounts::default();
+        while self.current.pending_bytes() > self.opts.max_queued_bytes {
+            let Some(i) = self.current.queue.iter().position(|q| q.next == Step::Mp4) else {
+                break;
+            };
+            let Some(q) = self.current.queue.remove(i) else {
+                break;
+            };
+            dropped.fragments += 1;
+            dropped.bytes += q.bytes.len() as u64;
+            for t in &q.moof.trafs {
+                let frames = u64::from(t.sample_count);
+                if self.init.is_video(t.track_id) {
+                    dropped.video_frames += frames;
+                } else {
+                    dropped.audio_frames += frames;
+                }
+            }
+        }
+        if dropped.fragments == 0 {
+            return None;
+        }
+        self.current.relocate();
+        self.dropped.add(dropped);
+        tracing::error!(dir = %self.current.dir.display(), %dropped, total = %self.dropped, "queue full: media dropped");
+        Some(dropped)
+    }
 }
 
 #[cfg(test)]
@@ -437,6 +1097,50 @@ mod tests {
         for good in ["room-1", "Salle Ä", "a..b", ".hidden"] {
             validate_component("room", good).unwrap();
         }
+    }
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_dir_name("T-rec", 0), "T-rec");
+        for n in [1, 7, u16::MAX] {
+            assert_eq!(segment_suffix(&segment_dir_name("T-rec", n)), Some(n));
+        }
+        for bad in [
+            "T-rec",
+            "T-rec.seg0",
+            "T-rec.seg01",
+            "T-rec.seg+1",
+            "T-rec.seg",
+        ] {
+            assert_eq!(segment_suffix(bad), None, "{bad}");
+        }
+        assert_eq!(segment_of_dir(Path::new("/r/room/T-rec.seg3/")), 3);
+    }
+
+    #[test]
+    fn chain_round_trips() {
+        let entries = vec![
+            ChainEntry {
+                segment: 0,
+                first_us: 0,
+                state: SegmentState::Unclosed,
+                dir: "/disk/Salle Ä/T-rec".into(),
+            },
+            ChainEntry {
+                segment: 1,
+                first_us: 4_000_000,
+                state: SegmentState::Open,
+                dir: "/spool/Salle Ä/T-rec.seg1".into(),
+            },
+        ];
+        assert_eq!(parse_chain(&encode_chain(&entries)).unwrap(), entries);
+        assert_eq!(
+            parse_chain("0\t0\tgone\t/x\n"),
+            Err(ChainError {
+                line: 1,
+                reason: "bad state"
+            })
+        );
     }
 
     #[test]

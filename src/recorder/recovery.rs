@@ -13,7 +13,7 @@
 //! Running it again on a recovered (or cleanly finished) recording changes nothing.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,9 @@ use thiserror::Error;
 
 use super::index::{encode_index, IndexFile, IndexRecord};
 use super::playlist;
-use super::recording::{WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
+use super::recording::{
+    replace_file, segment_of_dir, FileOpError, WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
+};
 use crate::media::mp4::{self, FileScan, ReadError, TornTail};
 
 #[derive(Debug, Error)]
@@ -39,6 +41,16 @@ pub enum RecoveryError {
         #[source]
         source: ReadError,
     },
+}
+
+impl From<FileOpError> for RecoveryError {
+    fn from(e: FileOpError) -> Self {
+        RecoveryError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RecoveryError + 'a {
@@ -151,32 +163,29 @@ fn scan_file(file: &mut File, path: &Path) -> Result<FileScan, RecoveryError> {
     mp4::scan(file, len).map_err(format_err(path))
 }
 
-fn records_of(scan: &FileScan, path: &Path) -> Result<Vec<IndexRecord>, RecoveryError> {
+/// The index records of the whole fragments of `path`, the MP4 of `segment`.
+fn records_of(
+    scan: &FileScan,
+    path: &Path,
+    segment: u16,
+) -> Result<Vec<IndexRecord>, RecoveryError> {
     scan.fragments
         .iter()
-        .map(|f| IndexRecord::derive(&scan.init, &f.moof, f.offset, f.len))
+        .map(|f| {
+            IndexRecord::derive(&scan.init, &f.moof, f.offset, f.len)
+                .map(|r| IndexRecord { segment, ..r })
+        })
         .collect::<Result<_, _>>()
         .map_err(format_err(path))
 }
 
-/// The index records for the whole fragments of an MP4 (a torn tail is ignored).
+/// The index records for the whole fragments of an MP4 (a torn tail is ignored);
+/// the segment number comes from the name of its directory.
 pub fn index_from_file(mp4: &Path) -> Result<Vec<IndexRecord>, RecoveryError> {
     let mut file = File::open(mp4).map_err(io_err("open", mp4))?;
     let scan = scan_file(&mut file, mp4)?;
-    records_of(&scan, mp4)
-}
-
-/// Replaces `path` with `contents` atomically and durably.
-fn replace_file(dir: &Path, name: &str, contents: &[u8]) -> Result<(), RecoveryError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(contents).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("sync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync", dir))
+    let segment = mp4.parent().map_or(0, segment_of_dir);
+    records_of(&scan, mp4, segment)
 }
 
 /// Recovers one recording directory (see the module docs).
@@ -195,7 +204,7 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
             .map_err(io_err("truncate", &mp4_path))?;
         file.sync_all().map_err(io_err("sync", &mp4_path))?;
     }
-    let records = records_of(&scan, &mp4_path)?;
+    let records = records_of(&scan, &mp4_path, segment_of_dir(dir))?;
 
     // The index.
     let index_path = dir.join(INDEX_FILE);

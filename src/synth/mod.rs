@@ -36,3 +36,17 @@ pub const TONES_HZ: [f32; 16] = [
     300.0, 370.0, 440.0, 510.0, 590.0, 670.0, 730.0, 810.0, 890.0, 970.0, 1050.0, 1130.0, 1230.0,
     1330.0, 1430.0, 1530.0,
 ];
+
+/// Deterministic pseudo-random bytes without zeros, so they never emulate an H.264
+/// start code: stand-in frame payloads where real encoding would only cost time.
+pub fn filler(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 255) as u8 + 1
+        })
+        .collect()
+}
