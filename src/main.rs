@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,17 @@ enum Command {
         /// Largest accepted media-link frame in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
         max_frame: usize,
+        /// Where recordings continue while the storage is faulted (full, offline,
+        /// read-only, failing), e.g. the board's own flash; none by default.
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// Most bytes one recording may put on the spool, e.g. 512M or 2G.
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        spool_max: u64,
+        /// How often the storage is checked (free space, mount table, and a probe
+        /// write while it is faulted), e.g. 1s or 200ms.
+        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        storage_poll: Duration,
     },
     /// Run a short recording end to end on this machine with built-in defaults:
     /// a synthetic participant is sent over a real media link to a real recorder.
@@ -115,6 +126,41 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// A byte count with an optional binary suffix: 1048576, 512K, 64M, 2G.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let value: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 1048576, 512M, 2G)"))?;
+    match value.checked_mul(1 << shift) {
+        Some(0) => Err(format!("`{s}` must be more than zero bytes")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{s}` is too large")),
+    }
+}
+
+/// The spool must be another place than the storage: inside it, it would fail with
+/// it and its recordings would be taken for the storage's own.
+fn check_spool(storage: &Path, spool: &Path) -> Result<()> {
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (storage, spool) = (resolve(storage), resolve(spool));
+    if spool.starts_with(&storage) || storage.starts_with(&spool) {
+        bail!(
+            "--spool {} must not be the storage root {} or inside it (nor contain it)",
+            spool.display(),
+            storage.display()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The demo and the benchmarks print their own lines (the bench provokes storage
@@ -139,10 +185,16 @@ fn main() -> Result<()> {
             key,
             stats_interval,
             max_frame,
+            spool,
+            spool_max,
+            storage_poll,
         } => {
             let mut config = RecorderConfig::new(storage, key.load()?);
             config.stats_interval = stats_interval;
             config.max_frame = max_frame;
+            config.spool = spool;
+            config.writer.spool_max_bytes = spool_max;
+            config.storage_poll = storage_poll;
             rt.block_on(run_recorder(listen, config))
         }
         Command::Demo { duration, storage } => rt.block_on(demo(duration, storage)),
@@ -167,11 +219,19 @@ fn main() -> Result<()> {
 }
 
 async fn run_recorder(listen: LinkAddr, config: RecorderConfig) -> Result<()> {
-    std::fs::create_dir_all(&config.storage)
-        .with_context(|| format!("creating storage root {}", config.storage.display()))?;
-    let recovered = service::recover_unfinished(&config.storage);
-    if recovered > 0 {
-        info!(recovered, "unfinished recordings recovered");
+    let roots = std::iter::once(&config.storage).chain(&config.spool);
+    for root in roots.clone() {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating storage root {}", root.display()))?;
+    }
+    if let Some(spool) = &config.spool {
+        check_spool(&config.storage, spool)?;
+    }
+    for root in roots {
+        let recovered = service::recover_unfinished(root);
+        if recovered > 0 {
+            info!(recovered, root = %root.display(), "unfinished recordings recovered");
+        }
     }
     let listener = LinkListener::bind(&listen, config.max_frame)
         .await
@@ -191,7 +251,7 @@ async fn demo(duration: Duration, storage: PathBuf) -> Result<()> {
     let addr = listener.local_addr();
     tokio::spawn(service::serve(listener, Arc::new(config)));
 
-    let recording = format!("demo-{}", service::now_millis());
+    let recording = format!("demo-{}", recbox::link::frame::now_millis());
     let mut feed = SyntheticFeed::new(
         PatternSpec {
             width: 640,
@@ -301,4 +361,49 @@ fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("recbox-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size(" 64m "), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        for bad in ["", "G", "1.5G", "-1M", "0", "99999999999999G", "12X"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        for bad in ["", "s", "0s", "-1s", "fast", "NaNs"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_spool_must_be_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir(&storage).unwrap();
+        assert!(check_spool(&storage, &dir.path().join("spool")).is_ok());
+        for bad in [
+            storage.clone(),
+            storage.join("spool"),
+            dir.path().to_path_buf(),
+        ] {
+            let err = check_spool(&storage, &bad).unwrap_err().to_string();
+            assert!(err.contains("must not be the storage root"), "{err}");
+        }
+        // Spelled differently, still the same place.
+        assert!(check_spool(&storage, &storage.join("x/..")).is_err());
+    }
 }

@@ -202,10 +202,19 @@ async fn unknown_track_mid_recording_keeps_what_was_written() {
             _ => continue,
         }
     }
-    // The recorder closes the recording after refusing the session.
+    // The recorder closes the recording after refusing the session (its writer
+    // thread may still be creating the files when the refusal arrives).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let room = storage.path().join(ROOM);
+    while !std::fs::read_dir(&room).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recording never created"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let dir = recording_dir(storage.path(), "rec-x");
     let mp4 = dir.join("recording.mp4");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(dir.join("recording.m3u8"))
         .unwrap_or_default()
         .contains("#EXT-X-ENDLIST")

@@ -5,22 +5,22 @@
 mod common;
 mod fixture;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::Tmpfs;
+use common::segments::{check_segments, segment_contents};
 use fixture::{frames, start};
+use recbox::bench::scratch::Mounted;
 use recbox::link::frame::{Media, Track};
-use recbox::media::mp4;
-use recbox::recorder::index::{encode_index, IndexFile, IndexRecord};
+use recbox::recorder::index::{encode_index, IndexFile};
 use recbox::recorder::inspect::inspect;
 use recbox::recorder::recording::{
     parse_chain, RecordingWriter, SegmentState, WriteError, WriterOptions, CHAIN_FILE, INDEX_FILE,
     MP4_FILE,
 };
-use recbox::recorder::recovery::{find_unfinished, index_from_file, recover};
+use recbox::recorder::recovery::{find_unfinished, recover};
 
 fn create(primary: &Path, opts: WriterOptions) -> RecordingWriter {
     let at = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
@@ -31,100 +31,6 @@ fn create(primary: &Path, opts: WriterOptions) -> RecordingWriter {
 fn counts(media: &[Media]) -> (u64, u64) {
     let video = media.iter().filter(|m| m.track == Track::Video).count() as u64;
     (video, media.len() as u64 - video)
-}
-
-/// What one segment's mp4 holds: (video samples, audio samples, records).
-fn segment_contents(dir: &Path) -> (u64, u64, Vec<IndexRecord>) {
-    let path = dir.join(MP4_FILE);
-    let mut file = File::open(&path).unwrap();
-    let len = file.metadata().unwrap().len();
-    let scan = mp4::scan(&mut file, len).unwrap();
-    assert_eq!(scan.torn, None, "{}", dir.display());
-    let (mut video, mut audio) = (0, 0);
-    for t in scan.fragments.iter().flat_map(|f| &f.moof.trafs) {
-        if scan.init.is_video(t.track_id) {
-            video += u64::from(t.sample_count);
-        } else {
-            audio += u64::from(t.sample_count);
-        }
-    }
-    (video, audio, index_from_file(&path).unwrap())
-}
-
-/// Checks the segments of a finished recording: each index equals the one rebuilt
-/// from its file, the media times and sequence numbers run on without gap or
-/// overlap from one segment to the next, and every chain file lists them all.
-/// Returns the samples per track over all segments.
-fn check_segments(dirs: &[PathBuf]) -> (u64, u64) {
-    let (mut video, mut audio) = (0, 0);
-    let mut previous: Option<IndexRecord> = None;
-    for (n, dir) in dirs.iter().enumerate() {
-        let (v, a, records) = segment_contents(dir);
-        video += v;
-        audio += a;
-        assert_eq!(
-            fs::read(dir.join(INDEX_FILE)).unwrap(),
-            encode_index(&records),
-            "{}",
-            dir.display()
-        );
-        assert!(records.iter().all(|r| usize::from(r.segment) == n));
-        for r in &records {
-            if let Some(p) = previous {
-                assert_eq!(r.sequence, p.sequence + 1);
-                assert_eq!(r.start_us, p.end_us(), "no gap, no overlap");
-            }
-            previous = Some(*r);
-        }
-        assert!(
-            records.first().is_none_or(IndexRecord::keyframe),
-            "{} starts with a keyframe",
-            dir.display()
-        );
-        assert!(recover(dir).unwrap().was_clean(), "{}", dir.display());
-        if dirs.len() > 1 {
-            let chain = parse_chain(&fs::read_to_string(dir.join(CHAIN_FILE)).unwrap()).unwrap();
-            let listed: Vec<_> = chain.iter().map(|e| e.dir.clone()).collect();
-            assert_eq!(listed, dirs);
-            assert_eq!(chain[n].segment as usize, n);
-            if let Some(first) = records.first() {
-                assert_eq!(chain[n].first_us, first.start_us);
-            }
-        }
-    }
-    if ffprobe_installed() {
-        // Packets, not decoded frames: the synthetic payload is not real H.264.
-        let (mut v, mut a) = (0, 0);
-        for dir in dirs {
-            let out = common::ffprobe(&[
-                "-count_packets",
-                "-show_entries",
-                "stream=nb_read_packets",
-                "-of",
-                "csv=p=0",
-                dir.join(MP4_FILE).to_str().unwrap(),
-            ]);
-            // An empty segment has streams without packets.
-            let n: Vec<u64> = out
-                .lines()
-                .map(|l| match l.trim() {
-                    "N/A" => 0,
-                    n => n.parse().unwrap(),
-                })
-                .collect();
-            v += n[0];
-            a += n[1];
-        }
-        assert_eq!((v, a), (video, audio), "ffprobe counts the same frames");
-    }
-    (video, audio)
-}
-
-fn ffprobe_installed() -> bool {
-    std::process::Command::new("ffprobe")
-        .arg("-version")
-        .output()
-        .is_ok()
 }
 
 #[test]
@@ -184,6 +90,25 @@ fn switching_keeps_every_frame_in_exactly_one_segment() {
     assert!(text.contains("chain    3 segments"), "{text}");
     assert!(text.contains("#1 closed from 3.000 s"), "{text}");
     assert!(text.contains("total    12 fragments"), "{text}");
+
+    // A fragment that a failing disk kept although its write was reported failed
+    // (so it went on in the next segment) is cut from the earlier segment.
+    let clean = fs::read(dirs[0].join(MP4_FILE)).unwrap();
+    let next = fs::read(dirs[1].join(MP4_FILE)).unwrap();
+    let (_, _, records) = segment_contents(&dirs[1]);
+    let first = records[0];
+    let copy = &next[first.offset as usize..(first.offset + u64::from(first.length)) as usize];
+    OpenOptions::new()
+        .append(true)
+        .open(dirs[0].join(MP4_FILE))
+        .unwrap()
+        .write_all(copy)
+        .unwrap();
+    let report = recover(&dirs[0]).unwrap();
+    assert_eq!(report.handed_over, 1, "{report}");
+    assert_eq!(fs::read(dirs[0].join(MP4_FILE)).unwrap(), clean);
+    assert_eq!(check_segments(&dirs), counts(&media));
+
     // A segment whose storage is gone is shown as such.
     drop(spool);
     let text = inspect(&dirs[2]).unwrap().to_string();
@@ -192,7 +117,7 @@ fn switching_keeps_every_frame_in_exactly_one_segment() {
 
 #[test]
 fn a_full_primary_fails_over_and_the_recording_moves_back() {
-    let Some(primary) = Tmpfs::mount("256k") else {
+    let Some(primary) = common::tmpfs("256k") else {
         return;
     };
     let spool = tempfile::tempdir().unwrap();
@@ -214,7 +139,7 @@ fn a_full_primary_fails_over_and_the_recording_moves_back() {
             assert_eq!(w.queued_fragments(), 0);
         }
         if failed_at.is_some_and(|f| i == f + 200) {
-            primary.remount("size=8m");
+            assert!(primary.remount("size=8m"));
             w.move_back(primary.path()).unwrap();
         }
     }
@@ -229,7 +154,7 @@ fn a_full_primary_fails_over_and_the_recording_moves_back() {
 
 #[test]
 fn the_memory_bound_drops_the_oldest_fragments_and_counts_them() {
-    let Some(primary) = Tmpfs::mount("256k") else {
+    let Some(primary) = common::tmpfs("256k") else {
         return;
     };
     let opts = WriterOptions {
@@ -243,7 +168,7 @@ fn the_memory_bound_drops_the_oldest_fragments_and_counts_them() {
     let mut errors = 0;
     for (i, m) in media.iter().enumerate() {
         if i == 1200 {
-            primary.remount("size=8m");
+            assert!(primary.remount("size=8m"));
         }
         match w.push(m) {
             Ok(outcome) => {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Tmpfs;
+use recbox::bench::scratch::Mounted;
 use recbox::link::frame::{FaultKind, FaultTarget};
 use recbox::recorder::monitor::{MonitorConfig, StorageMonitor};
 use recbox::storage::health::{HealthConfig, HealthEvent};
@@ -27,7 +27,7 @@ const CLEARED: bool = false;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_unmount_return_and_filling_are_reported_once_each() {
-    let Some(fs) = Tmpfs::mount("4m") else {
+    let Some(fs) = common::tmpfs("4m") else {
         return;
     };
     let monitor = StorageMonitor::spawn(MonitorConfig {
@@ -42,26 +42,26 @@ async fn read_only_unmount_return_and_filling_are_reported_once_each() {
     let mut events = monitor.subscribe();
     let storage = FaultTarget::Storage;
 
-    fs.remount("ro");
+    assert!(fs.remount("ro"));
     assert_eq!(
         next(&mut events).await,
         (FAULT, FaultKind::ReadOnly, storage)
     );
     assert!(!monitor.is_usable());
-    fs.remount("rw");
+    assert!(fs.remount("rw"));
     assert_eq!(
         next(&mut events).await,
         (CLEARED, FaultKind::ReadOnly, storage)
     );
     assert!(monitor.is_usable());
 
-    fs.lazy_unmount();
+    assert!(fs.lazy_unmount());
     assert_eq!(
         next(&mut events).await,
         (FAULT, FaultKind::DiskOffline, storage)
     );
     assert!(!monitor.is_usable());
-    fs.mount_again("4m");
+    assert!(fs.mount_again("4m"));
     assert_eq!(
         next(&mut events).await,
         (CLEARED, FaultKind::DiskOffline, storage)

@@ -6,10 +6,10 @@ use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::scratch::{LoopDisk, Mounted, Tmpfs};
 use crate::link::codec::DEFAULT_MAX_FRAME;
 use crate::link::frame::{text, FaultKind};
 use crate::link::handshake::LinkKey;
@@ -23,30 +23,19 @@ use crate::synth::{PatternSpec, SyntheticFeed, ToneSpec};
 const WAIT: Duration = Duration::from_secs(10);
 
 pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
-    let work = std::env::temp_dir().join(format!("recbox-bench-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let result = measure(out, &work, trials).await;
-    let _ = std::fs::remove_dir_all(&work);
-    result
-}
-
-async fn measure(out: &mut dyn Write, work: &Path, trials: usize) -> io::Result<()> {
     writeln!(
         out,
         "{:<28} {:>7} {:>9} {:>9} {:>9}",
         "fault", "trials", "p50 ms", "p99 ms", "max ms"
     )?;
-    let tmpfs = work.join("tmpfs");
-    std::fs::create_dir_all(&tmpfs)?;
-    if !sh("mount", &["-t", "tmpfs", "-o", "size=16m", "tmpfs"], &tmpfs) {
+    let Some(tmpfs) = Tmpfs::mount("16m") else {
         writeln!(out, "skipped: mounting needs root (run the bench as root)")?;
         return Ok(());
-    }
-    let r = read_only_trials(out, &tmpfs, trials).await;
-    sh("umount", &["-l"], &tmpfs);
-    r?;
+    };
+    read_only_trials(out, tmpfs.path(), trials).await?;
+    drop(tmpfs);
 
-    match LoopDisk::create(&work.join("disk.img"), &work.join("disk")) {
+    match LoopDisk::create(32 << 20) {
         Some(disk) => {
             let r = uevent_trials(out, &disk, trials).await;
             drop(disk);
@@ -126,8 +115,8 @@ async fn read_only_trials(out: &mut dyn Write, root: &Path, trials: usize) -> io
 }
 
 async fn uevent_trials(out: &mut dyn Write, disk: &LoopDisk, trials: usize) -> io::Result<()> {
-    let mut uplink = recording_on(&disk.mount).await?;
-    let uevent = PathBuf::from(format!("/sys/class/block/{}/uevent", disk.name));
+    let mut uplink = recording_on(disk.path()).await?;
+    let uevent = PathBuf::from(format!("/sys/class/block/{}/uevent", disk.name()));
     let mut latencies = Vec::with_capacity(trials);
     for _ in 0..trials {
         // A synthetic "remove" goes through the kernel's real uevent path to the
@@ -177,52 +166,5 @@ fn remount(target: &Path, read_only: bool) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
-}
-
-fn sh(cmd: &str, args: &[&str], path: &Path) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .arg(path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A small ext4 filesystem on a loop device, mounted; torn down on drop.
-struct LoopDisk {
-    name: String,
-    mount: PathBuf,
-}
-
-impl LoopDisk {
-    fn create(image: &Path, mount: &Path) -> Option<Self> {
-        std::fs::File::create(image).ok()?.set_len(32 << 20).ok()?;
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(image)
-            .output()
-            .ok()?;
-        let dev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-        let name = dev.strip_prefix("/dev/")?.to_owned();
-        let disk = Self {
-            name,
-            mount: mount.to_path_buf(),
-        };
-        std::fs::create_dir_all(mount).ok()?;
-        let ok = sh("mkfs.ext4", &["-q", "-F"], Path::new(&dev)) && sh("mount", &[&dev], mount);
-        ok.then_some(disk)
-    }
-}
-
-impl Drop for LoopDisk {
-    fn drop(&mut self) {
-        sh("umount", &["-l"], &self.mount);
-        sh(
-            "losetup",
-            &["-d"],
-            Path::new(&format!("/dev/{}", self.name)),
-        );
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod faults;
 pub mod link;
+pub mod scratch;
 pub mod writer;

@@ -16,6 +16,13 @@ pub type RecordingId = Text<64>;
 /// Milliseconds since the Unix epoch (wall clock of the sender).
 pub type UnixMillis = u64;
 
+/// The wall clock now, as sent in frames.
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Mixer,

@@ -8,3 +8,4 @@ pub mod playlist;
 pub mod recording;
 pub mod recovery;
 pub mod service;
+pub mod writer;

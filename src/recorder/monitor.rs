@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
-use super::service::now_millis;
+use crate::link::frame::now_millis;
 use crate::link::frame::FaultTarget;
 use crate::storage::device::BackingDevice;
 use crate::storage::errno;

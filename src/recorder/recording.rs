@@ -272,7 +272,7 @@ pub struct SegmentInfo {
     /// Media time where the segment starts.
     pub first_us: u64,
     pub state: SegmentState,
-    /// Fragments written and indexed.
+    /// Fragments whose media is durable (indexed, or indexed by recovery).
     pub fragments: u32,
     /// Durable bytes of `recording.mp4` and `recording.idx`.
     pub file_bytes: u64,
@@ -655,6 +655,10 @@ impl Segment {
                     .sync_data()
                     .map_err(io_err(Target::File, "sync", &path))?;
                 self.file_bytes = q.record.offset + q.bytes.len() as u64;
+                // Counted once the media is durable: recovery indexes it even if its
+                // record never gets written here.
+                self.fragments += 1;
+                mp4::extend_track_ends(&mut self.track_ends, &q.moof);
                 q.next = Step::Index;
             }
             if q.next == Step::Index {
@@ -667,8 +671,6 @@ impl Segment {
                     .sync_data()
                     .map_err(io_err(Target::Index, "sync", &path))?;
                 self.index_bytes += RECORD_SIZE as u64;
-                self.fragments += 1;
-                mp4::extend_track_ends(&mut self.track_ends, &q.moof);
                 q.next = Step::Playlist;
             }
             let path = self.dir.join(PLAYLIST_FILE);
@@ -746,6 +748,27 @@ impl RecordingWriter {
         started_at: SystemTime,
         opts: WriterOptions,
     ) -> Result<Self, WriteError> {
+        Self::create_in(root, false, start, started_at, opts)
+    }
+
+    /// Creates segment 0 on the spool, for a recording that starts while the
+    /// primary storage is faulted; [`RecordingWriter::move_back`] moves it later.
+    pub fn create_on_spool(
+        spool: &Path,
+        start: &StartParams,
+        started_at: SystemTime,
+        opts: WriterOptions,
+    ) -> Result<Self, WriteError> {
+        Self::create_in(spool, true, start, started_at, opts)
+    }
+
+    fn create_in(
+        root: &Path,
+        spool: bool,
+        start: &StartParams,
+        started_at: SystemTime,
+        opts: WriterOptions,
+    ) -> Result<Self, WriteError> {
         validate_component("room", &start.room)?;
         validate_component("recording id", &start.recording)?;
         if segment_suffix(&start.recording).is_some() {
@@ -765,9 +788,9 @@ impl RecordingWriter {
                 room: &start.room,
                 name: base_name.clone(),
                 number: 0,
-                spool: false,
+                spool,
                 first_us: 0,
-                budget: None,
+                budget: spool.then_some(opts.spool_max_bytes),
             },
             &init_bytes,
             &init,
@@ -796,6 +819,11 @@ impl RecordingWriter {
     /// Storage root of the current segment (the primary root or the spool root).
     pub fn location(&self) -> &Path {
         &self.current.root
+    }
+
+    /// The current segment is on the spool.
+    pub fn on_spool(&self) -> bool {
+        self.current.spool
     }
 
     /// Number of the current segment.
@@ -845,8 +873,10 @@ impl RecordingWriter {
 
     /// Writes the last fragment and closes the current segment. The last fragment is
     /// queued even beyond `max_queued_bytes`: there is no later call to report a
-    /// drop to, and the fragment is at most `max_fragment` long.
-    pub fn finish(mut self) -> Result<Summary, WriteError> {
+    /// drop to, and the fragment is at most `max_fragment` long. After an error the
+    /// fragments stay queued: switch segments and call `finish` again, or
+    /// [`RecordingWriter::abandon`] them.
+    pub fn finish(&mut self) -> Result<Summary, WriteError> {
         if let Some(fragment) = self.fragmenter.finish() {
             self.enqueue(fragment)?;
         }
@@ -1011,7 +1041,7 @@ impl RecordingWriter {
         self.current.index_bytes
     }
 
-    /// Fragments written and indexed over all segments.
+    /// Fragments whose media is durable (indexed, or indexed by recovery).over all segments.
     pub fn fragments(&self) -> u32 {
         self.closed.iter().map(|s| s.fragments).sum::<u32>() + self.current.fragments
     }
@@ -1049,16 +1079,7 @@ impl RecordingWriter {
             let Some(q) = self.current.queue.remove(i) else {
                 break;
             };
-            dropped.fragments += 1;
-            dropped.bytes += q.bytes.len() as u64;
-            for t in &q.moof.trafs {
-                let frames = u64::from(t.sample_count);
-                if self.init.is_video(t.track_id) {
-                    dropped.video_frames += frames;
-                } else {
-                    dropped.audio_frames += frames;
-                }
-            }
+            dropped.add(self.count(&q));
         }
         if dropped.fragments == 0 {
             return None;
@@ -1067,6 +1088,43 @@ impl RecordingWriter {
         self.dropped.add(dropped);
         tracing::error!(dir = %self.current.dir.display(), %dropped, total = %self.dropped, "queue full: media dropped");
         Some(dropped)
+    }
+
+    /// Gives up on every queued fragment whose media is not durable (no storage
+    /// takes them and the recording is over) and says what that was.
+    pub fn abandon(&mut self) -> DropCounts {
+        let mut dropped = DropCounts::default();
+        let queue = std::mem::take(&mut self.current.queue);
+        for q in queue {
+            if q.next == Step::Mp4 {
+                dropped.add(self.count(&q));
+            } else {
+                self.current.queue.push_back(q);
+            }
+        }
+        self.current.relocate();
+        self.dropped.add(dropped);
+        if dropped.fragments > 0 {
+            tracing::error!(dir = %self.current.dir.display(), %dropped, "recording abandoned with media unwritten");
+        }
+        dropped
+    }
+
+    fn count(&self, q: &Queued) -> DropCounts {
+        let mut counts = DropCounts {
+            fragments: 1,
+            bytes: q.bytes.len() as u64,
+            ..DropCounts::default()
+        };
+        for t in &q.moof.trafs {
+            let frames = u64::from(t.sample_count);
+            if self.init.is_video(t.track_id) {
+                counts.video_frames += frames;
+            } else {
+                counts.audio_frames += frames;
+            }
+        }
+        counts
     }
 }
 

@@ -22,7 +22,8 @@ use thiserror::Error;
 use super::index::{encode_index, IndexFile, IndexRecord};
 use super::playlist;
 use super::recording::{
-    replace_file, segment_of_dir, FileOpError, WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
+    parse_chain, replace_file, segment_of_dir, FileOpError, WriterOptions, CHAIN_FILE, INDEX_FILE,
+    MP4_FILE, PLAYLIST_FILE,
 };
 use crate::media::mp4::{self, FileScan, ReadError, TornTail};
 
@@ -83,6 +84,8 @@ pub struct RecoveryReport {
     pub fragments: usize,
     /// Why the file had a torn tail, if it had one.
     pub torn: Option<TornTail>,
+    /// Whole fragments cut off because the next segment of the chain holds them.
+    pub handed_over: usize,
     /// Bytes cut off the end of the recording file.
     pub truncated_bytes: u64,
     /// Readable records in the old index (`None`: missing or unreadable header).
@@ -127,6 +130,13 @@ impl std::fmt::Display for RecoveryReport {
                 f,
                 "  torn tail: {torn:?}; {} bytes cut off",
                 self.truncated_bytes
+            )?;
+        }
+        if self.handed_over > 0 {
+            writeln!(
+                f,
+                "  {} fragments cut off: the next segment holds them",
+                self.handed_over
             )?;
         }
         match self.old_index_records {
@@ -188,6 +198,17 @@ pub fn index_from_file(mp4: &Path) -> Result<Vec<IndexRecord>, RecoveryError> {
     records_of(&scan, mp4, segment)
 }
 
+/// Where the segment after `segment` starts, from the chain file in `dir` (none for
+/// a recording of one segment, or the last one).
+fn next_segment_start(dir: &Path, segment: u16) -> Option<u64> {
+    let text = fs::read_to_string(dir.join(CHAIN_FILE)).ok()?;
+    let chain = parse_chain(&text)
+        .inspect_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "chain unreadable"))
+        .ok()?;
+    let next = segment.checked_add(1)?;
+    chain.iter().find(|e| e.segment == next).map(|e| e.first_us)
+}
+
 /// Recovers one recording directory (see the module docs).
 pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     let mp4_path = dir.join(MP4_FILE);
@@ -196,15 +217,25 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         .write(true)
         .open(&mp4_path)
         .map_err(io_err("open", &mp4_path))?;
-    let scan = scan_file(&mut file, &mp4_path)?;
+    let mut scan = scan_file(&mut file, &mp4_path)?;
+    let segment = segment_of_dir(dir);
+    let mut records = records_of(&scan, &mp4_path, segment)?;
+    // A fragment whose write was reported failed went on in the next segment, but
+    // the failing disk may have kept it after all: the next segment's copy counts.
+    let handed_over = next_segment_start(dir, segment)
+        .and_then(|next| records.iter().position(|r| r.start_us >= next))
+        .map_or(0, |k| {
+            scan.valid_len = records[k].offset;
+            scan.fragments.truncate(k);
+            records.drain(k..).count()
+        });
     let truncated_bytes = scan.file_len - scan.valid_len;
     if truncated_bytes > 0 {
-        tracing::warn!(path = %mp4_path.display(), torn = ?scan.torn, truncated_bytes, "cutting torn tail");
+        tracing::warn!(path = %mp4_path.display(), torn = ?scan.torn, handed_over, truncated_bytes, "cutting the tail");
         file.set_len(scan.valid_len)
             .map_err(io_err("truncate", &mp4_path))?;
         file.sync_all().map_err(io_err("sync", &mp4_path))?;
     }
-    let records = records_of(&scan, &mp4_path, segment_of_dir(dir))?;
 
     // The index.
     let index_path = dir.join(INDEX_FILE);
@@ -263,6 +294,7 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         dir: dir.to_owned(),
         fragments: records.len(),
         torn: scan.torn,
+        handed_over,
         truncated_bytes,
         old_index_records: old.as_ref().map(Vec::len),
         index_records_dropped: old_records.len() - kept,

@@ -1,31 +1,26 @@
 //! The recorder's IO shell: accepts media-link sessions, runs the session state
-//! machine, hands media to a writer thread per recording, and sends faults, stats
-//! and acknowledgements back on the same link.
-//!
-//! Files are written on a plain thread, not on the async runtime: an fsync can take
-//! long on a failing disk, and the session must keep reading and answering meanwhile.
+//! machine, hands media to a writer thread per recording ([`super::writer`]), and
+//! sends faults, stats and acknowledgements back on the same link.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
 use super::monitor::{MonitorConfig, StorageMonitor};
-use super::recording::{RecordingWriter, WriteError, WriterOptions};
+use super::recording::WriterOptions;
 use super::recovery;
+use super::writer::{write_recording, Progress, Storage, WriterCmd, WriterEvent};
 use crate::link::codec::DEFAULT_MAX_FRAME;
-use crate::link::frame::{
-    text, Fault, FaultKind, FaultTarget, Frame, Media, RecordingId, StartParams, Stats, Summary,
-    UnixMillis,
-};
+use crate::link::frame::{now_millis, text, Frame, Media, RecordingId, StartParams, Stats};
 use crate::link::handshake::LinkKey;
 use crate::link::session::{reject_frame, RecorderEvent, RecorderSession};
 use crate::link::transport::{FrameReader, FrameSender, LinkListener, TransportError};
 use crate::storage::health::HealthConfig;
-use crate::storage::{errno, space};
+use crate::storage::space;
 
 /// Media frames queued for the writer thread before the link is back-pressured.
 const WRITER_QUEUE: usize = 256;
@@ -60,12 +55,6 @@ impl RecorderConfig {
     }
 }
 
-pub fn now_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Recovers every recording under the storage root that was not finished cleanly
 /// (power cut, crash, pulled disk). Returns how many were recovered.
 pub fn recover_unfinished(storage: &Path) -> usize {
@@ -84,40 +73,33 @@ pub async fn serve(
     listener: LinkListener,
     config: Arc<RecorderConfig>,
 ) -> Result<(), TransportError> {
-    info!(addr = %listener.local_addr(), storage = %config.storage.display(), "recorder listening");
-    let monitor = StorageMonitor::spawn(MonitorConfig {
-        root: config.storage.clone(),
-        poll: config.storage_poll,
-        health: config.health,
+    info!(
+        addr = %listener.local_addr(),
+        storage = %config.storage.display(),
+        spool = ?config.spool,
+        "recorder listening"
+    );
+    let storage = Arc::new(Storage {
+        primary: config.storage.clone(),
+        spool: config.spool.clone(),
+        monitor: StorageMonitor::spawn(MonitorConfig {
+            root: config.storage.clone(),
+            poll: config.storage_poll,
+            health: config.health,
+        }),
     });
     loop {
         let (reader, sender, peer) = listener.accept().await?;
         let config = config.clone();
-        let monitor = monitor.clone();
+        let storage = storage.clone();
         tokio::spawn(async move {
             info!(%peer, "media link session opened");
-            match run_session(reader, sender, &config, &monitor).await {
+            match run_session(reader, sender, &config, &storage).await {
                 Ok(()) => info!(%peer, "media link session closed"),
                 Err(reason) => warn!(%peer, %reason, "media link session closed with an error"),
             }
         });
     }
-}
-
-enum WriterCmd {
-    Media(Media),
-    Finish,
-}
-
-enum WriterEvent {
-    Created(PathBuf),
-    Failed(WriteError),
-    /// The recording is over. `result` is `None` when a failure ended the writing
-    /// earlier; `dropped` counts media frames that reached no file.
-    Finished {
-        result: Option<Result<Summary, WriteError>>,
-        dropped: u64,
-    },
 }
 
 /// Writer events are tagged with the recording they belong to: a session may start
@@ -128,7 +110,7 @@ type Tagged = (u64, WriterEvent);
 struct Active {
     id: RecordingId,
     started: Instant,
-    dir: Option<PathBuf>,
+    progress: Arc<Progress>,
     cmds: Option<mpsc::Sender<WriterCmd>>,
 }
 
@@ -137,16 +119,17 @@ impl Active {
         tag: u64,
         start: StartParams,
         config: &RecorderConfig,
+        storage: &Arc<Storage>,
         events: mpsc::UnboundedSender<Tagged>,
     ) -> Self {
         let (cmds, rx) = mpsc::channel(WRITER_QUEUE);
-        let root = config.storage.clone();
-        let opts = config.writer;
+        let progress = Arc::new(Progress::default());
         let id = start.recording.clone();
+        let (storage, opts, thread_progress) = (storage.clone(), config.writer, progress.clone());
         std::thread::Builder::new()
             .name(format!("writer-{}", start.recording))
             .spawn(move || {
-                write_recording(&root, &start, opts, rx, &mut |e| {
+                write_recording(storage, start, opts, thread_progress, rx, &mut |e| {
                     let _ = events.send((tag, e));
                 })
             })
@@ -154,7 +137,7 @@ impl Active {
         Self {
             id,
             started: Instant::now(),
-            dir: None,
+            progress,
             cmds: Some(cmds),
         }
     }
@@ -172,68 +155,20 @@ impl Active {
         }
     }
 
-    fn stats(&self, storage: &Path) -> Stats {
-        let size = |name: &str| {
-            self.dir
-                .as_ref()
-                .and_then(|d| std::fs::metadata(d.join(name)).ok())
-                .map_or(0, |m| m.len())
+    /// Durable bytes over all segments, and the free space where the recording is
+    /// being written now.
+    fn stats(&self, storage: &Storage) -> Stats {
+        let root = match (&storage.spool, self.progress.on_spool()) {
+            (Some(spool), true) => spool,
+            _ => &storage.primary,
         };
         Stats {
-            file_bytes: size("recording.mp4"),
-            index_bytes: size("recording.idx"),
+            file_bytes: self.progress.file_bytes(),
+            index_bytes: self.progress.index_bytes(),
             duration_ms: self.started.elapsed().as_millis() as u64,
-            free_bytes: space::statvfs(storage).map_or(0, |s| s.free_bytes),
+            free_bytes: space::statvfs(root).map_or(0, |s| s.free_bytes),
             at: now_millis(),
         }
-    }
-}
-
-/// The writer thread: owns the files of one recording. After a failure it keeps
-/// draining its queue, so every frame the link delivered is accounted for.
-fn write_recording(
-    root: &Path,
-    start: &StartParams,
-    opts: WriterOptions,
-    mut cmds: mpsc::Receiver<WriterCmd>,
-    report: &mut dyn FnMut(WriterEvent),
-) {
-    let mut writer = match RecordingWriter::create(root, start, SystemTime::now(), opts) {
-        Ok(w) => {
-            report(WriterEvent::Created(w.dir().to_path_buf()));
-            Some(w)
-        }
-        Err(e) => {
-            report(WriterEvent::Failed(e));
-            None
-        }
-    };
-    let mut dropped = 0;
-    // `None` also when the session vanished without Stop: close what we have.
-    while let Some(WriterCmd::Media(media)) = cmds.blocking_recv() {
-        let Some(w) = writer.as_mut() else {
-            dropped += 1;
-            continue;
-        };
-        if let Err(e) = w.push(&media) {
-            report(WriterEvent::Failed(e));
-            writer = None;
-            dropped += 1;
-        }
-    }
-    let result = writer.map(RecordingWriter::finish);
-    report(WriterEvent::Finished { result, dropped });
-}
-
-fn fault_for(id: &RecordingId, err: &WriteError) -> Fault {
-    Fault {
-        recording: id.clone(),
-        kind: err.io_error().map_or(FaultKind::FsError, errno::classify),
-        target: err
-            .target()
-            .map_or(FaultTarget::Storage, |t| t.fault_target()),
-        detail: text(&err.to_string()),
-        at: now_millis(),
     }
 }
 
@@ -265,9 +200,9 @@ async fn run_session(
     mut reader: FrameReader,
     sender: FrameSender,
     config: &RecorderConfig,
-    monitor: &StorageMonitor,
+    storage: &Arc<Storage>,
 ) -> Result<(), String> {
-    let mut health = monitor.subscribe();
+    let mut health = storage.monitor.subscribe();
     let (mut session, challenge) = RecorderSession::new(config.key.clone(), rand::random());
     sender.send(challenge).await.map_err(|e| e.to_string())?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -290,7 +225,7 @@ async fn run_session(
                 let outcome = match frame {
                     Ok(Some(frame)) => match session.on_frame(frame) {
                         Ok(event) => {
-                            handle_event(event, &sender, &mut recs, config, monitor, &events_tx).await;
+                            handle_event(event, &sender, &mut recs, config, storage, &events_tx).await;
                             continue;
                         }
                         Err(e) => {
@@ -324,7 +259,7 @@ async fn run_session(
             },
             _ = ticker.tick(), if recs.current.is_some() => {
                 if let Some(a) = recs.current() {
-                    let stats = a.stats(&config.storage);
+                    let stats = a.stats(storage);
                     let _ = sender.send(Frame::Stats(stats)).await;
                 }
             }
@@ -337,7 +272,7 @@ async fn handle_event(
     sender: &FrameSender,
     recs: &mut Recordings,
     config: &RecorderConfig,
-    monitor: &StorageMonitor,
+    storage: &Arc<Storage>,
     events: &mpsc::UnboundedSender<Tagged>,
 ) {
     match event {
@@ -351,11 +286,13 @@ async fn handle_event(
             let tag = recs.next_tag;
             recs.next_tag += 1;
             // Faults raised before this recording began still concern it.
-            for fault in monitor.active_faults() {
+            for fault in storage.monitor.active_faults() {
                 let _ = sender.send(fault.to_frame(&start.recording)).await;
             }
-            recs.all
-                .insert(tag, Active::spawn(tag, start, config, events.clone()));
+            recs.all.insert(
+                tag,
+                Active::spawn(tag, start, config, storage, events.clone()),
+            );
             recs.current = Some(tag);
         }
         RecorderEvent::Media(media) => {
@@ -389,40 +326,14 @@ async fn on_writer_event(
                     path: text(&dir.display().to_string()),
                 })
                 .await;
-            a.dir = Some(dir);
         }
-        WriterEvent::Failed(e) => {
-            let fault = fault_for(&a.id, &e);
-            warn!(recording = %a.id, kind = ?fault.kind, target = ?fault.target, error = %e, "recording fault");
-            let _ = sender.send(Frame::Fault(fault)).await;
+        WriterEvent::Send(frame) => {
+            let _ = sender.send(*frame).await;
         }
-        WriterEvent::Finished { result, dropped } => {
-            let a = recs.all.remove(&tag).expect("looked up above");
+        WriterEvent::Finished => {
+            recs.all.remove(&tag);
             if recs.current == Some(tag) {
                 recs.current = None;
-            }
-            match result {
-                Some(Ok(summary)) => {
-                    info!(recording = %a.id, fragments = summary.fragments, bytes = summary.file_bytes, "recording finished");
-                    let _ = sender.send(Frame::Stopped { summary }).await;
-                }
-                Some(Err(e)) => {
-                    warn!(recording = %a.id, error = %e, "recording could not be closed");
-                    let _ = sender.send(Frame::Fault(fault_for(&a.id, &e))).await;
-                }
-                None => {}
-            }
-            if dropped > 0 {
-                warn!(recording = %a.id, dropped, "media frames were not written");
-                let _ = sender
-                    .send(Frame::Fault(Fault {
-                        recording: a.id.clone(),
-                        kind: FaultKind::MediaDropped,
-                        target: FaultTarget::Storage,
-                        detail: text(&format!("{dropped} media frames could not be written")),
-                        at: now_millis(),
-                    }))
-                    .await;
             }
         }
     }

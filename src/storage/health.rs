@@ -150,6 +150,10 @@ pub struct ActiveFault {
     pub detail: String,
     pub since: UnixMillis,
     causes: Causes,
+    /// A probe write succeeded since the last write error: the storage takes writes
+    /// again, but only a write of the recording itself clears a write fault (the
+    /// error may belong to one file, e.g. a damaged or immutable index).
+    probed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -171,9 +175,12 @@ impl StorageHealth {
         &self.config
     }
 
-    /// The primary takes writes: no fault is active other than the `LowSpace` warning.
+    /// The primary takes writes: no fault is active other than the `LowSpace` warning
+    /// and write faults that a probe write has since got past.
     pub fn usable(&self) -> bool {
-        self.active.iter().all(|f| f.kind == FaultKind::LowSpace)
+        self.active
+            .iter()
+            .all(|f| f.kind == FaultKind::LowSpace || (f.causes == Causes::WRITE && f.probed))
     }
 
     pub fn active_faults(&self) -> impl Iterator<Item = &ActiveFault> {
@@ -222,8 +229,19 @@ impl StorageHealth {
                 }
             }
             Observation::Probe { ok: true } => {
-                let causes = Causes::WRITE.with(Causes::DEVICE).with(Causes::MOUNT);
-                self.drop_causes(|_| true, causes, now, &mut out);
+                // A probe write proves the storage as a whole takes writes again, which
+                // ends the storage-wide kinds however they were found. Any other errno
+                // may belong to one file (an immutable or damaged index): that fault
+                // stops blocking the primary but stays until a write of its own target
+                // succeeds, so retrying the same file does not report it again.
+                let all = Causes::WRITE.with(Causes::DEVICE).with(Causes::MOUNT);
+                let storage_wide = |f: &ActiveFault| f.kind != FaultKind::FsError;
+                self.drop_causes(storage_wide, all, now, &mut out);
+                let others = Causes::DEVICE.with(Causes::MOUNT);
+                self.drop_causes(|f| !storage_wide(f), others, now, &mut out);
+                for f in &mut self.active {
+                    f.probed = true;
+                }
             }
             Observation::Probe { ok: false } => {
                 tracing::debug!(active = self.active.len(), "storage probe failed");
@@ -294,6 +312,7 @@ impl StorageHealth {
             .find(|f| f.kind == kind && f.target == target)
         {
             f.causes = f.causes.with(cause);
+            f.probed = false;
             return;
         }
         tracing::warn!(?kind, ?target, %detail, "storage fault");
@@ -309,6 +328,7 @@ impl StorageHealth {
             detail,
             since: now,
             causes: cause,
+            probed: false,
         });
     }
 
@@ -686,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn probe_clears_write_device_and_mount_faults_together() {
+    fn probe_clears_storage_wide_faults_and_lets_file_errors_be_retried() {
         let mut h = health();
         h.observe(write_error(File, IoError), 1);
         h.observe(write_error(Index, FsError), 2);
@@ -694,14 +714,32 @@ mod tests {
         h.observe(space(500 * MIB), 4);
         assert_eq!(
             summary(&h.observe(Observation::Probe { ok: true }, 5)),
-            [
-                (IoError, File, false),
-                (FsError, Index, false),
-                (ReadOnly, Storage, false)
-            ]
+            [(IoError, File, false), (ReadOnly, Storage, false)]
+        );
+        // The storage takes writes again; the file error stays until a write of the
+        // index succeeds, and is not reported again meanwhile.
+        assert!(h.usable());
+        assert_eq!(active(&h), [(FsError, Index), (LowSpace, Storage)]);
+        assert!(h.observe(write_error(Index, FsError), 6).is_empty());
+        assert!(!h.usable(), "the retry failed again");
+        h.observe(Observation::Probe { ok: true }, 7);
+        assert!(h.usable());
+        assert!(h
+            .observe(Observation::WriteOk { target: File }, 8)
+            .is_empty());
+        assert_eq!(
+            summary(&h.observe(Observation::WriteOk { target: Index }, 9)),
+            [(FsError, Index, false)]
         );
         assert_eq!(active(&h), [(LowSpace, Storage)]);
-        assert!(h.usable());
+    }
+
+    #[test]
+    fn a_failed_probe_keeps_write_faults_blocking() {
+        let mut h = health();
+        h.observe(write_error(File, DiskFull), 1);
+        assert!(h.observe(Observation::Probe { ok: false }, 2).is_empty());
+        assert!(!h.usable());
     }
 
     #[test]

@@ -84,10 +84,11 @@ impl MountEntry {
 
     /// Writes are refused: either this mount (`mount -o remount,ro,bind`) or the whole
     /// file system (`mount -o remount,ro`, or ext4 `errors=remount-ro` after an error,
-    /// which only shows in the super-block options) is read-only.
+    /// which only shows in the super-block options: as `ro` on older kernels, as
+    /// `emergency_ro` beside `rw` on newer ones) is read-only.
     pub fn read_only(&self) -> bool {
-        let ro = |opts: &[String]| opts.iter().any(|o| o == "ro");
-        ro(&self.mount_options) || ro(&self.super_options)
+        let ro = |opts: &[String], flags: &[&str]| opts.iter().any(|o| flags.contains(&o.as_str()));
+        ro(&self.mount_options, &["ro"]) || ro(&self.super_options, &["ro", "emergency_ro"])
     }
 }
 
@@ -252,6 +253,17 @@ mod tests {
         let sb_ro =
             MountEntry::parse_line("42 27 7:0 / /a rw,relatime - ext4 /dev/loop0 ro").unwrap();
         assert!(sb_ro.read_only());
+        // The same on a 6.18 kernel.
+        let emergency = MountEntry::parse_line(
+            "42 27 7:0 / /tmp/e1 rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro,emergency_ro",
+        )
+        .unwrap();
+        assert!(emergency.read_only());
+        let healthy = MountEntry::parse_line(
+            "42 27 7:0 / /tmp/e1 rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro",
+        )
+        .unwrap();
+        assert!(!healthy.read_only());
     }
 
     #[test]

@@ -3,11 +3,14 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod segments;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use recbox::bench::scratch::{LoopDisk, Tmpfs};
 use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::frame::{text, Summary};
 use recbox::link::handshake::LinkKey;
@@ -174,63 +177,21 @@ pub fn decoded_frames(file: &Path) -> Vec<usize> {
     .collect()
 }
 
-/// A size-limited tmpfs mounted on a fresh directory, unmounted (lazily) on drop.
-pub struct Tmpfs {
-    pub dir: tempfile::TempDir,
+/// A size-limited tmpfs; `None`, with the reason printed, where this process may
+/// not mount.
+pub fn tmpfs(size: &str) -> Option<Tmpfs> {
+    let fs = Tmpfs::mount(size);
+    if fs.is_none() {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+    }
+    fs
 }
 
-impl Tmpfs {
-    /// `None`, with the reason printed, where this process may not mount.
-    pub fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = run(
-            "mount",
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
-            dir.path(),
-        );
-        if !ok {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
-            return None;
-        }
-        Some(Self { dir })
+/// An ext4 on a loop device; `None`, with the reason printed, where there is none.
+pub fn loop_disk(size: u64) -> Option<LoopDisk> {
+    let disk = LoopDisk::create(size);
+    if disk.is_none() {
+        eprintln!("SKIPPED: no loop device, mkfs.ext4 or right to mount here");
     }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn remount(&self, opts: &str) {
-        assert!(run(
-            "mount",
-            &["-o", &format!("remount,{opts}")],
-            self.path()
-        ));
-    }
-
-    pub fn lazy_unmount(&self) {
-        assert!(run("umount", &["-l"], self.path()));
-    }
-
-    pub fn mount_again(&self, size: &str) {
-        assert!(run(
-            "mount",
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
-            self.path()
-        ));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        while run("umount", &["-l"], self.path()) {}
-    }
-}
-
-fn run(cmd: &str, args: &[&str], path: &Path) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .arg(path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    disk
 }
