@@ -76,6 +76,13 @@ enum Command {
         /// write while it is faulted), e.g. 1s or 200ms.
         #[arg(long, default_value = "200ms", value_parser = parse_duration)]
         storage_poll: Duration,
+        /// LowSpace warning below this much free space, e.g. 2G (default: the
+        /// smaller of 1 GiB and 5% of the storage).
+        #[arg(long, value_parser = parse_size)]
+        low_space: Option<u64>,
+        /// DiskFull (and failover) below this much free space, before a write fails.
+        #[arg(long, default_value = "64M", value_parser = parse_size)]
+        full_space: u64,
     },
     /// Run a short recording end to end on this machine with built-in defaults:
     /// a synthetic participant is sent over a real media link to a real recorder.
@@ -188,6 +195,8 @@ fn main() -> Result<()> {
             spool,
             spool_max,
             storage_poll,
+            low_space,
+            full_space,
         } => {
             let mut config = RecorderConfig::new(storage, key.load()?);
             config.stats_interval = stats_interval;
@@ -195,6 +204,8 @@ fn main() -> Result<()> {
             config.spool = spool;
             config.writer.spool_max_bytes = spool_max;
             config.storage_poll = storage_poll;
+            config.health.low_space_bytes = low_space;
+            config.health.full_space_bytes = full_space;
             rt.block_on(run_recorder(listen, config))
         }
         Command::Demo { duration, storage } => rt.block_on(demo(duration, storage)),

@@ -280,16 +280,13 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_fails_over_to_the_spool_and_back() {
-    let Some(primary) = tmpfs("16m") else {
-        return;
-    };
+/// Fills the primary during a recording, then frees it again.
+async fn fill_and_free(primary: &Path) {
     let spool = tempfile::tempdir().unwrap();
-    let mut rec = Recording::start(primary.path(), Some(spool.path())).await;
+    let mut rec = Recording::start(primary, Some(spool.path())).await;
 
     rec.mark();
-    let filler = fill(primary.path());
+    let filler = fill(primary);
     rec.until("DiskFull", fault(FaultKind::DiskFull)).await;
     rec.until("Failover", fault(FaultKind::Failover)).await;
     rec.send(2.0).await;
@@ -300,6 +297,20 @@ async fn a_full_disk_fails_over_to_the_spool_and_back() {
     rec.send(1.0).await;
 
     rec.stop_and_check(spool.path(), Loss::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tmpfs_fails_over_to_the_spool_and_back() {
+    if let Some(primary) = tmpfs("16m") {
+        fill_and_free(primary.path()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ext4_disk_fails_over_to_the_spool_and_back() {
+    if let Some(disk) = loop_disk(32 * MIB) {
+        fill_and_free(disk.path()).await;
+    }
 }
 
 /// A file system cannot be remounted read-only while files are open for writing;
