@@ -95,24 +95,7 @@ enum Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 5s, 500ms, 2m)"))?;
-    if !value.is_finite() || value <= 0.0 {
-        return Err(format!("`{s}` must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
+    recbox::duration::parse(s).map_err(|e| e.to_string())
 }
 
 fn main() -> Result<()> {
