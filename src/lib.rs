@@ -12,5 +12,6 @@ pub mod link;
 pub mod media;
 pub mod mixer;
 pub mod recorder;
+pub mod sfu;
 pub mod storage;
 pub mod synth;

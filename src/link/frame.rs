@@ -29,7 +29,10 @@ pub enum Role {
 pub enum Frame {
     // --- handshake ---
     /// recorder -> mixer, first frame of every session.
-    Challenge { version: u16, nonce: [u8; 32] },
+    Challenge {
+        version: u16,
+        nonce: [u8; 32],
+    },
     /// mixer -> recorder: answer to the challenge.
     Hello {
         version: u16,
@@ -41,20 +44,35 @@ pub enum Frame {
     /// recorder -> mixer: handshake accepted.
     Accept,
     /// either side: the session is refused or closed because of `reason`.
-    Reject { reason: Text<128> },
+    Reject {
+        reason: Text<128>,
+    },
 
     // --- mixer -> recorder ---
     Start(StartParams),
     Media(Media),
     Stop,
-    Ping { seq: u64 },
+    Ping {
+        seq: u64,
+    },
 
     // --- recorder -> mixer ---
-    Pong { seq: u64 },
-    Started { recording: RecordingId, path: Text<256> },
-    Stopped { summary: Summary },
+    Pong {
+        seq: u64,
+    },
+    Started {
+        recording: RecordingId,
+        path: Text<256>,
+    },
+    Stopped {
+        summary: Summary,
+    },
     Fault(Fault),
-    Cleared { kind: FaultKind, target: FaultTarget, at: UnixMillis },
+    Cleared {
+        kind: FaultKind,
+        target: FaultTarget,
+        at: UnixMillis,
+    },
     Stats(Stats),
 }
 
@@ -139,7 +157,10 @@ impl std::fmt::Debug for Media {
     }
 }
 
+// snake_case names are for the JSON control channel to the SFU; postcard encodes
+// variant indexes, so the media link is unaffected.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     DiskFull,
     LowSpace,
@@ -158,6 +179,7 @@ pub enum FaultKind {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultTarget {
     File,
     Index,
