@@ -1,11 +1,13 @@
-//! The SFU side of the mixer: the [`SfuAdapter`] it talks to the SFU through, and the
-//! JSON-over-WebSocket control channel that implements it.
+//! The SFU side of the mixer: the [`SfuAdapter`] it talks to the SFU through, the
+//! JSON-over-WebSocket control channel that implements it, and a simulated SFU that
+//! sends real RTP for tests and demos.
 
 pub mod adapter;
 pub mod channel;
 pub mod control;
 pub mod notice;
 pub mod roster;
+pub mod sim;
 pub mod ws_adapter;
 
 pub use adapter::SfuAdapter;
