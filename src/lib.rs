@@ -6,10 +6,12 @@
 //! the same link. See `DESIGN.md` in the shared folder and `README.md`.
 
 pub mod bench;
+pub mod duration;
 pub mod ingest;
 pub mod link;
 pub mod media;
 pub mod mixer;
 pub mod recorder;
+pub mod sfu;
 pub mod storage;
 pub mod synth;

@@ -1,3 +1,4 @@
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use recbox::link::transport::{LinkAddr, LinkListener};
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::recorder::{inspect, recovery};
+use recbox::sfu::sim::{ImpairmentConfig, Schedule, SfuSim, SimConfig, SimEvent};
 use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
 
 #[derive(Parser)]
@@ -98,6 +100,9 @@ enum Command {
     Inspect { dir: PathBuf },
     /// Recover a recording by hand: truncate a torn tail, rebuild the index and playlist.
     Repair { dir: PathBuf },
+    /// Run a simulated SFU: once a mixer connects to the control channel, send it N
+    /// participants as real H.264 and Opus RTP; print every notice it sends as a JSON line.
+    SfuSim(SfuSimArgs),
     /// Print throughput figures of the media link and the recording writer.
     Bench {
         /// Seconds per link case.
@@ -112,25 +117,84 @@ enum Command {
     },
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 5s, 500ms, 2m)"))?;
-    if !value.is_finite() || value <= 0.0 {
-        return Err(format!("`{s}` must be a positive duration"));
+#[derive(clap::Args)]
+struct SfuSimArgs {
+    /// Where to listen for the mixer's control WebSocket (ws://ADDR/).
+    #[arg(long, default_value = "127.0.0.1:8188")]
+    listen: SocketAddr,
+    /// Participants in the meeting when the mixer connects (1..=16).
+    #[arg(long, default_value_t = 4)]
+    participants: u8,
+    /// Joins and leaves, e.g. "join 5@10s, leave 2@20s" (times from the mixer's hello).
+    #[arg(long, default_value = "")]
+    schedule: Schedule,
+    /// Probability that an RTP packet is lost, e.g. 0.05.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Probability that an RTP packet is swapped with the next one.
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// Random extra delay of each RTP packet, up to this (e.g. 20ms).
+    #[arg(long, value_parser = parse_duration)]
+    jitter: Option<Duration>,
+    /// Seed of the simulated network and of sequence numbers and timestamps.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Audio RTP port, when the mixer's hello does not name one.
+    #[arg(long)]
+    audio_port: Option<u16>,
+    /// Video RTP port, when the mixer's hello does not name one.
+    #[arg(long)]
+    video_port: Option<u16>,
+    /// Where RTP goes (default: the address the mixer connects from).
+    #[arg(long)]
+    rtp_host: Option<IpAddr>,
+    /// Video size of every participant, WIDTHxHEIGHT.
+    #[arg(long, default_value = "320x240", value_parser = parse_video_size)]
+    size: (u16, u16),
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u16,
+    /// Frames between regular keyframes (keyframe requests are answered at once).
+    #[arg(long, default_value_t = 60)]
+    gop: u32,
+}
+
+impl SfuSimArgs {
+    fn config(self) -> SimConfig {
+        let (width, height) = self.size;
+        SimConfig {
+            participants: self.participants,
+            schedule: self.schedule,
+            impairment: ImpairmentConfig {
+                loss: self.loss,
+                reorder: self.reorder,
+                jitter: self.jitter.unwrap_or_default(),
+            },
+            seed: self.seed,
+            video: PatternSpec {
+                width,
+                height,
+                fps: self.fps,
+                gop: self.gop,
+                ..PatternSpec::default()
+            },
+            audio_port: self.audio_port,
+            video_port: self.video_port,
+            rtp_host: self.rtp_host,
+            ..SimConfig::default()
+        }
     }
-    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn parse_video_size(s: &str) -> Result<(u16, u16), String> {
+    s.split_once('x')
+        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
+        .ok_or_else(|| format!("`{s}` is not a video size (example: 320x240)"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    recbox::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// A byte count with an optional binary suffix: 1048576, 512K, 64M, 2G.
@@ -220,6 +284,10 @@ fn main() -> Result<()> {
                 recovery::recover(&dir).with_context(|| format!("repairing {}", dir.display()))?;
             println!("{report}");
             Ok(())
+        }
+        Command::SfuSim(args) => {
+            let listen = args.listen;
+            rt.block_on(sfu_sim(listen, args.config()))
         }
         Command::Bench {
             seconds,
@@ -347,6 +415,37 @@ fn find_recording_dir(storage: &std::path::Path, recording: &str) -> Result<Path
         "no recording directory for {recording} under {}",
         room.display()
     )
+}
+
+/// Runs the simulated SFU until interrupted; stdout carries only the announcements,
+/// one JSON line each, as the terminals and the control platform would see them.
+async fn sfu_sim(listen: SocketAddr, config: SimConfig) -> Result<()> {
+    let sim = SfuSim::bind(listen, config)
+        .await
+        .context("starting the simulated SFU")?;
+    let addr = sim.local_addr()?;
+    info!("control channel: ws://{addr}/");
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let serve = tokio::spawn(sim.run(tx));
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(SimEvent::Announcement(a)) => println!("{}", a.to_json_line()),
+                Some(SimEvent::MixerConnected { name }) => info!(%name, "mixer said hello"),
+                Some(SimEvent::KeyframeForced { participant, cause }) => {
+                    info!(participant, ?cause, "keyframe sent on request")
+                }
+                Some(SimEvent::Sent(_)) => {}
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    serve.abort();
+    match serve.await {
+        Ok(result) => result.context("simulated SFU stopped"),
+        Err(_) => Ok(()),
+    }
 }
 
 async fn bench(seconds: f64, dir: Option<PathBuf>, trials: usize) -> Result<()> {

@@ -3,20 +3,21 @@
 //! seeded loss and reordering, losses are reported, a PLI reaches the sender and the
 //! output resumes at the keyframe it then sends.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use common::rtp::{self, frames, Ingest};
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use recbox::ingest::depacketize::h264::H264Packetizer;
 use recbox::ingest::rtcp::{self, RtcpMessage};
 use recbox::ingest::rtp::{RtpPacket, RtpSender};
-use recbox::ingest::udp::UdpIngest;
-use recbox::ingest::{Demux, Frame, IngestOutput, MediaKind, StreamConfig};
+use recbox::ingest::{IngestOutput, MediaKind};
 use recbox::synth::{PatternSource, PatternSpec, ToneSource, ToneSpec};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 const VIDEO: u32 = 0x5151_0001;
@@ -29,65 +30,13 @@ const MAX_PAYLOAD: usize = 200;
 /// Timestamps start near the 32-bit wrap, video sequence numbers near the 16-bit one.
 const TS0: u32 = u32::MAX - 90_000;
 
-struct Ingest {
-    addr: SocketAddr,
-    outputs: mpsc::Receiver<IngestOutput>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Demux>,
-}
-
 async fn start(streams: &[(u32, MediaKind, u8)], playout_delay: Duration) -> Ingest {
-    let mut demux = Demux::new(0xfeed);
+    let mut ingest = rtp::bind().await;
     for &(ssrc, kind, pt) in streams {
-        let mut config = StreamConfig::new(ssrc, kind, pt);
-        config.jitter.playout_delay = playout_delay;
-        demux.add_stream(config).unwrap();
+        let config = rtp::stream(ssrc, kind, pt, playout_delay);
+        ingest.demux_mut().add_stream(config).unwrap();
     }
-    let ingest = UdpIngest::bind("127.0.0.1:0".parse().unwrap(), demux)
-        .await
-        .unwrap();
-    let addr = ingest.local_addr().unwrap();
-    let (tx, outputs) = mpsc::channel(4096);
-    let (stop, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(ingest.run(tx, stop_rx));
-    Ingest {
-        addr,
-        outputs,
-        stop,
-        task,
-    }
-}
-
-impl Ingest {
-    /// Collects outputs until `done` holds for the frames so far.
-    async fn collect_until(
-        &mut self,
-        out: &mut Vec<IngestOutput>,
-        done: impl Fn(&[IngestOutput]) -> bool,
-    ) {
-        let wait = async {
-            while !done(out) {
-                out.push(self.outputs.recv().await.expect("ingest stopped"));
-            }
-        };
-        timeout(Duration::from_secs(30), wait)
-            .await
-            .expect("ingest output did not arrive in time");
-    }
-
-    async fn finish(self) -> Demux {
-        self.stop.send(()).unwrap();
-        self.task.await.unwrap()
-    }
-}
-
-fn frames(out: &[IngestOutput], ssrc: u32) -> Vec<&Frame> {
-    out.iter()
-        .filter_map(|o| match o {
-            IngestOutput::Frame(f) if f.ssrc == ssrc => Some(f),
-            _ => None,
-        })
-        .collect()
+    Ingest::run(ingest)
 }
 
 /// One encoded video frame and the RTP packets it was sent in.
@@ -266,14 +215,14 @@ async fn loss_triggers_pli_and_output_resumes_at_the_forced_keyframe() {
             assert_eq!(from, ingest.addr);
             let messages = rtcp::parse(&buf[..n]).unwrap();
             if messages.contains(&RtcpMessage::Pli {
-                sender_ssrc: 0xfeed,
+                sender_ssrc: rtp::INGEST_SSRC,
                 media_ssrc: VIDEO,
             }) {
                 break;
             }
         }
     };
-    timeout(Duration::from_secs(30), wait_pli)
+    timeout(rtp::PATIENCE, wait_pli)
         .await
         .expect("no PLI reached the sender");
 
@@ -319,14 +268,7 @@ async fn loss_triggers_pli_and_output_resumes_at_the_forced_keyframe() {
     let expected: Vec<i64> = sent[resume_at..].iter().map(|f| f.ts).collect();
     assert_eq!(resumed, expected);
 
-    let reported: u64 = out
-        .iter()
-        .map(|o| match o {
-            IngestOutput::Lost { packets, .. } => *packets,
-            _ => 0,
-        })
-        .sum();
-    assert_eq!(reported, dropped);
+    assert_eq!(rtp::lost(&out, VIDEO), dropped);
     assert!(out.contains(&IngestOutput::KeyframeRequest { ssrc: VIDEO }));
 
     let stats = ingest.finish().await.stream(VIDEO).unwrap().stats();

@@ -43,6 +43,12 @@ impl UdpIngest {
         })
     }
 
+    /// The demultiplexer, to add streams before [`run`](Self::run): the port is bound
+    /// first so that it can be announced (to an SFU) before the SSRCs are known.
+    pub fn demux_mut(&mut self) -> &mut Demux {
+        &mut self.demux
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
     }

@@ -164,7 +164,10 @@ impl std::fmt::Debug for Media {
     }
 }
 
+// snake_case names are for the JSON control channel to the SFU; postcard encodes
+// variant indexes, so the media link is unaffected.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     DiskFull,
     LowSpace,
@@ -183,6 +186,7 @@ pub enum FaultKind {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultTarget {
     File,
     Index,

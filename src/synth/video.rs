@@ -42,6 +42,23 @@ impl Default for PatternSpec {
     }
 }
 
+impl PatternSpec {
+    /// Checks what the encoder would refuse, without making one.
+    pub fn validate(&self) -> Result<(), VideoError> {
+        let (w, h) = (self.width, self.height);
+        if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
+            return Err(VideoError::BadSize {
+                width: w,
+                height: h,
+            });
+        }
+        if !(1..=120).contains(&self.fps) {
+            return Err(VideoError::BadRate(self.fps));
+        }
+        Ok(())
+    }
+}
+
 /// One encoded access unit in Annex B form.
 #[derive(Debug, Clone)]
 pub struct EncodedFrame {
@@ -61,16 +78,7 @@ pub struct PatternSource {
 
 impl PatternSource {
     pub fn new(spec: PatternSpec) -> Result<Self, VideoError> {
-        let (w, h) = (spec.width, spec.height);
-        if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
-            return Err(VideoError::BadSize {
-                width: w,
-                height: h,
-            });
-        }
-        if !(1..=120).contains(&spec.fps) {
-            return Err(VideoError::BadRate(spec.fps));
-        }
+        spec.validate()?;
         let config = EncoderConfig::new()
             .bitrate(BitRate::from_bps(spec.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(f32::from(spec.fps)))
@@ -79,7 +87,7 @@ impl PatternSource {
             .skip_frames(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(spec.gop.max(1)));
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)?;
-        let (w, h) = (usize::from(w), usize::from(h));
+        let (w, h) = (usize::from(spec.width), usize::from(spec.height));
         Ok(Self {
             spec,
             encoder,

@@ -1,0 +1,16 @@
+//! The SFU side of the mixer: the [`SfuAdapter`] it talks to the SFU through, the
+//! JSON-over-WebSocket control channel that implements it, and a simulated SFU that
+//! sends real RTP for tests and demos.
+
+pub mod adapter;
+pub mod channel;
+pub mod control;
+pub mod notice;
+pub mod roster;
+pub mod sim;
+pub mod ws_adapter;
+
+pub use adapter::SfuAdapter;
+pub use notice::{Announcement, Notice};
+pub use roster::{Roster, RosterEvent};
+pub use ws_adapter::WsSfuAdapter;

@@ -1,0 +1,260 @@
+//! What the mixer tells the SFU about the recording (faults, their clearing, periodic
+//! stats), and how an SFU announces it to the people in the meeting and the
+//! conference-control platform. The payloads are the media link's own types, relayed
+//! unchanged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::link::frame::{Fault, FaultKind, FaultTarget, Stats, UnixMillis};
+use crate::link::session::MixerEvent;
+
+/// One report for the SFU.
+// A few a minute: boxing the fault (bounded text, ~300 bytes) would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum Notice {
+    /// Recording went wrong (or moved storage: `Failover`, `Recovered`).
+    Fault(Fault),
+    /// A fault no longer applies.
+    Cleared {
+        kind: FaultKind,
+        target: FaultTarget,
+        at: UnixMillis,
+    },
+    /// Recorded bytes and duration so far.
+    Stats(Stats),
+}
+
+impl Notice {
+    /// The notice to relay for what the recorder sent back on the media link, if any.
+    pub fn from_recorder(event: &MixerEvent) -> Option<Self> {
+        match event {
+            MixerEvent::Fault(f) => Some(Notice::Fault(f.clone())),
+            &MixerEvent::Cleared { kind, target, at } => Some(Notice::Cleared { kind, target, at }),
+            MixerEvent::Stats(s) => Some(Notice::Stats(*s)),
+            _ => None,
+        }
+    }
+}
+
+/// Who is shown an announcement.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// The meeting's terminals (and the control platform, which sees everything).
+    Terminals,
+    /// Only the conference-control platform (bookkeeping such as sizes).
+    Control,
+}
+
+/// A notice as the terminals and the control platform see it: a participant-facing
+/// text plus the facts it is based on.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub to: Audience,
+    /// The fault kind, `cleared` or `stats`.
+    pub kind: String,
+    pub text: String,
+    /// For `cleared`: the fault kind that no longer applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<FaultTarget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+    pub at: UnixMillis,
+}
+
+impl Announcement {
+    pub fn new(notice: &Notice) -> Self {
+        let base = |to, kind: String, text: String, at| Announcement {
+            to,
+            kind,
+            text,
+            fault: None,
+            recording: None,
+            target: None,
+            detail: None,
+            stats: None,
+            at,
+        };
+        match notice {
+            Notice::Fault(f) => Announcement {
+                recording: Some(f.recording.to_string()),
+                target: Some(f.target),
+                detail: Some(f.detail.to_string()),
+                ..base(
+                    Audience::Terminals,
+                    kind_name(f.kind),
+                    fault_text(f.kind).to_owned(),
+                    f.at,
+                )
+            },
+            Notice::Cleared { kind, target, at } => Announcement {
+                fault: Some(*kind),
+                target: Some(*target),
+                ..base(
+                    Audience::Terminals,
+                    "cleared".to_owned(),
+                    format!("Resolved: {}.", condition(*kind)),
+                    *at,
+                )
+            },
+            Notice::Stats(s) => Announcement {
+                stats: Some(*s),
+                ..base(Audience::Control, "stats".to_owned(), stats_text(s), s.at)
+            },
+        }
+    }
+
+    /// One line of JSON, no trailing newline.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("an announcement always serialises")
+    }
+}
+
+/// The JSON name of a fault kind (`disk_full`).
+fn kind_name(kind: FaultKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{kind:?}"),
+    }
+}
+
+/// What the people in the meeting are told when a fault occurs.
+pub fn fault_text(kind: FaultKind) -> &'static str {
+    use FaultKind::*;
+    match kind {
+        DiskFull => "Recording problem: the recording disk is full.",
+        LowSpace => "Recording warning: the recording disk is almost full.",
+        DiskOffline => "Recording problem: the recording disk is not available.",
+        ReadOnly => "Recording problem: the recording disk cannot be written to.",
+        IoError => "Recording problem: the recording disk reports read or write errors.",
+        FsError => "Recording problem: the file system of the recording disk reports errors.",
+        FileWriteFailed => "Recording problem: the recording file could not be written.",
+        IndexWriteFailed => {
+            "Recording problem: the recording index could not be written; it can be rebuilt from the recording."
+        }
+        Failover => "Recording problem: the recording disk failed. Recording continues on the backup storage.",
+        Recovered => "Recording is back on the recording disk.",
+        MediaDropped => "Recording problem: part of the meeting could not be recorded.",
+    }
+}
+
+/// The condition a fault describes, for the message that it is over.
+fn condition(kind: FaultKind) -> &'static str {
+    use FaultKind::*;
+    match kind {
+        DiskFull => "the recording disk is no longer full",
+        LowSpace => "the recording disk has enough free space again",
+        DiskOffline => "the recording disk is available again",
+        ReadOnly => "the recording disk can be written to again",
+        IoError => "the recording disk no longer reports errors",
+        FsError => "the file system of the recording disk no longer reports errors",
+        FileWriteFailed => "the recording file is written again",
+        IndexWriteFailed => "the recording index is written again",
+        Failover => "recording no longer depends on the backup storage",
+        Recovered => "recording storage is back to normal",
+        MediaDropped => "the whole meeting is recorded again",
+    }
+}
+
+fn stats_text(s: &Stats) -> String {
+    let secs = s.duration_ms / 1000;
+    format!(
+        "Recording: {}:{:02}:{:02} recorded, {:.1} MB.",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        (s.file_bytes + s.index_bytes) as f64 / 1e6
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::frame::text;
+
+    fn disk_full() -> Fault {
+        Fault {
+            recording: text("rec-1"),
+            kind: FaultKind::DiskFull,
+            target: FaultTarget::Storage,
+            detail: text("No space left on device (os error 28)"),
+            at: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn fault_line_carries_participant_text_and_facts() {
+        let line = Announcement::new(&Notice::Fault(disk_full())).to_json_line();
+        assert_eq!(
+            line,
+            r#"{"to":"terminals","kind":"disk_full","text":"Recording problem: the recording disk is full.","recording":"rec-1","target":"storage","detail":"No space left on device (os error 28)","at":1700000000000}"#
+        );
+    }
+
+    #[test]
+    fn cleared_and_stats_lines() {
+        let cleared = Notice::Cleared {
+            kind: FaultKind::ReadOnly,
+            target: FaultTarget::Storage,
+            at: 5,
+        };
+        assert_eq!(
+            Announcement::new(&cleared).to_json_line(),
+            r#"{"to":"terminals","kind":"cleared","text":"Resolved: the recording disk can be written to again.","fault":"read_only","target":"storage","at":5}"#
+        );
+        let stats = Notice::Stats(Stats {
+            file_bytes: 12_300_000,
+            index_bytes: 400,
+            duration_ms: 3_725_500,
+            free_bytes: 9,
+            at: 7,
+        });
+        let a = Announcement::new(&stats);
+        assert_eq!((a.to, a.kind.as_str()), (Audience::Control, "stats"));
+        assert_eq!(a.text, "Recording: 1:02:05 recorded, 12.3 MB.");
+        let v: serde_json::Value = serde_json::from_str(&a.to_json_line()).unwrap();
+        assert_eq!(v["stats"]["duration_ms"], 3_725_500);
+        assert_eq!(v["at"], 7);
+    }
+
+    #[test]
+    fn every_fault_kind_has_a_sentence_and_a_json_name() {
+        use FaultKind::*;
+        for kind in [
+            DiskFull,
+            LowSpace,
+            DiskOffline,
+            ReadOnly,
+            IoError,
+            FsError,
+            FileWriteFailed,
+            IndexWriteFailed,
+            Failover,
+            Recovered,
+            MediaDropped,
+        ] {
+            let name = kind_name(kind);
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(fault_text(kind).ends_with('.'));
+            assert!(!condition(kind).is_empty());
+        }
+    }
+
+    #[test]
+    fn recorder_events_become_notices() {
+        let f = disk_full();
+        assert_eq!(
+            Notice::from_recorder(&MixerEvent::Fault(f.clone())),
+            Some(Notice::Fault(f))
+        );
+        assert_eq!(Notice::from_recorder(&MixerEvent::Pong { seq: 1 }), None);
+    }
+}
