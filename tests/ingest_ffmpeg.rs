@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,20 +31,6 @@ fn ffmpeg(args: &str) {
         "ffmpeg {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn packet_count(file: &Path) -> usize {
-    common::ffprobe(&[
-        "-count_packets",
-        "-show_entries",
-        "stream=nb_read_packets",
-        "-of",
-        "csv=p=0",
-        file.to_str().unwrap(),
-    ])
-    .trim()
-    .parse()
-    .unwrap()
 }
 
 /// Splits an Annex B stream into access units (lists of NAL units): a unit starts at
@@ -89,7 +74,7 @@ async fn ffmpeg_rtp_is_reassembled_as_encoded() {
          -c:a libopus -f ogg {}",
         opus.display()
     ));
-    let audio_packets = packet_count(&opus);
+    let audio_packets = common::packet_counts(&opus)[0] as usize;
     let stream = std::fs::read(&h264).unwrap();
     let encoded = access_units(&stream);
     assert_eq!(encoded.len(), VIDEO_FRAMES);

@@ -159,19 +159,7 @@ mod tests {
     }
 
     fn any_fault_kind() -> impl Strategy<Value = FaultKind> {
-        prop_oneof![
-            Just(FaultKind::DiskFull),
-            Just(FaultKind::LowSpace),
-            Just(FaultKind::DiskOffline),
-            Just(FaultKind::ReadOnly),
-            Just(FaultKind::IoError),
-            Just(FaultKind::FsError),
-            Just(FaultKind::FileWriteFailed),
-            Just(FaultKind::IndexWriteFailed),
-            Just(FaultKind::Failover),
-            Just(FaultKind::Recovered),
-            Just(FaultKind::MediaDropped),
-        ]
+        proptest::sample::select(FaultKind::ALL.to_vec())
     }
 
     fn any_target() -> impl Strategy<Value = FaultTarget> {

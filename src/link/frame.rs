@@ -185,6 +185,23 @@ pub enum FaultKind {
     MediaDropped,
 }
 
+impl FaultKind {
+    /// Every kind, so what handles each one (sentences, encodings) can be checked.
+    pub const ALL: [FaultKind; 11] = [
+        FaultKind::DiskFull,
+        FaultKind::LowSpace,
+        FaultKind::DiskOffline,
+        FaultKind::ReadOnly,
+        FaultKind::IoError,
+        FaultKind::FsError,
+        FaultKind::FileWriteFailed,
+        FaultKind::IndexWriteFailed,
+        FaultKind::Failover,
+        FaultKind::Recovered,
+        FaultKind::MediaDropped,
+    ];
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultTarget {

@@ -227,20 +227,7 @@ mod tests {
 
     #[test]
     fn every_fault_kind_has_a_sentence_and_a_json_name() {
-        use FaultKind::*;
-        for kind in [
-            DiskFull,
-            LowSpace,
-            DiskOffline,
-            ReadOnly,
-            IoError,
-            FsError,
-            FileWriteFailed,
-            IndexWriteFailed,
-            Failover,
-            Recovered,
-            MediaDropped,
-        ] {
+        for kind in FaultKind::ALL {
             let name = kind_name(kind);
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
             assert!(fault_text(kind).ends_with('.'));

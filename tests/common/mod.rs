@@ -163,6 +163,25 @@ pub fn format_duration_s(file: &Path) -> f64 {
     .unwrap()
 }
 
+/// Number of packets per stream (video first), counted without decoding; a stream
+/// without packets counts 0.
+pub fn packet_counts(file: &Path) -> Vec<u64> {
+    ffprobe(&[
+        "-count_packets",
+        "-show_entries",
+        "stream=nb_read_packets",
+        "-of",
+        "csv=p=0",
+        file.to_str().unwrap(),
+    ])
+    .lines()
+    .map(|l| match l.trim() {
+        "N/A" => 0,
+        n => n.parse().unwrap(),
+    })
+    .collect()
+}
+
 /// Number of decodable frames per stream (video first), counted by decoding.
 pub fn decoded_frames(file: &Path) -> Vec<usize> {
     ffprobe(&[

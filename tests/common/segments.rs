@@ -82,22 +82,8 @@ pub fn check_segments_but_a_gap_after(dirs: &[PathBuf], gap: Option<usize>) -> (
         // Packets, not decoded frames: the synthetic payload is not real H.264.
         let (mut v, mut a) = (0, 0);
         for dir in dirs {
-            let out = super::ffprobe(&[
-                "-count_packets",
-                "-show_entries",
-                "stream=nb_read_packets",
-                "-of",
-                "csv=p=0",
-                dir.join(MP4_FILE).to_str().unwrap(),
-            ]);
             // An empty segment has streams without packets.
-            let n: Vec<u64> = out
-                .lines()
-                .map(|l| match l.trim() {
-                    "N/A" => 0,
-                    n => n.parse().unwrap(),
-                })
-                .collect();
+            let n = super::packet_counts(&dir.join(MP4_FILE));
             v += n[0];
             a += n[1];
         }
