@@ -1,4 +1,6 @@
-//! Media formats: H.264 bitstream helpers and the fragmented MP4 box writer/reader.
+//! Media formats: H.264 bitstream helpers, the fragmented MP4 box writer/reader and
+//! uncompressed pictures.
 
 pub mod h264;
 pub mod mp4;
+pub mod picture;

@@ -1,0 +1,186 @@
+//! An uncompressed picture in planar YUV 4:2:0 (I420), the form decoders give,
+//! the compositor works on and encoders take.
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PictureError {
+    #[error("picture size {width}x{height} must be even and non-zero")]
+    BadSize { width: usize, height: usize },
+    #[error("plane of {got} bytes for a {width}x{height} picture, expected {want}")]
+    PlaneSize {
+        width: usize,
+        height: usize,
+        got: usize,
+        want: usize,
+    },
+}
+
+/// Tightly packed planes: luma `width * height`, each chroma plane a quarter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Picture {
+    width: usize,
+    height: usize,
+    y: Vec<u8>,
+    u: Vec<u8>,
+    v: Vec<u8>,
+}
+
+impl std::fmt::Debug for Picture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Picture({}x{})", self.width, self.height)
+    }
+}
+
+fn check_size(width: usize, height: usize) -> Result<(), PictureError> {
+    if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+        return Err(PictureError::BadSize { width, height });
+    }
+    Ok(())
+}
+
+impl Picture {
+    /// A picture filled with one colour given as (Y, U, V).
+    pub fn filled(width: usize, height: usize, [y, u, v]: [u8; 3]) -> Result<Self, PictureError> {
+        check_size(width, height)?;
+        let chroma = width * height / 4;
+        Ok(Self {
+            width,
+            height,
+            y: vec![y; width * height],
+            u: vec![u; chroma],
+            v: vec![v; chroma],
+        })
+    }
+
+    /// Takes tightly packed planes.
+    pub fn from_planes(
+        width: usize,
+        height: usize,
+        y: Vec<u8>,
+        u: Vec<u8>,
+        v: Vec<u8>,
+    ) -> Result<Self, PictureError> {
+        check_size(width, height)?;
+        for (plane, want) in [
+            (&y, width * height),
+            (&u, width * height / 4),
+            (&v, width * height / 4),
+        ] {
+            if plane.len() != want {
+                return Err(PictureError::PlaneSize {
+                    width,
+                    height,
+                    got: plane.len(),
+                    want,
+                });
+            }
+        }
+        Ok(Self {
+            width,
+            height,
+            y,
+            u,
+            v,
+        })
+    }
+
+    /// Copies planes that may have padding at the end of each row (decoder output).
+    pub fn from_strided(
+        width: usize,
+        height: usize,
+        (y, u, v): (&[u8], &[u8], &[u8]),
+        (y_stride, u_stride, v_stride): (usize, usize, usize),
+    ) -> Result<Self, PictureError> {
+        check_size(width, height)?;
+        let copy = |plane: &[u8], stride: usize, w: usize, h: usize| {
+            let want = stride * (h - 1) + w;
+            if stride < w || plane.len() < want {
+                return Err(PictureError::PlaneSize {
+                    width,
+                    height,
+                    got: plane.len(),
+                    want,
+                });
+            }
+            let mut out = Vec::with_capacity(w * h);
+            for row in 0..h {
+                out.extend_from_slice(&plane[row * stride..row * stride + w]);
+            }
+            Ok(out)
+        };
+        let (cw, ch) = (width / 2, height / 2);
+        Ok(Self {
+            width,
+            height,
+            y: copy(y, y_stride, width, height)?,
+            u: copy(u, u_stride, cw, ch)?,
+            v: copy(v, v_stride, cw, ch)?,
+        })
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    pub fn y(&self) -> &[u8] {
+        &self.y
+    }
+
+    pub fn u(&self) -> &[u8] {
+        &self.u
+    }
+
+    pub fn v(&self) -> &[u8] {
+        &self.v
+    }
+
+    /// All three planes, mutable at once (for drawing into).
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        (&mut self.y, &mut self.u, &mut self.v)
+    }
+
+    /// (Y, U, V) at pixel (x, y).
+    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        let c = (y / 2) * (self.width / 2) + x / 2;
+        [self.y[y * self.width + x], self.u[c], self.v[c]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_planes_are_packed() {
+        // 4x2 picture with rows padded to 6 (luma) and 3 (chroma).
+        let y = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8];
+        let (u, v) = ([9, 10, 0], [11, 12, 0]);
+        let p = Picture::from_strided(4, 2, (&y, &u, &v), (6, 3, 3)).unwrap();
+        assert_eq!(p.y(), &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!((p.u(), p.v()), (&[9, 10][..], &[11, 12][..]));
+        assert_eq!(p.pixel(3, 1), [8, 10, 12]);
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        assert_eq!(
+            Picture::filled(3, 2, [0; 3]),
+            Err(PictureError::BadSize {
+                width: 3,
+                height: 2
+            })
+        );
+        assert!(matches!(
+            Picture::from_planes(2, 2, vec![0; 4], vec![0; 2], vec![0; 1]),
+            Err(PictureError::PlaneSize {
+                got: 2,
+                want: 1,
+                ..
+            })
+        ));
+        assert!(Picture::from_strided(4, 2, (&[0; 7], &[0; 2], &[0; 2]), (4, 2, 2)).is_err());
+    }
+}
