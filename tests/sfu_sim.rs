@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::rtp::{self, frames, Ingest, PATIENCE};
-use recbox::ingest::udp::UdpIngest;
+use recbox::ingest::udp::{IngestCommand, UdpIngest};
 use recbox::ingest::{IngestOutput, MediaKind};
 use recbox::link::frame::{text, Fault, FaultKind, FaultTarget};
 use recbox::sfu::control::{Hello, ParticipantInfo, CONTROL_VERSION};
@@ -285,6 +285,61 @@ async fn loss_is_counted_reordering_recovered_and_pli_answered() {
         stats.keyframe_requests > 0 && stats.frames_dropped > 0,
         "{stats}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_joining_and_leaving_while_the_ingest_runs() {
+    let (url, _events) = start_sim(SimConfig {
+        participants: 1,
+        schedule: "join 2@300ms, leave 1@600ms".parse().unwrap(),
+        video: small_video(15),
+        ..SimConfig::default()
+    })
+    .await;
+    let (mut adapter, mut ingest, people) = mixer(&url, 1, Duration::from_millis(100)).await;
+    let late = next_join(&mut adapter).await;
+    for (s, kind) in [
+        (late.audio, MediaKind::Audio),
+        (late.video, MediaKind::Video),
+    ] {
+        let config = rtp::stream(s.ssrc, kind, s.payload_type, Duration::from_millis(100));
+        ingest
+            .commands
+            .send(IngestCommand::AddStream(config))
+            .unwrap();
+    }
+    adapter.forward(&late.id).unwrap();
+    let mut out = Vec::new();
+    ingest
+        .collect_until(&mut out, |o| frames(o, late.video.ssrc).len() >= 10)
+        .await;
+    assert!(frames(&out, late.audio.ssrc).len() >= 10);
+    rtp::decode(
+        frames(&out, late.video.ssrc)
+            .iter()
+            .map(|f| f.data.as_slice()),
+    );
+
+    // The first participant leaves: its streams are removed, the other's counted on.
+    match timeout(PATIENCE, adapter.next_event()).await.unwrap() {
+        Ok(Some(RosterEvent::Left(p))) => assert_eq!(p.id, people[0].id),
+        other => panic!("expected a leave, got {other:?}"),
+    }
+    for ssrc in [people[0].audio.ssrc, people[0].video.ssrc] {
+        ingest
+            .commands
+            .send(IngestCommand::RemoveStream(ssrc))
+            .unwrap();
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ingest.commands.send(IngestCommand::Stats(tx)).unwrap();
+    let stats = rx.await.unwrap();
+    let ssrcs: Vec<u32> = stats.iter().map(|&(ssrc, _)| ssrc).collect();
+    let mut want = vec![late.audio.ssrc, late.video.ssrc];
+    want.sort_unstable();
+    assert_eq!(ssrcs, want);
+    assert!(stats.iter().all(|(_, s)| s.frames >= 10 && s.lost == 0));
+    ingest.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

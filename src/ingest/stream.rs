@@ -322,6 +322,13 @@ impl Demux {
         self.stats
     }
 
+    /// Every stream's counters, by SSRC in ascending order.
+    pub fn stream_stats(&self) -> Vec<(u32, StreamStats)> {
+        let mut all: Vec<_> = self.streams.iter().map(|(&k, s)| (k, s.stats())).collect();
+        all.sort_unstable_by_key(|&(ssrc, _)| ssrc);
+        all
+    }
+
     /// Wall-clock mapping of the streams' RTP timestamps (from sender reports).
     pub fn sync(&self) -> &ClockSync {
         &self.sync

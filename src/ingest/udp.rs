@@ -13,7 +13,8 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::rtp::{is_rtcp, peek_ssrc};
-use super::stream::{Demux, IngestOutput};
+use super::stats::StreamStats;
+use super::stream::{Demux, IngestOutput, StreamConfig};
 
 /// How often the jitter buffers are polled for due packets and losses.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -24,6 +25,17 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub enum UdpError {
     #[error("cannot bind the ingest socket: {0}")]
     Bind(#[source] std::io::Error),
+}
+
+/// What the owner of a running ingest can ask of it.
+#[derive(Debug)]
+pub enum IngestCommand {
+    /// Receive a stream from now on (a participant joined).
+    AddStream(StreamConfig),
+    /// Stop receiving a stream (a participant left); its final counters are logged.
+    RemoveStream(u32),
+    /// The counters of every stream, by SSRC.
+    Stats(oneshot::Sender<Vec<(u32, StreamStats)>>),
 }
 
 pub struct UdpIngest {
@@ -43,8 +55,9 @@ impl UdpIngest {
         })
     }
 
-    /// The demultiplexer, to add streams before [`run`](Self::run): the port is bound
-    /// first so that it can be announced (to an SFU) before the SSRCs are known.
+    /// The demultiplexer, to add streams before [`run`](Self::run) (later ones come as
+    /// [`IngestCommand::AddStream`]): the port is bound first so that it can be
+    /// announced (to an SFU) before the SSRCs are known.
     pub fn demux_mut(&mut self) -> &mut Demux {
         &mut self.demux
     }
@@ -53,12 +66,12 @@ impl UdpIngest {
         self.socket.local_addr()
     }
 
-    /// Receives until `stop` fires (or its sender is dropped) or `outputs` is closed,
+    /// Receives until every sender of `commands` is dropped or `outputs` is closed,
     /// then hands back the demultiplexer with its final statistics.
     pub async fn run(
         mut self,
         outputs: mpsc::Sender<IngestOutput>,
-        mut stop: oneshot::Receiver<()>,
+        mut commands: mpsc::UnboundedReceiver<IngestCommand>,
     ) -> Demux {
         // One byte more than allowed, so that oversize datagrams are seen as such.
         let mut buf = vec![0; self.demux.max_packet() + 1];
@@ -88,7 +101,13 @@ impl UdpIngest {
                     self.send_reports().await;
                     continue;
                 }
-                _ = &mut stop => break,
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        self.on_command(command);
+                        continue;
+                    }
+                    None => break,
+                },
             };
             for o in out {
                 if let IngestOutput::KeyframeRequest { ssrc } = o {
@@ -107,6 +126,27 @@ impl UdpIngest {
         }
         info!("ingest demux stats: {}", self.demux.stats());
         self.demux
+    }
+
+    fn on_command(&mut self, command: IngestCommand) {
+        match command {
+            IngestCommand::AddStream(config) => {
+                let ssrc = config.ssrc;
+                match self.demux.add_stream(config) {
+                    Ok(()) => debug!(ssrc, "ingest stream added"),
+                    Err(e) => warn!("cannot add ingest stream: {e}"),
+                }
+            }
+            IngestCommand::RemoveStream(ssrc) => {
+                self.senders.remove(&ssrc);
+                if let Some(s) = self.demux.remove_stream(ssrc) {
+                    info!(ssrc, "ingest stream removed; stats: {}", s.stats());
+                }
+            }
+            IngestCommand::Stats(reply) => {
+                let _ = reply.send(self.demux.stream_stats());
+            }
+        }
     }
 
     async fn send_pli(&self, ssrc: u32) {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
-use recbox::ingest::udp::UdpIngest;
+use recbox::ingest::udp::{IngestCommand, UdpIngest};
 use recbox::ingest::{Demux, Frame, IngestOutput, MediaKind, StreamConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -35,7 +35,7 @@ pub fn stream(ssrc: u32, kind: MediaKind, pt: u8, playout_delay: Duration) -> St
 pub struct Ingest {
     pub addr: SocketAddr,
     pub outputs: mpsc::Receiver<IngestOutput>,
-    stop: oneshot::Sender<()>,
+    pub commands: mpsc::UnboundedSender<IngestCommand>,
     task: JoinHandle<Demux>,
 }
 
@@ -43,12 +43,12 @@ impl Ingest {
     pub fn run(ingest: UdpIngest) -> Self {
         let addr = ingest.local_addr().unwrap();
         let (tx, outputs) = mpsc::channel(4096);
-        let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(ingest.run(tx, stop_rx));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(ingest.run(tx, commands_rx));
         Self {
             addr,
             outputs,
-            stop,
+            commands,
             task,
         }
     }
@@ -70,7 +70,7 @@ impl Ingest {
     }
 
     pub async fn finish(self) -> Demux {
-        self.stop.send(()).unwrap();
+        drop(self.commands);
         self.task.await.unwrap()
     }
 }
