@@ -163,6 +163,8 @@ async fn every_frame_sent_arrives_bit_exact() {
             assert!(g.data == s.data, "frame at {} of {ssrc:#x} differs", s.ts);
             assert_eq!(s.dropped, 0);
         }
+        // A sender report precedes the media: every frame is on the sender's clock.
+        assert!(got.iter().all(|f| f.wallclock_us.is_some()), "{ssrc:#x}");
     }
     assert!(sent(&sim, people[0].video.ssrc)
         .iter()

@@ -70,6 +70,10 @@ pub struct Frame {
     pub data: Vec<u8>,
     /// Decoding can start here (every Opus packet can).
     pub keyframe: bool,
+    /// Sender's wall clock (NTP epoch, microseconds) at `ts`, once a sender report
+    /// of the stream has been seen: puts one participant's audio and video on one
+    /// clock.
+    pub wallclock_us: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +229,7 @@ impl IngestStream {
                 ts,
                 data,
                 keyframe,
+                wallclock_us: None,
             }))
         };
         match &mut self.depacketizer {
@@ -349,7 +354,7 @@ impl Demux {
             }
         };
         match self.streams.get_mut(&packet.ssrc) {
-            Some(stream) => stream.push_packet(packet, now),
+            Some(stream) => self.sync.stamp(stream.push_packet(packet, now)),
             None => {
                 self.stats.unknown_ssrc += 1;
                 debug!(ssrc = packet.ssrc, "dropping packet of unknown SSRC");
@@ -381,10 +386,12 @@ impl Demux {
 
     /// Time-driven work of every stream.
     pub fn poll(&mut self, now: Instant) -> Vec<IngestOutput> {
-        self.streams
+        let out = self
+            .streams
             .values_mut()
             .flat_map(|s| s.poll(now))
-            .collect()
+            .collect();
+        self.sync.stamp(out)
     }
 
     /// A receiver report covering the given streams (unknown SSRCs are skipped; at most

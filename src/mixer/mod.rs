@@ -1,3 +1,4 @@
 //! The mixer role. For now its link to the recorder; mixing and compositing follow.
 
+pub mod timeline;
 pub mod uplink;
