@@ -183,11 +183,14 @@ pub enum FaultKind {
     Recovered,
     /// Media was dropped because neither primary nor spool could take it.
     MediaDropped,
+    /// The mixer lost the media link to the recorder (never sent by a recorder: it
+    /// cannot, by definition).
+    RecorderUnreachable,
 }
 
 impl FaultKind {
     /// Every kind, so what handles each one (sentences, encodings) can be checked.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::DiskFull,
         FaultKind::LowSpace,
         FaultKind::DiskOffline,
@@ -199,6 +202,7 @@ impl FaultKind {
         FaultKind::Failover,
         FaultKind::Recovered,
         FaultKind::MediaDropped,
+        FaultKind::RecorderUnreachable,
     ];
 }
 
@@ -208,6 +212,8 @@ pub enum FaultTarget {
     File,
     Index,
     Storage,
+    /// The recorder itself, as seen from the mixer.
+    Recorder,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -345,6 +345,12 @@ impl FrameSender {
         }
     }
 
+    /// Whether a media frame would be queued at once: a sender that must not wait on
+    /// a stalled peer checks this before [`send`](Self::send).
+    pub fn has_room(&self) -> bool {
+        self.stream.capacity() > 0
+    }
+
     /// Sends everything queued so far, shuts the write half down and waits for it.
     /// Other clones get [`TransportError::Closed`] afterwards.
     pub async fn close(self) -> Result<(), TransportError> {

@@ -95,6 +95,12 @@ impl Uplink {
         self.send(Frame::Ping { seq }).await
     }
 
+    /// Whether media would be queued at once (false while the recorder is not
+    /// taking what was sent).
+    pub fn has_room(&self) -> bool {
+        self.sender.has_room()
+    }
+
     async fn send(&self, frame: Frame) -> Result<(), UplinkError> {
         self.sender
             .send(frame)

@@ -143,6 +143,9 @@ pub fn fault_text(kind: FaultKind) -> &'static str {
         Failover => "Recording problem: the recording disk failed. Recording continues on the backup storage.",
         Recovered => "Recording is back on the recording disk.",
         MediaDropped => "Recording problem: part of the meeting could not be recorded.",
+        RecorderUnreachable => {
+            "Recording problem: the recorder cannot be reached. The meeting is held back and recorded when it returns."
+        }
     }
 }
 
@@ -161,6 +164,7 @@ fn condition(kind: FaultKind) -> &'static str {
         Failover => "recording no longer depends on the backup storage",
         Recovered => "recording storage is back to normal",
         MediaDropped => "the whole meeting is recorded again",
+        RecorderUnreachable => "the recorder can be reached again",
     }
 }
 
