@@ -6,8 +6,9 @@
 //! unreachable (it cannot say so itself), media is held in a bounded buffer and the
 //! link is re-established with back-off. On reconnection the same recording is started
 //! again — the recorder continues it as a new segment — and the held media follows,
-//! starting at the last keyframe sent before the break, so that nothing the recorder
-//! may not have written is missing.
+//! starting at the last but one keyframe handed to the link before the break: frames
+//! still queued or in flight when it broke are lost with the connection, and those
+//! before the last keyframe may be among them.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -107,8 +108,9 @@ pub struct RecorderLink {
     start: StartParams,
     state: State,
     reports: mpsc::UnboundedSender<LinkReport>,
-    /// Media handed to the link since the last video keyframe: resent after a break.
-    since_keyframe: VecDeque<Media>,
+    /// Media handed to the link since the last but one video keyframe: resent after
+    /// a break.
+    replay: VecDeque<Media>,
     /// Media not handed to the link yet.
     held: VecDeque<Media>,
     held_bytes: usize,
@@ -134,7 +136,7 @@ impl RecorderLink {
             config,
             start,
             reports,
-            since_keyframe: VecDeque::new(),
+            replay: VecDeque::new(),
             held: VecDeque::new(),
             held_bytes: 0,
             reported_down: false,
@@ -171,10 +173,13 @@ impl RecorderLink {
                 break;
             };
             self.held_bytes -= media.data.len();
-            if media.track == Track::Video && media.keyframe {
-                self.since_keyframe.clear();
+            if is_keyframe(&media) {
+                // Keep two groups of pictures: drop up to the newest keyframe held.
+                if let Some(last) = self.replay.iter().rposition(is_keyframe) {
+                    self.replay.drain(..last);
+                }
             }
-            self.since_keyframe.push_back(media.clone());
+            self.replay.push_back(media.clone());
             if let Err(e) = uplink.media(media).await {
                 failed = Some(e.to_string());
                 break;
@@ -198,7 +203,7 @@ impl RecorderLink {
             while self
                 .held
                 .front()
-                .is_some_and(|m| !(m.track == Track::Video && m.keyframe))
+                .is_some_and(|m| !is_keyframe(m))
             {
                 let m = self.held.pop_front().expect("checked");
                 self.held_bytes -= m.data.len();
@@ -237,7 +242,7 @@ impl RecorderLink {
             State::Down { backoff, .. } => (*backoff * 2).min(self.config.reconnect_backoff.1),
             State::Up { .. } => {
                 // What the recorder may not have written goes again, before the rest.
-                let mut replay = std::mem::take(&mut self.since_keyframe);
+                let mut replay = std::mem::take(&mut self.replay);
                 self.held_bytes += replay.iter().map(|m| m.data.len()).sum::<usize>();
                 replay.append(&mut self.held);
                 self.held = replay;
@@ -434,4 +439,8 @@ impl RecorderLink {
         }
         summary
     }
+}
+
+fn is_keyframe(media: &Media) -> bool {
+    media.track == Track::Video && media.keyframe
 }
