@@ -200,11 +200,7 @@ impl RecorderLink {
             };
             self.held_bytes -= m.data.len();
             dropped += 1;
-            while self
-                .held
-                .front()
-                .is_some_and(|m| !is_keyframe(m))
-            {
+            while self.held.front().is_some_and(|m| !is_keyframe(m)) {
                 let m = self.held.pop_front().expect("checked");
                 self.held_bytes -= m.data.len();
                 dropped += 1;
@@ -273,8 +269,14 @@ impl RecorderLink {
                     let (addr, key) = (self.config.addr.clone(), self.config.key.clone());
                     let (recording, max_frame) =
                         (text(&self.config.recording), self.config.max_frame);
+                    // A recorder that accepts but never answers is as unreachable as
+                    // one that refuses.
+                    let bound = self.config.pong_timeout;
                     *connecting = Some(tokio::spawn(async move {
-                        Uplink::connect(&addr, key, recording, max_frame).await
+                        let connect = Uplink::connect(&addr, key, recording, max_frame);
+                        tokio::time::timeout(bound, connect)
+                            .await
+                            .unwrap_or(Err(UplinkError::HandshakeTimeout(bound)))
                     }));
                 }
                 let task = connecting.as_mut().expect("set above");

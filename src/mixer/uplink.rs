@@ -26,6 +26,8 @@ pub enum UplinkError {
     ClosedInHandshake,
     #[error("the media link is closed")]
     Closed,
+    #[error("the recorder did not complete the handshake within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
 }
 
 /// What the recorder said, or what happened to the link.
