@@ -1,3 +1,5 @@
-//! The mixer role. For now its link to the recorder; mixing and compositing follow.
+//! The mixer role: the participants' audio mixed and encoded, and the link to the
+//! recorder; compositing follows.
 
+pub mod tone;
 pub mod uplink;
