@@ -2,5 +2,6 @@
 //! recorder; compositing follows.
 
 pub mod audio_encoder;
+pub mod audio_mixer;
 pub mod tone;
 pub mod uplink;
