@@ -1,5 +1,10 @@
-//! The mixer role. For now its link to the recorder; mixing and compositing follow.
+//! The mixer role: every participant's audio mixed and video composited, both
+//! encoded and sent over the media link to the recorder, whose faults and stats go
+//! back to the SFU.
 
+pub mod audio_encoder;
+pub mod audio_mixer;
 pub mod link;
 pub mod timeline;
+pub mod tone;
 pub mod uplink;

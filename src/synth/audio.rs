@@ -1,9 +1,9 @@
 //! A sine tone encoded to Opus by ropus (a pure-Rust port of libopus), 20 ms a packet.
 
-use ropus::{Application, Bitrate, Channels, Encoder};
+use ropus::{Channels, Encoder};
 
-/// Samples per channel in one 20 ms Opus frame at 48 kHz.
-pub const FRAME_SAMPLES: usize = 960;
+pub use crate::mixer::audio_encoder::FRAME_SAMPLES;
+use crate::mixer::audio_encoder::{encode_packet, opus_encoder, pre_skip};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
@@ -55,9 +55,7 @@ impl ToneSource {
             2 => Channels::Stereo,
             n => return Err(AudioError::BadChannels(n)),
         };
-        let encoder = Encoder::builder(48_000, channels, Application::Audio)
-            .bitrate(Bitrate::Bits(spec.bitrate_bps))
-            .build()
+        let encoder = opus_encoder(channels, spec.bitrate_bps)
             .map_err(|e| AudioError::Encoder(format!("{e:?}")))?;
         Ok(Self {
             spec,
@@ -69,7 +67,7 @@ impl ToneSource {
 
     /// Encoder lookahead in 48 kHz samples: the Opus pre-skip of the stream.
     pub fn pre_skip(&self) -> u16 {
-        self.encoder.lookahead() as u16
+        pre_skip(&self.encoder)
     }
 
     pub fn channels(&self) -> u8 {
@@ -84,17 +82,11 @@ impl ToneSource {
             let s = ((self.sample_no + i as u64) as f64 * step).sin() * amp;
             frame.fill(s as i16);
         }
-        let mut out = [0u8; 1500];
-        let n = self
-            .encoder
-            .encode(&self.pcm, &mut out)
+        let data = encode_packet(&mut self.encoder, &self.pcm)
             .map_err(|e| AudioError::Encoder(format!("{e:?}")))?;
         let pts = self.sample_no as i64;
         self.sample_no += FRAME_SAMPLES as u64;
-        Ok(EncodedPacket {
-            data: out[..n].to_vec(),
-            pts,
-        })
+        Ok(EncodedPacket { data, pts })
     }
 }
 

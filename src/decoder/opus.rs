@@ -1,0 +1,155 @@
+//! A participant's Opus stream decoded to PCM for the mixer: 48 kHz (the Opus RTP
+//! clock, so RTP timestamps count output samples) stereo interleaved `i16`, the
+//! format [`crate::mixer::audio_mixer::AudioMixer`] sums. Mono streams come out
+//! upmixed to stereo by the decoder itself.
+
+use ropus::{Channels, DecodeError, DecodeMode, Decoder, DecoderInitError};
+use thiserror::Error;
+
+use crate::ingest::depacketize::opus::CLOCK_RATE;
+
+/// Output channels: always stereo, whatever the stream carries.
+pub const CHANNELS: usize = 2;
+
+/// Longest Opus packet in samples per channel (120 ms at 48 kHz).
+pub const MAX_PACKET_SAMPLES: usize = 5760;
+
+/// Concealment works in steps of 2.5 ms (the shortest Opus frame).
+pub const CONCEAL_STEP: usize = 120;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OpusDecodeError {
+    #[error("Opus decoder setup: {0}")]
+    Init(#[from] DecoderInitError),
+    /// An empty payload is a lost packet: call [`OpusDecoder::conceal`] instead.
+    #[error("empty Opus packet")]
+    Empty,
+    #[error("Opus packet rejected: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("cannot conceal {0} samples: a multiple of {CONCEAL_STEP} up to {MAX_PACKET_SAMPLES}")]
+    ConcealLength(usize),
+}
+
+/// Decodes one participant's Opus packets in order; one decoder per stream, since
+/// Opus frames depend on the previous ones.
+pub struct OpusDecoder {
+    inner: Decoder,
+    pcm: Vec<i16>,
+}
+
+impl std::fmt::Debug for OpusDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusDecoder").finish_non_exhaustive()
+    }
+}
+
+impl OpusDecoder {
+    pub fn new() -> Result<Self, OpusDecodeError> {
+        Ok(Self {
+            inner: Decoder::new(CLOCK_RATE, Channels::Stereo)?,
+            pcm: vec![0; MAX_PACKET_SAMPLES * CHANNELS],
+        })
+    }
+
+    /// Decodes one packet to stereo interleaved samples (`len / 2` per channel).
+    pub fn decode(&mut self, packet: &[u8]) -> Result<&[i16], OpusDecodeError> {
+        if packet.is_empty() {
+            // ropus would silently conceal instead; a caller passing no bytes has a bug
+            // or a broken payload, not a loss it knows the length of.
+            return Err(OpusDecodeError::Empty);
+        }
+        let n = self
+            .inner
+            .decode(packet, &mut self.pcm, DecodeMode::Normal)?;
+        Ok(&self.pcm[..n * CHANNELS])
+    }
+
+    /// Stands in for `samples` (per channel) of lost audio with the decoder's packet
+    /// loss concealment, which continues the last sound and fades it out.
+    pub fn conceal(&mut self, samples: usize) -> Result<&[i16], OpusDecodeError> {
+        if samples == 0 || samples % CONCEAL_STEP != 0 || samples > MAX_PACKET_SAMPLES {
+            return Err(OpusDecodeError::ConcealLength(samples));
+        }
+        let out = &mut self.pcm[..samples * CHANNELS];
+        let n = self.inner.decode(&[], out, DecodeMode::Normal)?;
+        Ok(&self.pcm[..n * CHANNELS])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::audio::{ToneSource, ToneSpec, FRAME_SAMPLES};
+    use proptest::prelude::*;
+
+    fn rms(pcm: &[i16]) -> f64 {
+        (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn mono_stream_decodes_to_equal_stereo_channels() {
+        let mut src = ToneSource::new(ToneSpec::default()).unwrap();
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut last = Vec::new();
+        for _ in 0..5 {
+            let p = src.next_packet().unwrap();
+            last = dec.decode(&p.data).unwrap().to_vec();
+            assert_eq!(last.len(), FRAME_SAMPLES * CHANNELS);
+        }
+        assert!(last.chunks_exact(2).all(|f| f[0] == f[1]));
+        assert!(rms(&last) > 3000.0, "rms {}", rms(&last));
+    }
+
+    #[test]
+    fn lost_packet_is_concealed_then_decoding_resumes() {
+        let spec = ToneSpec {
+            channels: 2,
+            ..ToneSpec::default()
+        };
+        let mut src = ToneSource::new(spec).unwrap();
+        let mut dec = OpusDecoder::new().unwrap();
+        for _ in 0..5 {
+            dec.decode(&src.next_packet().unwrap().data).unwrap();
+        }
+        src.next_packet().unwrap();
+        let concealed = dec.conceal(FRAME_SAMPLES).unwrap();
+        assert_eq!(concealed.len(), FRAME_SAMPLES * CHANNELS);
+        // The concealment carries the tone on rather than dropping to silence.
+        assert!(rms(concealed) > 500.0, "rms {}", rms(concealed));
+        let next = dec.decode(&src.next_packet().unwrap().data).unwrap();
+        assert_eq!(next.len(), FRAME_SAMPLES * CHANNELS);
+    }
+
+    #[test]
+    fn concealment_before_any_packet_is_silence() {
+        let mut dec = OpusDecoder::new().unwrap();
+        let pcm = dec.conceal(2 * CONCEAL_STEP).unwrap();
+        assert_eq!(pcm.len(), 2 * CONCEAL_STEP * CHANNELS);
+        assert!(pcm.iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let mut dec = OpusDecoder::new().unwrap();
+        assert_eq!(dec.decode(&[]), Err(OpusDecodeError::Empty));
+        for n in [0, 100, MAX_PACKET_SAMPLES + CONCEAL_STEP] {
+            assert_eq!(dec.conceal(n), Err(OpusDecodeError::ConcealLength(n)));
+        }
+        // Code 3 packet claiming 63 frames of 120 ms: beyond the 120 ms limit.
+        assert!(matches!(
+            dec.decode(&[0x1b, 0x3f, 0, 0]),
+            Err(OpusDecodeError::Malformed(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(packet in proptest::collection::vec(any::<u8>(), 1..400)) {
+            let mut dec = OpusDecoder::new().unwrap();
+            if let Ok(pcm) = dec.decode(&packet) {
+                prop_assert!(pcm.len() <= MAX_PACKET_SAMPLES * CHANNELS);
+                prop_assert_eq!(pcm.len() % CHANNELS, 0);
+            }
+        }
+    }
+}
