@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod duration;
+pub mod encoder;
 pub mod ingest;
 pub mod link;
 pub mod media;
