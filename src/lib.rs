@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod decoder;
 pub mod duration;
+pub mod encoder;
 pub mod ingest;
 pub mod link;
 pub mod media;

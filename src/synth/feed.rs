@@ -2,7 +2,8 @@
 //! interleaved in time order, exactly as the mixer sends them to the recorder.
 
 use super::audio::{AudioError, EncodedPacket, ToneSource, ToneSpec};
-use super::video::{EncodedFrame, PatternSource, PatternSpec, VideoError};
+use super::video::{PatternSource, PatternSpec};
+use crate::encoder::{EncodedVideo, EncoderError};
 use crate::link::frame::{
     text, AudioCodec, AudioParams, Media, StartParams, Track, VideoCodec, VideoParams,
 };
@@ -11,7 +12,7 @@ use crate::media::h264;
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error(transparent)]
-    Video(#[from] VideoError),
+    Video(#[from] EncoderError),
     #[error(transparent)]
     Audio(#[from] AudioError),
     #[error("the encoder's first frame has no {0}")]
@@ -23,7 +24,7 @@ pub enum FeedError {
 pub struct SyntheticFeed {
     video: PatternSource,
     audio: ToneSource,
-    next_video: EncodedFrame,
+    next_video: EncodedVideo,
     next_audio: EncodedPacket,
     video_params: VideoParams,
     audio_params: AudioParams,

@@ -1,21 +1,8 @@
 //! A moving test pattern encoded to H.264 by openh264: a solid background in the
 //! participant's colour with a white square that sweeps across it.
 
-use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode,
-};
-use openh264::formats::YUVSlices;
-use openh264::OpenH264API;
-
-#[derive(Debug, thiserror::Error)]
-pub enum VideoError {
-    #[error("video size {width}x{height} must be even and non-zero")]
-    BadSize { width: u16, height: u16 },
-    #[error("frame rate must be 1..=120, got {0}")]
-    BadRate(u16),
-    #[error("H.264 encoder: {0}")]
-    Encoder(#[from] openh264::Error),
-}
+use crate::encoder::{EncodedVideo, EncoderConfig, EncoderError, EncoderKind, SoftwareEncoder};
+use crate::media::picture::Picture;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PatternSpec {
@@ -43,57 +30,45 @@ impl Default for PatternSpec {
 }
 
 impl PatternSpec {
-    /// Checks what the encoder would refuse, without making one.
-    pub fn validate(&self) -> Result<(), VideoError> {
-        let (w, h) = (self.width, self.height);
-        if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
-            return Err(VideoError::BadSize {
-                width: w,
-                height: h,
-            });
+    /// The software encoder's settings for this pattern.
+    pub fn encoder_config(&self) -> EncoderConfig {
+        EncoderConfig {
+            width: u32::from(self.width),
+            height: u32::from(self.height),
+            fps: u32::from(self.fps),
+            bitrate_bps: self.bitrate_bps,
+            gop_frames: self.gop.max(1),
+            kind: EncoderKind::Software,
         }
-        if !(1..=120).contains(&self.fps) {
-            return Err(VideoError::BadRate(self.fps));
-        }
-        Ok(())
     }
-}
 
-/// One encoded access unit in Annex B form.
-#[derive(Debug, Clone)]
-pub struct EncodedFrame {
-    pub data: Vec<u8>,
-    pub keyframe: bool,
-    /// Presentation time in 90 kHz units since the first frame.
-    pub pts: i64,
+    /// Checks what the encoder would refuse, without making one.
+    pub fn validate(&self) -> Result<(), EncoderError> {
+        self.encoder_config().validate()
+    }
 }
 
 pub struct PatternSource {
     spec: PatternSpec,
-    encoder: Encoder,
+    encoder: SoftwareEncoder,
     frame_no: u64,
     yuv: [u8; 3],
-    planes: Vec<u8>,
+    picture: Picture,
+    force_keyframe: bool,
 }
 
 impl PatternSource {
-    pub fn new(spec: PatternSpec) -> Result<Self, VideoError> {
-        spec.validate()?;
-        let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(spec.bitrate_bps))
-            .max_frame_rate(FrameRate::from_hz(f32::from(spec.fps)))
-            .rate_control_mode(RateControlMode::Bufferbased)
-            // Every input frame must come out: the recorder counts them.
-            .skip_frames(false)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(spec.gop.max(1)));
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)?;
+    pub fn new(spec: PatternSpec) -> Result<Self, EncoderError> {
+        let encoder = SoftwareEncoder::new(&spec.encoder_config())?;
         let (w, h) = (usize::from(spec.width), usize::from(spec.height));
+        let yuv = rgb_to_yuv(spec.rgb);
         Ok(Self {
             spec,
             encoder,
             frame_no: 0,
-            yuv: rgb_to_yuv(spec.rgb),
-            planes: vec![0; w * h * 3 / 2],
+            yuv,
+            picture: Picture::filled(w, h, yuv).expect("size checked by the encoder"),
+            force_keyframe: false,
         })
     }
 
@@ -103,26 +78,17 @@ impl PatternSource {
 
     /// Makes the next frame a keyframe (answer to a keyframe request).
     pub fn force_keyframe(&mut self) {
-        self.encoder.force_intra_frame();
+        self.force_keyframe = true;
     }
 
-    /// Encodes the next frame of the pattern.
-    pub fn next_frame(&mut self) -> Result<EncodedFrame, VideoError> {
+    /// Encodes the next frame of the pattern; `pts` in 90 kHz units since the first.
+    pub fn next_frame(&mut self) -> Result<EncodedVideo, EncoderError> {
         self.draw();
-        let (w, h) = (usize::from(self.spec.width), usize::from(self.spec.height));
-        let (y, uv) = self.planes.split_at(w * h);
-        let (u, v) = uv.split_at(w * h / 4);
-        let src = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
-        let stream = self.encoder.encode(&src)?;
-        let keyframe = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
-        let data = stream.to_vec();
         let pts = (self.frame_no * 90_000 / u64::from(self.spec.fps)) as i64;
+        let force = std::mem::take(&mut self.force_keyframe);
+        let frame = self.encoder.encode_now(&self.picture, pts, force)?;
         self.frame_no += 1;
-        Ok(EncodedFrame {
-            data,
-            keyframe,
-            pts,
-        })
+        Ok(frame)
     }
 
     /// Background in the participant's colour; a white square sweeping left to right
@@ -130,9 +96,8 @@ impl PatternSource {
     fn draw(&mut self) {
         let (w, h) = (usize::from(self.spec.width), usize::from(self.spec.height));
         let [yc, uc, vc] = self.yuv;
-        let (y, uv) = self.planes.split_at_mut(w * h);
+        let (y, u, v) = self.picture.planes_mut();
         y.fill(yc);
-        let (u, v) = uv.split_at_mut(w * h / 4);
         u.fill(uc);
         v.fill(vc);
         let side = (h / 6).max(2) & !1;
@@ -198,7 +163,7 @@ mod tests {
         };
         assert!(matches!(
             PatternSource::new(spec),
-            Err(VideoError::BadSize { .. })
+            Err(EncoderError::BadConfig(_))
         ));
     }
 }

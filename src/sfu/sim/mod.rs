@@ -20,12 +20,12 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 
+use crate::encoder::EncoderError;
 use crate::ingest::depacketize::h264::H264Error;
 use crate::ingest::MediaKind;
 use crate::sfu::channel::ChannelError;
 use crate::sfu::notice::Announcement;
 use crate::synth::audio::AudioError;
-use crate::synth::video::VideoError;
 use crate::synth::PatternSpec;
 
 pub use impairment::{ImpairmentConfig, ImpairmentError};
@@ -53,7 +53,7 @@ pub enum SimError {
     #[error("the mixer sent {0} before its hello")]
     NoHello(String),
     #[error(transparent)]
-    Video(#[from] VideoError),
+    Video(#[from] EncoderError),
     #[error(transparent)]
     Audio(#[from] AudioError),
     #[error("H.264 packetizer: {0}")]
