@@ -1,3 +1,5 @@
-//! The mixer role. For now its link to the recorder; mixing and compositing follow.
+//! The mixer role: compositing participants' video into one picture at a steady
+//! frame rate, and the link to the recorder.
 
+pub mod layout;
 pub mod uplink;
