@@ -2,4 +2,5 @@
 //! frame rate, and the link to the recorder.
 
 pub mod layout;
+pub mod scale;
 pub mod uplink;
