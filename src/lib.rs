@@ -6,6 +6,7 @@
 //! the same link. See `DESIGN.md` in the shared folder and `README.md`.
 
 pub mod bench;
+pub mod decoder;
 pub mod duration;
 pub mod ingest;
 pub mod link;

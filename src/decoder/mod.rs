@@ -1,0 +1,3 @@
+//! Decoders of participants' media.
+
+pub mod h264;
