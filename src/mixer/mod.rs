@@ -4,7 +4,11 @@
 
 pub mod audio_encoder;
 pub mod audio_mixer;
+pub mod compositor;
+pub mod frame_clock;
+pub mod layout;
 pub mod link;
+pub mod scale;
 pub mod timeline;
 pub mod tone;
 pub mod uplink;

@@ -1,0 +1,388 @@
+//! Scaling an I420 picture into a rectangle of another picture: area averaging when
+//! shrinking (no aliasing of fine detail), bilinear when enlarging. Filter taps are
+//! computed once per source/target size; scaling itself is integer arithmetic on
+//! rows, vertical pass first so that the gather-heavy horizontal pass runs only over
+//! the (usually fewer) output rows.
+
+use thiserror::Error;
+
+use super::layout::Rect;
+use crate::media::picture::Picture;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ScaleError {
+    #[error("scaler size {width}x{height} must be even and non-zero")]
+    BadSize { width: usize, height: usize },
+    #[error("source is {got:?}, the scaler was made for {want:?}")]
+    SourceSize {
+        got: (usize, usize),
+        want: (usize, usize),
+    },
+    #[error("target {rect:?} must be {want:?}, even and inside the {picture:?} picture")]
+    Target {
+        rect: Rect,
+        want: (usize, usize),
+        picture: (usize, usize),
+    },
+}
+
+/// Fraction bits of the filter weights: each output sums weights of exactly `1 << 14`.
+const WEIGHT_BITS: u32 = 14;
+/// Fraction bits kept between the vertical and the horizontal pass, so that rounding
+/// happens once, at the end. 255 << 7 times 1 << 14 still fits a u32.
+const MID_BITS: u32 = 7;
+
+/// Filter along one axis: output `i` is the weighted sum of the `taps` source
+/// samples from `starts[i]`, weights `weights[i * taps..][..taps]`.
+struct Taps {
+    taps: usize,
+    starts: Vec<usize>,
+    weights: Vec<u32>,
+}
+
+impl Taps {
+    fn new(src: usize, dst: usize) -> Self {
+        let scale = src as f64 / dst as f64;
+        let last = src - 1;
+        // (source index, real weight) pairs of each output sample.
+        let contributions: Vec<Vec<(usize, f64)>> = (0..dst)
+            .map(|i| {
+                if scale >= 1.0 {
+                    // Area: how much of each source sample the output footprint covers.
+                    let (a, b) = (i as f64 * scale, (i + 1) as f64 * scale);
+                    (a.floor() as usize..b.ceil() as usize)
+                        .map(|j| (j.min(last), b.min(j as f64 + 1.0) - a.max(j as f64)))
+                        .filter(|&(_, w)| w > 1e-9)
+                        .collect()
+                } else {
+                    // Bilinear between the two nearest samples, pixel centres aligned.
+                    let c = ((i as f64 + 0.5) * scale - 0.5).clamp(0.0, last as f64);
+                    let j = c.floor() as usize;
+                    let f = c - j as f64;
+                    vec![(j, 1.0 - f), ((j + 1).min(last), f)]
+                }
+            })
+            .collect();
+        let span = |c: &[(usize, f64)]| {
+            let first = c.iter().map(|&(j, _)| j).min().unwrap_or(0);
+            let end = c.iter().map(|&(j, _)| j + 1).max().unwrap_or(1);
+            (first, end)
+        };
+        let taps = contributions
+            .iter()
+            .map(|c| {
+                let (first, end) = span(c);
+                end - first
+            })
+            .max()
+            .unwrap_or(1);
+        let mut starts = Vec::with_capacity(dst);
+        let mut weights = vec![0u32; dst * taps];
+        for (c, out) in contributions.iter().zip(weights.chunks_exact_mut(taps)) {
+            // Shifted left at the far edge so the window stays inside the source.
+            let start = span(c).0.min(src - taps);
+            starts.push(start);
+            let total: f64 = c.iter().map(|&(_, w)| w).sum();
+            for &(j, w) in c {
+                out[j - start] += (w / total * f64::from(1u32 << WEIGHT_BITS)).round() as u32;
+            }
+            // Rounding error goes to the largest weight so every output sums to one
+            // exactly: a solid colour then stays exactly that colour.
+            let sum: u32 = out.iter().sum();
+            let largest = (0..taps).max_by_key(|&k| out[k]).unwrap_or(0);
+            out[largest] = (out[largest] + (1 << WEIGHT_BITS)) - sum;
+        }
+        Self {
+            taps,
+            starts,
+            weights,
+        }
+    }
+}
+
+/// Scales one plane; the scratch rows are `src_w` long.
+struct PlaneScaler {
+    src: (usize, usize),
+    dst: (usize, usize),
+    vertical: Taps,
+    horizontal: Taps,
+}
+
+impl PlaneScaler {
+    fn new(src: (usize, usize), dst: (usize, usize)) -> Self {
+        Self {
+            src,
+            dst,
+            vertical: Taps::new(src.1, dst.1),
+            horizontal: Taps::new(src.0, dst.0),
+        }
+    }
+
+    /// Scales `src` into `dst` (a plane `stride` wide) at (`x`, `y`).
+    fn run(
+        &self,
+        src: &[u8],
+        (dst, stride): (&mut [u8], usize),
+        (x, y): (usize, usize),
+        (acc, mid): (&mut [u32], &mut [u32]),
+    ) {
+        let (src_w, dst_w) = (self.src.0, self.dst.0);
+        if self.src == self.dst {
+            // Same size, e.g. 640x360 participants on a 2x2 grid at 1280x720.
+            for (row, out) in src
+                .chunks_exact(src_w)
+                .zip(dst[y * stride..].chunks_mut(stride))
+            {
+                out[x..x + dst_w].copy_from_slice(row);
+            }
+            return;
+        }
+        let (acc, mid) = (&mut acc[..src_w], &mut mid[..src_w]);
+        let v = &self.vertical;
+        let h = &self.horizontal;
+        for (oy, weights) in v.weights.chunks_exact(v.taps).enumerate() {
+            let rows = &src[v.starts[oy] * src_w..][..v.taps * src_w];
+            vertical(rows.chunks_exact(src_w).zip(weights), acc, mid);
+            let out = &mut dst[(y + oy) * stride + x..][..dst_w];
+            // Common tap counts get their own copy of the loop, unrolled.
+            match h.taps {
+                1 => horizontal(out, mid, &h.starts, &h.weights, 1),
+                2 => horizontal(out, mid, &h.starts, &h.weights, 2),
+                3 => horizontal(out, mid, &h.starts, &h.weights, 3),
+                4 => horizontal(out, mid, &h.starts, &h.weights, 4),
+                5 => horizontal(out, mid, &h.starts, &h.weights, 5),
+                taps => horizontal(out, mid, &h.starts, &h.weights, taps),
+            }
+        }
+    }
+}
+
+/// Weighted sum of source rows into `mid`, with `MID_BITS` fraction bits.
+fn vertical<'a>(rows: impl Iterator<Item = (&'a [u8], &'a u32)>, acc: &mut [u32], mid: &mut [u32]) {
+    acc.fill(0);
+    for (row, &w) in rows.filter(|&(_, &w)| w != 0) {
+        for (a, &p) in acc.iter_mut().zip(row) {
+            *a += w * u32::from(p);
+        }
+    }
+    let shift = WEIGHT_BITS - MID_BITS;
+    for (m, &a) in mid.iter_mut().zip(acc.iter()) {
+        *m = (a + (1 << (shift - 1))) >> shift;
+    }
+}
+
+/// One output row from `mid`: `taps` weights per output sample.
+#[inline(always)]
+fn horizontal(out: &mut [u8], mid: &[u32], starts: &[usize], weights: &[u32], taps: usize) {
+    let shift = WEIGHT_BITS + MID_BITS;
+    for ((o, &start), w) in out.iter_mut().zip(starts).zip(weights.chunks_exact(taps)) {
+        let m = &mid[start..start + taps];
+        let sum: u32 = (0..taps).map(|t| w[t] * m[t]).sum();
+        // At most 255.5 before the shift: the cast never truncates.
+        *o = ((sum + (1 << (shift - 1))) >> shift) as u8;
+    }
+}
+
+/// Scales pictures of one size to one target size; keep it while sizes stay the
+/// same, as making one computes the filter tables and scratch rows.
+pub struct Scaler {
+    luma: PlaneScaler,
+    chroma: PlaneScaler,
+    acc: Vec<u32>,
+    mid: Vec<u32>,
+}
+
+impl Scaler {
+    /// A scaler from `src_w` x `src_h` pictures to `dst_w` x `dst_h` rectangles.
+    pub fn new(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize) -> Result<Self, ScaleError> {
+        for (width, height) in [(src_w, src_h), (dst_w, dst_h)] {
+            if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+                return Err(ScaleError::BadSize { width, height });
+            }
+        }
+        Ok(Self {
+            luma: PlaneScaler::new((src_w, src_h), (dst_w, dst_h)),
+            chroma: PlaneScaler::new((src_w / 2, src_h / 2), (dst_w / 2, dst_h / 2)),
+            acc: vec![0; src_w],
+            mid: vec![0; src_w],
+        })
+    }
+
+    pub fn source_size(&self) -> (usize, usize) {
+        self.luma.src
+    }
+
+    pub fn target_size(&self) -> (usize, usize) {
+        self.luma.dst
+    }
+
+    /// Scales `src` into `rect` of `dst`; pixels of `dst` outside `rect` are untouched.
+    pub fn scale(
+        &mut self,
+        src: &Picture,
+        dst: &mut Picture,
+        rect: Rect,
+    ) -> Result<(), ScaleError> {
+        let got = (src.width(), src.height());
+        if got != self.source_size() {
+            return Err(ScaleError::SourceSize {
+                got,
+                want: self.source_size(),
+            });
+        }
+        let picture = (dst.width(), dst.height());
+        let inside = Rect::whole(picture.0, picture.1).contains(&rect);
+        if (rect.width, rect.height) != self.target_size()
+            || !inside
+            || rect.x % 2 != 0
+            || rect.y % 2 != 0
+        {
+            return Err(ScaleError::Target {
+                rect,
+                want: self.target_size(),
+                picture,
+            });
+        }
+        let (dst_y, dst_u, dst_v) = dst.planes_mut();
+        let scratch = (&mut self.acc[..], &mut self.mid[..]);
+        self.luma
+            .run(src.y(), (dst_y, picture.0), (rect.x, rect.y), scratch);
+        let at = (rect.x / 2, rect.y / 2);
+        let stride = picture.0 / 2;
+        for (plane, out) in [(src.u(), dst_u), (src.v(), dst_v)] {
+            let scratch = (&mut self.acc[..], &mut self.mid[..]);
+            self.chroma.run(plane, (out, stride), at, scratch);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rect(x: usize, y: usize, width: usize, height: usize) -> Rect {
+        Rect {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+
+    fn scale_whole(src: &Picture, width: usize, height: usize) -> Picture {
+        let mut dst = Picture::filled(width, height, [0; 3]).unwrap();
+        Scaler::new(src.width(), src.height(), width, height)
+            .unwrap()
+            .scale(src, &mut dst, rect(0, 0, width, height))
+            .unwrap();
+        dst
+    }
+
+    #[test]
+    fn solid_colour_stays_exact() {
+        let colour = [81, 90, 240];
+        for ((sw, sh), (dw, dh)) in [
+            ((640, 480), (426, 240)),
+            ((1280, 720), (320, 180)),
+            ((100, 60), (330, 198)),
+            ((2, 2), (64, 36)),
+            ((642, 362), (2, 2)),
+        ] {
+            let src = Picture::filled(sw, sh, colour).unwrap();
+            let dst = scale_whole(&src, dw, dh);
+            assert_eq!(dst, Picture::filled(dw, dh, colour).unwrap(), "{sw}x{sh}");
+        }
+    }
+
+    #[test]
+    fn halving_averages_two_by_two_blocks() {
+        // Luma constant in each 2x2 block except for a checkerboard of +-8 that the
+        // average must cancel; chroma a ramp.
+        let (w, h) = (16, 12);
+        let y: Vec<u8> = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                let block = 10 * (x / 2) + 30 * (y / 2);
+                let checker = if (x + y) % 2 == 0 { 8 } else { 0 };
+                (block + checker) as u8
+            })
+            .collect();
+        let u: Vec<u8> = (0..w * h / 4).map(|i| (i * 2) as u8).collect();
+        let v = vec![128; w * h / 4];
+        let src = Picture::from_planes(w, h, y, u, v).unwrap();
+        let dst = scale_whole(&src, w / 2, h / 2);
+        for oy in 0..h / 2 {
+            for ox in 0..w / 2 {
+                assert_eq!(dst.y()[oy * w / 2 + ox], (10 * ox + 30 * oy + 4) as u8);
+            }
+        }
+        // Chroma rows are 8 samples of 0, 2, 4..: the first block is 0, 2, 16, 18.
+        assert_eq!(dst.u()[0], 9);
+        assert!(dst.v().iter().all(|&v| v == 128));
+    }
+
+    #[test]
+    fn same_size_is_a_copy() {
+        let (w, h) = (20, 10);
+        let y: Vec<u8> = (0..w * h).map(|i| (i * 37 % 251) as u8).collect();
+        let u: Vec<u8> = (0..w * h / 4).map(|i| (i * 11 % 256) as u8).collect();
+        let src = Picture::from_planes(w, h, y, u.clone(), u).unwrap();
+        assert_eq!(scale_whole(&src, w, h), src);
+    }
+
+    #[test]
+    fn enlarging_interpolates_between_samples() {
+        let y: Vec<u8> = [0, 100].repeat(2);
+        let src = Picture::from_planes(2, 2, y, vec![128], vec![128]).unwrap();
+        let dst = scale_whole(&src, 8, 2);
+        // Edges clamp to the samples, the middle ramps up monotonically.
+        let row = &dst.y()[..8];
+        assert_eq!((row[0], row[7]), (0, 100));
+        assert!(row.windows(2).all(|p| p[0] <= p[1]), "{row:?}");
+        assert!(row[3] > 20 && row[4] < 80, "{row:?}");
+    }
+
+    #[test]
+    fn pixels_outside_the_rect_are_untouched() {
+        let src = Picture::filled(40, 30, [200, 60, 70]).unwrap();
+        let mut dst = Picture::filled(32, 24, [7, 8, 9]).unwrap();
+        let r = rect(6, 4, 10, 8);
+        Scaler::new(40, 30, 10, 8)
+            .unwrap()
+            .scale(&src, &mut dst, r)
+            .unwrap();
+        for y in 0..24 {
+            for x in 0..32 {
+                let inside = (r.x..r.right()).contains(&x) && (r.y..r.bottom()).contains(&y);
+                let want = if inside { [200, 60, 70] } else { [7, 8, 9] };
+                assert_eq!(dst.pixel(x, y), want, "({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_refused() {
+        let src = Picture::filled(8, 8, [0; 3]).unwrap();
+        let mut dst = Picture::filled(16, 16, [0; 3]).unwrap();
+        let mut scaler = Scaler::new(8, 8, 4, 4).unwrap();
+        assert!(matches!(
+            scaler.scale(
+                &Picture::filled(8, 6, [0; 3]).unwrap(),
+                &mut dst,
+                rect(0, 0, 4, 4)
+            ),
+            Err(ScaleError::SourceSize { .. })
+        ));
+        for bad in [rect(14, 0, 4, 4), rect(1, 0, 4, 4), rect(0, 0, 6, 4)] {
+            assert!(matches!(
+                scaler.scale(&src, &mut dst, bad),
+                Err(ScaleError::Target { .. })
+            ));
+        }
+        assert!(matches!(
+            Scaler::new(8, 8, 3, 4),
+            Err(ScaleError::BadSize { .. })
+        ));
+    }
+}
