@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod decoder;
+pub mod demo;
 pub mod duration;
 pub mod encoder;
 pub mod ingest;

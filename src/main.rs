@@ -1,20 +1,22 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tracing::info;
 
+use recbox::demo::{DemoConfig, FaultPlan};
+use recbox::encoder::EncoderKind;
 use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::handshake::LinkKey;
 use recbox::link::transport::{LinkAddr, LinkListener};
-use recbox::mixer::uplink::{Uplink, UplinkEvent};
+use recbox::mixer::engine::EngineConfig;
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::recorder::{inspect, recovery};
 use recbox::sfu::sim::{ImpairmentConfig, Schedule, SfuSim, SimConfig, SimEvent};
-use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
+use recbox::synth::PatternSpec;
 
 #[derive(Parser)]
 #[command(name = "recbox", version, about = "Meeting-room recording box")]
@@ -86,15 +88,30 @@ enum Command {
         #[arg(long, default_value = "64M", value_parser = parse_size)]
         full_space: u64,
     },
-    /// Run a short recording end to end on this machine with built-in defaults:
-    /// a synthetic participant is sent over a real media link to a real recorder.
+    /// Run a meeting end to end on this machine with built-in defaults: a simulated
+    /// SFU sends N participants as real RTP, the mixer mixes and composites them, the
+    /// recorder writes the recording; progress and every notice are shown.
     Demo {
-        /// How long to record, e.g. 10s.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        /// How long to record, e.g. 20s.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
         duration: Duration,
         /// Storage root for the recording.
         #[arg(long, default_value = "recordings")]
         storage: PathBuf,
+        /// Participants in the meeting (1..=16).
+        #[arg(long, default_value_t = 4)]
+        participants: u8,
+        /// Output video size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1280x720", value_parser = parse_video_size)]
+        size: (u16, u16),
+        /// Video encoder: auto, software, v4l2 or v4l2:/dev/videoN.
+        #[arg(long, default_value = "auto")]
+        encoder: EncoderKind,
+        /// Break the recording disk during the demo and repair it a few seconds later:
+        /// disk-full@10s, disk-offline@10s, read-only@10s or index-io@10s (needs root:
+        /// a small ext4 disk on a loop device is what breaks).
+        #[arg(long)]
+        fault: Option<FaultPlan>,
     },
     /// Print what a recording directory holds: tracks, fragments, time span, health.
     Inspect { dir: PathBuf },
@@ -272,7 +289,29 @@ fn main() -> Result<()> {
             config.health.full_space_bytes = full_space;
             rt.block_on(run_recorder(listen, config))
         }
-        Command::Demo { duration, storage } => rt.block_on(demo(duration, storage)),
+        Command::Demo {
+            duration,
+            storage,
+            participants,
+            size: (width, height),
+            encoder,
+            fault,
+        } => {
+            let config = DemoConfig {
+                duration,
+                storage,
+                participants,
+                engine: EngineConfig {
+                    width,
+                    height,
+                    encoder,
+                    ..EngineConfig::default()
+                },
+                fault,
+                ..DemoConfig::default()
+            };
+            rt.block_on(demo(config))
+        }
         Command::Inspect { dir } => {
             let report =
                 inspect::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
@@ -320,101 +359,18 @@ async fn run_recorder(listen: LinkAddr, config: RecorderConfig) -> Result<()> {
         .context("recorder stopped")
 }
 
-async fn demo(duration: Duration, storage: PathBuf) -> Result<()> {
-    std::fs::create_dir_all(&storage)
-        .with_context(|| format!("creating storage root {}", storage.display()))?;
-    let key = LinkKey::new(rand::random::<[u8; 32]>().to_vec())?;
-    let mut config = RecorderConfig::new(storage.clone(), key.clone());
-    config.stats_interval = Duration::from_secs(2);
-    let listener = LinkListener::bind(&"127.0.0.1:0".parse()?, config.max_frame).await?;
-    let addr = listener.local_addr();
-    tokio::spawn(service::serve(listener, Arc::new(config)));
-
-    let recording = format!("demo-{}", recbox::link::frame::now_millis());
-    let mut feed = SyntheticFeed::new(
-        PatternSpec {
-            width: 640,
-            height: 360,
-            ..PatternSpec::default()
-        },
-        ToneSpec::default(),
-    )?;
-    let mut uplink = Uplink::connect(
-        &addr,
-        key,
-        recbox::link::frame::text(&recording),
-        DEFAULT_MAX_FRAME,
-    )
-    .await?;
-    println!("demo: recording {recording} for {duration:?} over the media link at {addr}");
-    uplink
-        .start(feed.start_params(&recording, "demo-room"))
-        .await?;
-
-    // Real-time pace, so stats and progress look like a real meeting.
-    let t0 = Instant::now();
-    while feed.next_time_us() < duration.as_micros() as u64 {
-        let due = Duration::from_micros(feed.next_time_us());
-        tokio::time::sleep_until((t0 + due).into()).await;
-        uplink.media(feed.next_media()?).await?;
-        while let Some(event) = uplink.try_event() {
-            report(&event);
-        }
+async fn demo(config: DemoConfig) -> Result<()> {
+    if !(1..=16).contains(&config.participants) {
+        bail!("--participants must be 1..=16, got {}", config.participants);
     }
-    uplink.stop().await?;
-    let dir = loop {
-        match uplink.next_event().await {
-            Some(UplinkEvent::Recorder(recbox::link::session::MixerEvent::Stopped(summary))) => {
-                println!(
-                    "demo: stopped: {} fragments, {} bytes, {:.1} s of media",
-                    summary.fragments,
-                    summary.file_bytes,
-                    summary.media_ms as f64 / 1000.0
-                );
-                break find_recording_dir(&storage, &recording)?;
-            }
-            Some(event) => report(&event),
-            None => bail!("the recorder went away before confirming the stop"),
-        }
-    };
-    println!("\n{}", inspect::inspect(&dir)?);
-    println!("play it: ffplay {}", dir.join("recording.mp4").display());
+    let outcome = recbox::demo::run(config, &mut std::io::stdout()).await?;
+    for dir in &outcome.segments {
+        println!("\n{}", inspect::inspect(dir)?);
+    }
+    if let Some(first) = outcome.segments.first() {
+        println!("play it: ffplay {}", first.join("recording.mp4").display());
+    }
     Ok(())
-}
-
-fn report(event: &UplinkEvent) {
-    use recbox::link::session::MixerEvent;
-    match event {
-        UplinkEvent::Recorder(MixerEvent::Stats(s)) => println!(
-            "demo: recorded {:.1} s, file {} bytes, index {} bytes, {} MB free",
-            s.duration_ms as f64 / 1000.0,
-            s.file_bytes,
-            s.index_bytes,
-            s.free_bytes / 1_000_000
-        ),
-        UplinkEvent::Recorder(MixerEvent::Fault(f)) => {
-            println!("demo: FAULT {:?} on {:?}: {}", f.kind, f.target, f.detail)
-        }
-        UplinkEvent::Recorder(MixerEvent::Started { path, .. }) => {
-            println!("demo: recorder writes to {path}")
-        }
-        UplinkEvent::Recorder(other) => println!("demo: {other:?}"),
-        UplinkEvent::Closed(reason) => println!("demo: link closed: {reason:?}"),
-    }
-}
-
-fn find_recording_dir(storage: &std::path::Path, recording: &str) -> Result<PathBuf> {
-    let room = storage.join("demo-room");
-    for entry in std::fs::read_dir(&room).with_context(|| format!("reading {}", room.display()))? {
-        let path = entry?.path();
-        if path.to_string_lossy().ends_with(recording) {
-            return Ok(path);
-        }
-    }
-    bail!(
-        "no recording directory for {recording} under {}",
-        room.display()
-    )
 }
 
 /// Runs the simulated SFU until interrupted; stdout carries only the announcements,

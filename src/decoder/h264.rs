@@ -98,10 +98,11 @@ impl H264Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::video::{rgb_to_yuv, EncodedFrame};
+    use crate::encoder::EncodedVideo;
+    use crate::synth::video::rgb_to_yuv;
     use crate::synth::{PatternSource, PatternSpec, PALETTE};
 
-    fn encode(spec: PatternSpec, frames: usize) -> Vec<EncodedFrame> {
+    fn encode(spec: PatternSpec, frames: usize) -> Vec<EncodedVideo> {
         let mut source = PatternSource::new(spec).unwrap();
         (0..frames).map(|_| source.next_frame().unwrap()).collect()
     }

@@ -5,10 +5,12 @@
 pub mod audio_encoder;
 pub mod audio_mixer;
 pub mod compositor;
+pub mod engine;
 pub mod frame_clock;
 pub mod layout;
 pub mod link;
 pub mod scale;
+pub mod service;
 pub mod timeline;
 pub mod tone;
 pub mod uplink;

@@ -1,0 +1,496 @@
+//! `recbox demo`: the whole chain on this machine over loopback — a simulated SFU
+//! sending N participants as real RTP, the mixer, the recorder — with a progress line
+//! every second and every announcement the meeting sees. With a fault plan
+//! (`disk-full@10s`) the recorder's storage is a small real file system (ext4 on a
+//! loop device) that the demo breaks on schedule and repairs a few seconds later, so
+//! the notice can be watched reaching the terminals while the recording fails over
+//! to the spool and comes back.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{interval, sleep_until, Instant};
+
+use crate::bench::scratch::{run_on, LoopDisk, Mounted};
+use crate::link::frame::{Stats, Summary};
+use crate::link::handshake::LinkKey;
+use crate::link::transport::{LinkAddr, LinkListener};
+use crate::mixer::engine::EngineConfig;
+use crate::mixer::link::{LinkConfig, LinkReport};
+use crate::mixer::service::{self as mixer, MixerConfig, MixerReport};
+use crate::recorder::recording::INDEX_FILE;
+use crate::recorder::service::{self as recorder, RecorderConfig};
+use crate::sfu::control::{Hello, CONTROL_VERSION};
+use crate::sfu::notice::Audience;
+use crate::sfu::sim::{SfuSim, SimConfig, SimEvent};
+use crate::sfu::{Notice, WsSfuAdapter};
+
+pub const ROOM: &str = "demo-room";
+/// Size of the small disk the fault demos break.
+const FAULT_DISK_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error("--fault needs root: it mounts a small ext4 disk on a loop device to break")]
+    NoScratchDisk,
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("simulated SFU: {0}")]
+    Sfu(String),
+    #[error("mixer: {0}")]
+    Mixer(#[from] mixer::MixerError),
+    #[error("media link: {0}")]
+    Link(String),
+    #[error("the recorder did not confirm the end of the recording")]
+    NoSummary,
+}
+
+/// A storage fault the demo can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoFault {
+    /// The disk fills up.
+    DiskFull,
+    /// The disk goes away (unmounted under the recorder's feet).
+    DiskOffline,
+    /// The file system turns read-only after an error.
+    ReadOnly,
+    /// Only the index file cannot be written.
+    IndexIo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub fault: DemoFault,
+    /// From the start of the recording.
+    pub at: Duration,
+    /// How long the fault lasts before the demo repairs it.
+    pub lasts: Duration,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("`{0}` is not FAULT@TIME with FAULT one of disk-full, disk-offline, read-only, index-io (e.g. disk-full@10s)")]
+pub struct FaultPlanError(String);
+
+impl FromStr for FaultPlan {
+    type Err = FaultPlanError;
+
+    fn from_str(s: &str) -> Result<Self, FaultPlanError> {
+        let bad = || FaultPlanError(s.to_owned());
+        let (name, at) = s.trim().split_once('@').ok_or_else(bad)?;
+        let fault = match name.trim() {
+            "disk-full" => DemoFault::DiskFull,
+            "disk-offline" => DemoFault::DiskOffline,
+            "read-only" => DemoFault::ReadOnly,
+            "index-io" => DemoFault::IndexIo,
+            _ => return Err(bad()),
+        };
+        let at = crate::duration::parse(at).map_err(|_| bad())?;
+        Ok(Self {
+            fault,
+            at,
+            lasts: Duration::from_secs(6),
+        })
+    }
+}
+
+impl fmt::Display for DemoFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DemoFault::DiskFull => "disk full",
+            DemoFault::DiskOffline => "disk offline",
+            DemoFault::ReadOnly => "read-only file system",
+            DemoFault::IndexIo => "index file not writable",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub duration: Duration,
+    pub storage: PathBuf,
+    pub participants: u8,
+    pub engine: EngineConfig,
+    pub fault: Option<FaultPlan>,
+    /// Interval of the recorder's stats (and so of the progress figures).
+    pub stats_interval: Duration,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(20),
+            storage: PathBuf::from("recordings"),
+            participants: 4,
+            engine: EngineConfig::default(),
+            fault: None,
+            stats_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the demo left behind and what the meeting was told.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub summary: Summary,
+    /// Directories of the recording's segments, in order.
+    pub segments: Vec<PathBuf>,
+    /// Every announcement the simulated SFU showed, as JSON lines.
+    pub announcements: Vec<String>,
+}
+
+/// Where the recorder writes: the storage itself, or for a fault demo a small disk
+/// with the spool on the storage.
+struct Place {
+    primary: PathBuf,
+    spool: Option<PathBuf>,
+    disk: Option<LoopDisk>,
+}
+
+impl Place {
+    fn new(config: &DemoConfig) -> Result<Self, DemoError> {
+        let create = |p: &Path| {
+            std::fs::create_dir_all(p)
+                .map_err(|e| DemoError::Io(format!("creating {}", p.display()), e))
+        };
+        create(&config.storage)?;
+        if config.fault.is_none() {
+            return Ok(Self {
+                primary: config.storage.clone(),
+                spool: None,
+                disk: None,
+            });
+        }
+        let disk = LoopDisk::create(FAULT_DISK_BYTES).ok_or(DemoError::NoScratchDisk)?;
+        let spool = config.storage.join("spool");
+        create(&spool)?;
+        Ok(Self {
+            primary: disk.path().to_path_buf(),
+            spool: Some(spool),
+            disk: Some(disk),
+        })
+    }
+}
+
+pub async fn run(
+    config: DemoConfig,
+    out: &mut (impl Write + Send),
+) -> Result<DemoOutcome, DemoError> {
+    let place = Place::new(&config)?;
+    let key = LinkKey::new(rand::random::<[u8; 32]>().to_vec()).expect("32 bytes is a valid key");
+    let mut rec = RecorderConfig::new(place.primary.clone(), key.clone());
+    rec.stats_interval = config.stats_interval;
+    rec.spool = place.spool.clone();
+    if place.disk.is_some() {
+        // A small disk: warn and fail over on what it really has.
+        rec.health.low_space_bytes = Some(32 << 20);
+        rec.health.full_space_bytes = 8 << 20;
+    }
+    let listener = LinkListener::bind(&LinkAddr::Tcp("127.0.0.1:0".into()), rec.max_frame)
+        .await
+        .map_err(|e| DemoError::Link(e.to_string()))?;
+    let recorder_addr = listener.local_addr();
+    let fragment = rec.writer.max_fragment;
+    let recorder_task = tokio::spawn(recorder::serve(listener, Arc::new(rec)));
+
+    let sim = SfuSim::bind(
+        "127.0.0.1:0".parse().expect("an address"),
+        SimConfig {
+            participants: config.participants,
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| DemoError::Sfu(e.to_string()))?;
+    let url = format!(
+        "ws://{}/",
+        sim.local_addr()
+            .map_err(|e| DemoError::Sfu(e.to_string()))?
+    );
+    let (sim_tx, mut sim_events) = mpsc::unbounded_channel();
+    let sim_task = tokio::spawn(sim.run(sim_tx));
+
+    let recording = format!("demo-{}", crate::link::frame::now_millis());
+    let mixer_config = MixerConfig {
+        ingest: "127.0.0.1:0".parse().expect("an address"),
+        playout_delay: Duration::from_millis(100),
+        engine: EngineConfig {
+            keyframe_interval: fragment,
+            ..config.engine.clone()
+        },
+        link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
+        stats_interval: Duration::from_secs(10),
+    };
+    let ingest = mixer::bind_ingest(&mixer_config).await?;
+    let port = ingest
+        .local_addr()
+        .map_err(|e| DemoError::Io("ingest address".into(), e))?
+        .port();
+    let hello = Hello {
+        version: CONTROL_VERSION,
+        name: crate::link::frame::text("recbox demo mixer"),
+        audio_port: Some(port),
+        video_port: Some(port),
+    };
+    let adapter = WsSfuAdapter::connect(&url, hello)
+        .await
+        .map_err(|e| DemoError::Sfu(e.to_string()))?;
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let mut mixer_task = tokio::spawn(mixer::run(
+        mixer_config,
+        ingest,
+        adapter,
+        reports_tx,
+        stop_rx,
+    ));
+
+    let say = |out: &mut dyn Write, line: String| {
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    say(
+        out,
+        format!(
+            "demo: {} participants for {:?} -> mixer ({}x{} @ {} fps) -> recorder writing under {}",
+            config.participants,
+            config.duration,
+            config.engine.width,
+            config.engine.height,
+            config.engine.fps,
+            place.primary.display()
+        ),
+    );
+    let t0 = Instant::now();
+    let mut progress = interval(Duration::from_secs(1));
+    let mut status = Status::default();
+    let mut announcements = Vec::new();
+    let mut stop = Some(stop_tx);
+    let mut fault = config.fault.map(|plan| (plan, FaultStep::Inject));
+    let result = loop {
+        let fault_due = fault.as_ref().map(|(plan, step)| {
+            t0 + match step {
+                FaultStep::Inject => plan.at,
+                FaultStep::Lift => plan.at + plan.lasts,
+            }
+        });
+        tokio::select! {
+            result = &mut mixer_task => break result,
+            Some(event) = sim_events.recv() => {
+                if let SimEvent::Announcement(a) = event {
+                    let who = match a.to {
+                        Audience::Terminals => "terminals",
+                        Audience::Control => "control",
+                    };
+                    if a.to == Audience::Terminals {
+                        say(out, format!("demo: [{:>5.1}s] {who} see: {}", t0.elapsed().as_secs_f64(), a.text));
+                    }
+                    announcements.push(a.to_json_line());
+                }
+            }
+            Some(report) = reports.recv() => status.update(&report),
+            _ = progress.tick() => {
+                say(out, status.line(t0.elapsed()));
+                if t0.elapsed() >= config.duration {
+                    if let Some(stop) = stop.take() {
+                        say(out, "demo: stopping".into());
+                        let _ = stop.send(());
+                    }
+                }
+            }
+            _ = sleep_until(fault_due.unwrap_or(t0 + Duration::from_secs(86_400))), if fault_due.is_some() => {
+                let (plan, step) = fault.take().expect("due");
+                let disk = place.disk.as_ref().expect("a fault demo has its disk");
+                let line = match step {
+                    FaultStep::Inject => {
+                        fault = Some((plan, FaultStep::Lift));
+                        inject(plan.fault, disk, &place.primary)
+                    }
+                    FaultStep::Lift => lift(plan.fault, disk, &place.primary),
+                };
+                say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
+            }
+        }
+    };
+    // Whatever was still on its way.
+    while let Ok(report) = reports.try_recv() {
+        status.update(&report);
+    }
+    while let Ok(SimEvent::Announcement(a)) = sim_events.try_recv() {
+        announcements.push(a.to_json_line());
+    }
+    sim_task.abort();
+    recorder_task.abort();
+    let summary = match result {
+        Ok(Ok(Some(summary))) => summary,
+        Ok(Ok(None)) => return Err(DemoError::NoSummary),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(DemoError::Sfu(format!("mixer task: {e}"))),
+    };
+    say(
+        out,
+        format!(
+            "demo: stopped: {} fragments, {} bytes, {:.1} s of media",
+            summary.fragments,
+            summary.file_bytes,
+            summary.media_ms as f64 / 1000.0
+        ),
+    );
+    Ok(DemoOutcome {
+        summary,
+        segments: status.segments,
+        announcements,
+    })
+}
+
+enum FaultStep {
+    Inject,
+    Lift,
+}
+
+/// Breaks the small disk; the line to print.
+fn inject(fault: DemoFault, disk: &LoopDisk, primary: &Path) -> String {
+    let done = match fault {
+        DemoFault::DiskFull => fill(primary).is_ok(),
+        DemoFault::DiskOffline => disk.lazy_unmount(),
+        DemoFault::ReadOnly => disk.trigger_fs_error(),
+        DemoFault::IndexIo => newest_index(primary).is_some_and(|f| run_on("chattr", &["+i"], &f)),
+    };
+    if done {
+        format!("injecting fault: {fault}")
+    } else {
+        format!("could not inject fault: {fault}")
+    }
+}
+
+/// Repairs what [`inject`] broke, as an operator would.
+fn lift(fault: DemoFault, disk: &LoopDisk, primary: &Path) -> String {
+    let done = match fault {
+        DemoFault::DiskFull => std::fs::remove_file(primary.join(FILLER)).is_ok(),
+        DemoFault::DiskOffline => disk.mount_again(),
+        DemoFault::ReadOnly => disk.lazy_unmount() && disk.repair() && disk.mount_again(),
+        DemoFault::IndexIo => newest_index(primary).is_some_and(|f| run_on("chattr", &["-i"], &f)),
+    };
+    if done {
+        format!("fault repaired: {fault}")
+    } else {
+        format!("could not repair fault: {fault}")
+    }
+}
+
+const FILLER: &str = "filler";
+
+/// Takes all the free space of the file system at `dir` in one file.
+fn fill(dir: &Path) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(dir.join(FILLER))?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        if let Err(e) = f.write_all(&chunk) {
+            return match e.raw_os_error() {
+                Some(libc::ENOSPC) => Ok(()),
+                _ => Err(e),
+            };
+        }
+    }
+}
+
+/// The index file most recently modified under `root`.
+fn newest_index(root: &Path) -> Option<PathBuf> {
+    let room = root.join(ROOM);
+    std::fs::read_dir(room)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join(INDEX_FILE)))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// What the progress line shows.
+#[derive(Default)]
+struct Status {
+    participants: usize,
+    stats: Option<Stats>,
+    faults: Vec<String>,
+    segments: Vec<PathBuf>,
+    link_up: bool,
+}
+
+impl Status {
+    fn update(&mut self, report: &MixerReport) {
+        match report {
+            MixerReport::Participants(n) => self.participants = *n,
+            MixerReport::Relayed(Notice::Stats(s)) => self.stats = Some(*s),
+            MixerReport::Relayed(Notice::Fault(f)) => {
+                let name = format!("{:?}", f.kind);
+                if !self.faults.contains(&name) {
+                    self.faults.push(name);
+                }
+            }
+            MixerReport::Relayed(Notice::Cleared { kind, .. }) => {
+                let name = format!("{kind:?}");
+                self.faults.retain(|f| *f != name);
+            }
+            MixerReport::Link(LinkReport::Started { path }) => {
+                self.link_up = true;
+                self.segments.push(PathBuf::from(path));
+            }
+            MixerReport::Link(_) => {}
+        }
+    }
+
+    fn line(&self, elapsed: Duration) -> String {
+        let recorded = match &self.stats {
+            Some(s) => format!(
+                "recorded {:.0} s, {:.1} MB, {} MB free",
+                s.duration_ms as f64 / 1000.0,
+                (s.file_bytes + s.index_bytes) as f64 / 1e6,
+                s.free_bytes >> 20
+            ),
+            None => "recorded -".into(),
+        };
+        let faults = if self.faults.is_empty() {
+            "none".to_owned()
+        } else {
+            self.faults.join(", ")
+        };
+        format!(
+            "demo: [{:>5.1}s] participants {} | {recorded} | segments {} | faults: {faults}",
+            elapsed.as_secs_f64(),
+            self.participants,
+            self.segments.len(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_plans() {
+        let p: FaultPlan = "disk-full@10s".parse().unwrap();
+        assert_eq!(
+            (p.fault, p.at),
+            (DemoFault::DiskFull, Duration::from_secs(10))
+        );
+        for (s, f) in [
+            ("disk-offline@1s", DemoFault::DiskOffline),
+            ("read-only@500ms", DemoFault::ReadOnly),
+            (" index-io@2s ", DemoFault::IndexIo),
+        ] {
+            assert_eq!(s.parse::<FaultPlan>().unwrap().fault, f);
+        }
+        for bad in ["disk-full", "full@1s", "disk-full@soon", "@1s"] {
+            let e = bad.parse::<FaultPlan>().unwrap_err().to_string();
+            assert!(
+                e.contains("disk-full, disk-offline, read-only, index-io"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The mixing core: participants come and go and their frames arrive; out come one
+//! Opus track and one H.264 track at a steady pace, ready for the media link.
+//!
+//! Sans-IO: time is passed in. Output runs `delay` behind the timeline so that frames
+//! which took a little longer through the network and the decoders still make it:
+//! video frame `n` (timeline `n / fps`) is rendered at `start + delay + n / fps`,
+//! audio frame `k` (timeline `[k, k + 1) * 20 ms`) is mixed once its end plus `delay`
+//! has passed. Both tracks start at the timeline's zero, so they stay in sync.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use super::audio_encoder::{MixEncoder, MixEncoderError};
+use super::audio_mixer::{AudioMixer, MixerConfig};
+use super::compositor::{Compositor, CompositorConfig};
+use super::frame_clock::FrameClock;
+use super::timeline::ParticipantTimeline;
+use crate::decoder::h264::H264Decoder;
+use crate::decoder::opus::OpusDecoder;
+use crate::encoder::{self, EncodedVideo, EncoderConfig, EncoderError, EncoderKind, VideoEncoder};
+use crate::ingest::{Frame, MediaKind};
+use crate::link::frame::{
+    text, AudioCodec, AudioParams, Media, StartParams, Track, VideoCodec, VideoParams,
+};
+use crate::media::h264;
+use crate::sfu::control::{ParticipantId, ParticipantInfo};
+
+/// Samples per channel of one 20 ms output audio frame at 48 kHz.
+const AUDIO_FRAME: i64 = 960;
+const AUDIO_FRAME_TIME: Duration = Duration::from_millis(20);
+/// Decoded pictures waiting for their turn, per participant: a bound on memory when a
+/// sender runs ahead of the timeline.
+const MAX_PENDING_PICTURES: usize = 30;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub width: u16,
+    pub height: u16,
+    pub fps: u16,
+    pub video_bitrate_bps: u32,
+    pub audio_bitrate_bps: u32,
+    /// Keyframe interval of the output (the recorder's fragment duration).
+    pub keyframe_interval: Duration,
+    pub encoder: EncoderKind,
+    /// How far output runs behind the timeline.
+    pub delay: Duration,
+    /// How long a stalled participant's last picture is shown before a placeholder.
+    pub hold: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            video_bitrate_bps: 2_500_000,
+            audio_bitrate_bps: 96_000,
+            keyframe_interval: Duration::from_secs(2),
+            encoder: EncoderKind::Auto,
+            delay: Duration::from_millis(80),
+            hold: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("video encoder: {0}")]
+    Encoder(#[from] EncoderError),
+    #[error("audio encoder: {0}")]
+    AudioEncoder(#[from] MixEncoderError),
+    #[error("audio mixer: {0}")]
+    AudioMixer(#[from] super::audio_mixer::MixerError),
+    #[error("the video encoder's first frame has no {0}")]
+    MissingParameterSet(&'static str),
+    #[error("parameter set of {0} bytes does not fit the Start frame")]
+    ParameterSetTooLong(usize),
+    #[error("the video encoder gave no first frame")]
+    NoFirstFrame,
+    #[error("compositor: {0}")]
+    Compositor(#[from] super::compositor::CompositorError),
+    #[error("output frame rate: {0}")]
+    FrameRate(#[from] super::frame_clock::FrameClockError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineOutput {
+    Media(Media),
+    /// The participant's video cannot be decoded until its next keyframe.
+    KeyframeRequest(ParticipantId),
+}
+
+/// Counters of one participant, for logs and the stats the mixer reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParticipantCounters {
+    pub audio_packets: u64,
+    pub audio_decode_errors: u64,
+    /// Loss events in the audio (each gap is mixed as silence).
+    pub audio_losses: u64,
+    pub video_frames: u64,
+    pub video_decode_errors: u64,
+    pub pictures_late: u64,
+}
+
+struct Participant {
+    info: ParticipantInfo,
+    /// Key of the participant in the audio mixer and the compositor.
+    source: u32,
+    timeline: ParticipantTimeline,
+    opus: OpusDecoder,
+    h264: H264Decoder,
+    /// Decoded pictures with their timeline position (90 kHz), oldest first.
+    pending: VecDeque<(i64, crate::media::picture::Picture)>,
+    /// After a decode error: frames are skipped until a keyframe.
+    awaiting_keyframe: bool,
+    counters: ParticipantCounters,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    start: Instant,
+    participants: Vec<Participant>,
+    by_ssrc: HashMap<u32, usize>,
+    next_source: u32,
+    audio: AudioMixer<u32>,
+    audio_encoder: MixEncoder,
+    compositor: Compositor<u32>,
+    frames: FrameClock,
+    video_encoder: Box<dyn VideoEncoder>,
+    /// Next audio frame to mix, in frames of 20 ms.
+    next_audio: i64,
+    /// Output not yet handed out (the first video frame, encoded at construction).
+    ready: Vec<EngineOutput>,
+    video_params: VideoParams,
+    keyframe_wanted: bool,
+}
+
+impl Engine {
+    /// Opens the encoders and encodes the first video frame, whose parameter sets the
+    /// `Start` frame needs.
+    pub fn new(config: EngineConfig, start: Instant) -> Result<Self, EngineError> {
+        let gop_frames = (config.keyframe_interval.as_secs_f64() * f64::from(config.fps))
+            .round()
+            .max(1.0) as u32;
+        let mut video_encoder = encoder::open(&EncoderConfig {
+            width: u32::from(config.width),
+            height: u32::from(config.height),
+            fps: u32::from(config.fps),
+            bitrate_bps: config.video_bitrate_bps,
+            gop_frames,
+            kind: config.encoder.clone(),
+        })?;
+        info!(encoder = video_encoder.name(), "video encoder ready");
+        let mut compositor = Compositor::new(CompositorConfig {
+            width: usize::from(config.width),
+            height: usize::from(config.height),
+            hold: config.hold,
+            ..CompositorConfig::default()
+        })?;
+        let first_due = start + config.delay;
+        let mut frames = FrameClock::new(first_due, u32::from(config.fps))?;
+        let tick = frames.poll(first_due).expect("frame 0 is due at the start");
+        let picture = compositor.render(start);
+        let mut first = video_encoder.encode(picture, tick.pts as i64, true)?;
+        if first.is_empty() {
+            // A hardware pipeline holds frames back: this one is needed now.
+            first = video_encoder.flush()?;
+        }
+        let video_params = video_params(
+            &config,
+            &first.first().ok_or(EngineError::NoFirstFrame)?.data,
+        )?;
+        let audio_encoder = MixEncoder::new(config.audio_bitrate_bps)?;
+        Ok(Self {
+            ready: first.into_iter().map(video_media).collect(),
+            start,
+            participants: Vec::new(),
+            by_ssrc: HashMap::new(),
+            next_source: 0,
+            audio: AudioMixer::new(0, MixerConfig::default()),
+            audio_encoder,
+            compositor,
+            frames,
+            video_encoder,
+            next_audio: 0,
+            video_params,
+            keyframe_wanted: false,
+            config,
+        })
+    }
+
+    pub fn start_params(&self, recording: &str, room: &str) -> StartParams {
+        StartParams {
+            recording: text(recording),
+            room: text(room),
+            video: self.video_params.clone(),
+            audio: AudioParams {
+                codec: AudioCodec::Opus,
+                sample_rate: 48_000,
+                channels: 2,
+                pre_skip: self.audio_encoder.pre_skip(),
+            },
+        }
+    }
+
+    pub fn encoder_name(&self) -> &str {
+        self.video_encoder.name()
+    }
+
+    pub fn participants(&self) -> impl Iterator<Item = (&ParticipantInfo, ParticipantCounters)> {
+        self.participants.iter().map(|p| (&p.info, p.counters))
+    }
+
+    /// Makes the next output video frame a keyframe.
+    pub fn force_keyframe(&mut self) {
+        self.keyframe_wanted = true;
+    }
+
+    pub fn join(&mut self, info: ParticipantInfo) {
+        if self.participants.iter().any(|p| p.info.id == info.id) {
+            warn!(id = %info.id, "participant joined twice; ignored");
+            return;
+        }
+        let (opus, h264) = match (OpusDecoder::new(), H264Decoder::new()) {
+            (Ok(o), Ok(h)) => (o, h),
+            (Err(e), _) => return warn!(id = %info.id, "no Opus decoder: {e}"),
+            (_, Err(e)) => return warn!(id = %info.id, "no H.264 decoder: {e}"),
+        };
+        let source = self.next_source;
+        self.next_source += 1;
+        self.audio.add_source(source);
+        info!(id = %info.id, name = %info.name, "participant joins the mix");
+        self.participants.push(Participant {
+            info,
+            source,
+            timeline: ParticipantTimeline::default(),
+            opus,
+            h264,
+            pending: VecDeque::new(),
+            // Decoding starts at a keyframe.
+            awaiting_keyframe: true,
+            counters: ParticipantCounters::default(),
+        });
+        self.relayout();
+    }
+
+    pub fn leave(&mut self, id: &str) {
+        let Some(at) = self.participants.iter().position(|p| p.info.id == id) else {
+            return;
+        };
+        let p = self.participants.remove(at);
+        self.audio.remove_source(p.source);
+        info!(id = %p.info.id, counters = ?p.counters, "participant leaves the mix");
+        self.relayout();
+    }
+
+    fn relayout(&mut self) {
+        self.by_ssrc.clear();
+        for (i, p) in self.participants.iter().enumerate() {
+            self.by_ssrc.insert(p.info.audio.ssrc, i);
+            self.by_ssrc.insert(p.info.video.ssrc, i);
+        }
+        let sources: Vec<u32> = self.participants.iter().map(|p| p.source).collect();
+        if let Err(e) = self.compositor.set_sources(&sources) {
+            // Only more than 16 participants: the SFU sim and the roster allow 16.
+            warn!("participants not laid out: {e}");
+        }
+    }
+
+    /// Decodes one frame of a participant and files its samples or picture.
+    pub fn on_frame(&mut self, frame: Frame, now: Instant) -> Vec<EngineOutput> {
+        let Some(&i) = self.by_ssrc.get(&frame.ssrc) else {
+            debug!(ssrc = frame.ssrc, "frame of no participant");
+            return Vec::new();
+        };
+        let arrival = now.saturating_duration_since(self.start);
+        let p = &mut self.participants[i];
+        let at = p
+            .timeline
+            .place(frame.kind, frame.ts, arrival, frame.wallclock_us);
+        match frame.kind {
+            MediaKind::Audio => {
+                p.counters.audio_packets += 1;
+                match p.opus.decode(&frame.data) {
+                    Ok(pcm) => {
+                        if let Err(e) = self.audio.push(p.source, at, pcm) {
+                            debug!(id = %p.info.id, "audio not mixed: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        p.counters.audio_decode_errors += 1;
+                        debug!(id = %p.info.id, "Opus packet does not decode: {e}");
+                    }
+                }
+                Vec::new()
+            }
+            MediaKind::Video => {
+                if p.awaiting_keyframe && !frame.keyframe {
+                    return Vec::new();
+                }
+                match p.h264.decode(&frame.data) {
+                    Ok(picture) => {
+                        p.awaiting_keyframe = false;
+                        p.counters.video_frames += 1;
+                        if let Some(picture) = picture {
+                            if p.pending.len() == MAX_PENDING_PICTURES {
+                                p.pending.pop_front();
+                                p.counters.pictures_late += 1;
+                            }
+                            p.pending.push_back((at, picture));
+                        }
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        p.counters.video_decode_errors += 1;
+                        p.awaiting_keyframe = true;
+                        debug!(id = %p.info.id, "H.264 frame does not decode: {e}");
+                        vec![EngineOutput::KeyframeRequest(p.info.id.clone())]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Packets of a stream were lost: the audio gap is mixed as silence; video waits
+    /// for the keyframe the ingest has asked for.
+    pub fn on_lost(&mut self, ssrc: u32) {
+        let Some(&i) = self.by_ssrc.get(&ssrc) else {
+            return;
+        };
+        let p = &mut self.participants[i];
+        if ssrc == p.info.video.ssrc {
+            p.awaiting_keyframe = true;
+        } else {
+            p.counters.audio_losses += 1;
+        }
+    }
+
+    /// When [`poll`](Self::poll) has something to do next.
+    pub fn next_deadline(&self) -> Instant {
+        self.frames.next_due().min(self.audio_due(self.next_audio))
+    }
+
+    fn audio_due(&self, frame: i64) -> Instant {
+        self.start + self.config.delay + AUDIO_FRAME_TIME * (frame + 1) as u32
+    }
+
+    /// Mixes and encodes every output frame that is due at `now`.
+    pub fn poll(&mut self, now: Instant) -> Result<Vec<EngineOutput>, EngineError> {
+        let mut out = std::mem::take(&mut self.ready);
+        while self.audio_due(self.next_audio) <= now {
+            let at = self.next_audio * AUDIO_FRAME;
+            let mixed = self.audio.mix(at)?;
+            let data = self.audio_encoder.encode(&mixed.pcm)?;
+            out.push(EngineOutput::Media(Media {
+                track: Track::Audio,
+                pts: at,
+                dts: at,
+                keyframe: true,
+                data,
+            }));
+            self.next_audio += 1;
+        }
+        if let Some(due) = self.frames.poll(now) {
+            if due.skipped > 0 {
+                debug!(skipped = due.skipped, "video output fell behind");
+            }
+            for p in &mut self.participants {
+                // The newest picture whose time has come; older ones are passed over.
+                let mut shown = None;
+                while p
+                    .pending
+                    .front()
+                    .is_some_and(|(at, _)| *at <= due.pts as i64)
+                {
+                    shown = p.pending.pop_front();
+                }
+                if let Some((_, picture)) = shown {
+                    self.compositor.push(p.source, picture, now);
+                }
+            }
+            let picture = self.compositor.render(now);
+            let force = std::mem::take(&mut self.keyframe_wanted);
+            let encoded = self.video_encoder.encode(picture, due.pts as i64, force)?;
+            out.extend(encoded.into_iter().map(video_media));
+        }
+        Ok(out)
+    }
+}
+
+fn video_media(encoded: EncodedVideo) -> EngineOutput {
+    EngineOutput::Media(Media {
+        track: Track::Video,
+        pts: encoded.pts,
+        dts: encoded.pts,
+        keyframe: encoded.keyframe,
+        data: encoded.data,
+    })
+}
+
+fn video_params(config: &EngineConfig, first: &[u8]) -> Result<VideoParams, EngineError> {
+    let (sps, pps) = h264::parameter_sets(first);
+    let sps = sps.ok_or(EngineError::MissingParameterSet("SPS"))?;
+    let pps = pps.ok_or(EngineError::MissingParameterSet("PPS"))?;
+    let set = |s: &[u8]| {
+        heapless::Vec::from_slice(s).map_err(|_| EngineError::ParameterSetTooLong(s.len()))
+    };
+    Ok(VideoParams {
+        codec: VideoCodec::H264,
+        sps: set(sps)?,
+        pps: set(pps)?,
+        width: config.width,
+        height: config.height,
+        fps: config.fps,
+    })
+}

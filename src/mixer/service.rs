@@ -1,0 +1,252 @@
+//! The mixer as a running service: the SFU's roster decides whose RTP the ingest
+//! receives, the [`Engine`] mixes on a thread of its own (decoding and encoding are
+//! CPU work that must not stall the sockets), media goes to the recorder over the
+//! [`RecorderLink`], and everything the recorder says comes back out to the SFU at once.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::engine::{Engine, EngineConfig, EngineError, EngineOutput};
+use super::link::{LinkConfig, LinkReport, RecorderLink};
+use crate::ingest::udp::{IngestCommand, UdpError, UdpIngest};
+use crate::ingest::{Demux, IngestOutput, MediaKind, StreamConfig};
+use crate::link::frame::Summary;
+use crate::sfu::control::ParticipantInfo;
+use crate::sfu::{Notice, RosterEvent, SfuAdapter};
+
+/// SSRC of the mixer in the RTCP it sends to the SFU.
+const MIXER_SSRC: u32 = 0x6d69_7872;
+/// Outputs of the ingest waiting for the engine.
+const INGEST_QUEUE: usize = 4096;
+/// How long a stop waits for the recorder to take the last media and confirm.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct MixerConfig {
+    /// Where participants' RTP arrives (one port for all streams).
+    pub ingest: SocketAddr,
+    /// Jitter buffer depth of every stream.
+    pub playout_delay: Duration,
+    pub engine: EngineConfig,
+    pub link: LinkConfig,
+    /// How often per-stream ingest counters are logged and reported to the SFU.
+    pub stats_interval: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum MixerError {
+    #[error(transparent)]
+    Ingest(#[from] UdpError),
+    #[error("mixing engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("SFU adapter: {0}")]
+    Sfu(String),
+    #[error("the SFU closed the control channel")]
+    SfuGone,
+    #[error("the mixing engine stopped")]
+    EngineStopped,
+}
+
+/// What the mixer did, for progress displays (the demo, the panel).
+#[derive(Debug, Clone)]
+pub enum MixerReport {
+    Participants(usize),
+    /// A notice was relayed to the SFU.
+    Relayed(Notice),
+    Link(LinkReport),
+}
+
+enum EngineInput {
+    Join(ParticipantInfo),
+    /// Produce what is due up to this instant, then end.
+    Stop(Instant),
+    Leave(String),
+    Ingest(IngestOutput),
+}
+
+/// Binds the ingest socket first, so its port can go in the SFU hello.
+pub async fn bind_ingest(config: &MixerConfig) -> Result<UdpIngest, MixerError> {
+    Ok(UdpIngest::bind(config.ingest, Demux::new(MIXER_SSRC)).await?)
+}
+
+/// Runs until `stop` fires or the SFU goes away; then stops the recording and returns
+/// the recorder's summary (if it confirmed the stop).
+pub async fn run<A: SfuAdapter>(
+    config: MixerConfig,
+    ingest: UdpIngest,
+    mut adapter: A,
+    reports: mpsc::UnboundedSender<MixerReport>,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<Option<Summary>, MixerError> {
+    let engine = Engine::new(config.engine.clone(), Instant::now())?;
+    let start = engine.start_params(&config.link.recording, &config.link.room);
+    let (link_reports_tx, mut link_reports) = mpsc::unbounded_channel();
+    let mut link = RecorderLink::new(config.link.clone(), start, link_reports_tx);
+
+    let (ingest_tx, mut ingest_rx) = mpsc::channel(INGEST_QUEUE);
+    let (ingest_cmd, ingest_cmd_rx) = mpsc::unbounded_channel();
+    let ingest_task = tokio::spawn(ingest.run(ingest_tx, ingest_cmd_rx));
+    let (engine_tx, engine_rx) = std::sync::mpsc::channel();
+    let (out_tx, mut engine_out) = mpsc::unbounded_channel();
+    let engine_thread = std::thread::Builder::new()
+        .name("mixer-engine".into())
+        .spawn(move || drive_engine(engine, engine_rx, out_tx))
+        .expect("spawning the engine thread");
+
+    let mut stats = tokio::time::interval(config.stats_interval);
+    stats.tick().await;
+    let mut participants = 0usize;
+    let outcome = loop {
+        tokio::select! {
+            event = adapter.next_event() => match event {
+                Ok(Some(RosterEvent::Joined(p))) => {
+                    for (s, kind) in [(p.audio, MediaKind::Audio), (p.video, MediaKind::Video)] {
+                        let mut stream = StreamConfig::new(s.ssrc, kind, s.payload_type);
+                        stream.jitter.playout_delay = config.playout_delay;
+                        let _ = ingest_cmd.send(IngestCommand::AddStream(stream));
+                    }
+                    if let Err(e) = adapter.forward(&p.id) {
+                        break Err(MixerError::Sfu(e.to_string()));
+                    }
+                    participants += 1;
+                    let _ = reports.send(MixerReport::Participants(participants));
+                    let _ = engine_tx.send(EngineInput::Join(p));
+                }
+                Ok(Some(RosterEvent::Left(p))) => {
+                    for ssrc in [p.audio.ssrc, p.video.ssrc] {
+                        let _ = ingest_cmd.send(IngestCommand::RemoveStream(ssrc));
+                    }
+                    participants = participants.saturating_sub(1);
+                    let _ = reports.send(MixerReport::Participants(participants));
+                    let _ = engine_tx.send(EngineInput::Leave(p.id.to_string()));
+                }
+                Ok(None) => break Err(MixerError::SfuGone),
+                // An inconsistent announcement leaves the roster as it was.
+                Err(e) => warn!("SFU: {e}"),
+            },
+            Some(output) = ingest_rx.recv() => {
+                let _ = engine_tx.send(EngineInput::Ingest(output));
+            }
+            output = engine_out.recv() => match output {
+                Some(Ok(EngineOutput::Media(media))) => link.send(media).await,
+                Some(Ok(EngineOutput::KeyframeRequest(id))) => {
+                    if let Err(e) = adapter.request_keyframe(&id) {
+                        warn!(%id, "keyframe request to the SFU: {e}");
+                    }
+                }
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(MixerError::EngineStopped),
+            },
+            Some(report) = link_reports.recv() => {
+                if let LinkReport::Notice(notice) = &report {
+                    // The heart of the product: the meeting hears of it at once.
+                    if let Err(e) = adapter.send_notice(notice.clone()) {
+                        warn!("cannot relay {notice:?} to the SFU: {e}");
+                    }
+                    let _ = reports.send(MixerReport::Relayed(notice.clone()));
+                }
+                let _ = reports.send(MixerReport::Link(report));
+            }
+            wake = link.wait() => link.on_wake(wake).await,
+            _ = stats.tick() => {
+                let (tx, rx) = oneshot::channel();
+                let _ = ingest_cmd.send(IngestCommand::Stats(tx));
+                if let Ok(all) = rx.await {
+                    for (ssrc, s) in all {
+                        info!(ssrc, "ingest: {s}");
+                    }
+                }
+            }
+            _ = &mut stop => break Ok(()),
+        }
+    };
+
+    // Whatever the engine has up to now goes out before the Stop.
+    let _ = engine_tx.send(EngineInput::Stop(Instant::now()));
+    drop(engine_tx);
+    while let Some(Ok(EngineOutput::Media(media))) = engine_out.recv().await {
+        link.send(media).await;
+    }
+    let _ = engine_thread.join();
+    drop(ingest_cmd);
+    let _ = ingest_task.await;
+    let summary = link.stop(STOP_PATIENCE).await;
+    while let Ok(report) = link_reports.try_recv() {
+        if let LinkReport::Notice(notice) = &report {
+            let _ = adapter.send_notice(notice.clone());
+        }
+        let _ = reports.send(MixerReport::Link(report));
+    }
+    outcome.map(|()| summary)
+}
+
+/// The engine's thread: inputs as they come, output whenever it is due. Inputs are
+/// taken first even when output is late, so a stop is never stuck behind a backlog.
+fn drive_engine(
+    mut engine: Engine,
+    inputs: std::sync::mpsc::Receiver<EngineInput>,
+    outputs: mpsc::UnboundedSender<Result<EngineOutput, EngineError>>,
+) {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    let emit = |out: Result<Vec<EngineOutput>, EngineError>| match out {
+        Ok(out) => out.into_iter().all(|o| outputs.send(Ok(o)).is_ok()),
+        Err(e) => {
+            let _ = outputs.send(Err(e));
+            false
+        }
+    };
+    loop {
+        let input = match inputs.try_recv() {
+            Ok(input) => Some(input),
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                let now = Instant::now();
+                let deadline = engine.next_deadline();
+                if deadline <= now {
+                    if !emit(engine.poll(now)) {
+                        return;
+                    }
+                    continue;
+                }
+                match inputs.recv_timeout(deadline - now) {
+                    Ok(input) => Some(input),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        };
+        let out = match input {
+            None => continue,
+            Some(EngineInput::Stop(at)) => {
+                // Everything up to the stop, and nothing after it.
+                emit(engine.poll(at));
+                return;
+            }
+            Some(EngineInput::Join(p)) => {
+                engine.join(p);
+                Vec::new()
+            }
+            Some(EngineInput::Leave(id)) => {
+                engine.leave(&id);
+                Vec::new()
+            }
+            Some(EngineInput::Ingest(IngestOutput::Frame(frame))) => {
+                engine.on_frame(frame, Instant::now())
+            }
+            Some(EngineInput::Ingest(IngestOutput::Lost { ssrc, packets })) => {
+                debug!(ssrc, packets, "packets lost");
+                engine.on_lost(ssrc);
+                Vec::new()
+            }
+            // The ingest has sent the PLI itself.
+            Some(EngineInput::Ingest(IngestOutput::KeyframeRequest { .. })) => Vec::new(),
+        };
+        if !emit(Ok(out)) {
+            return;
+        }
+    }
+}
