@@ -154,12 +154,12 @@ pub fn plan(roots: &[&Path], start: &StartParams, now: SystemTime) -> Plan {
         warn!(recording = %start.recording, base = %found.base_name, %why, "the Start does not match the existing recording: starting a fresh one");
         return fresh;
     }
-    match prepare(found) {
+    match prepare(&found) {
         Ok(existing) => {
             info!(recording = %start.recording, base = %existing.base_name, segments = existing.segments.len(), from_us = existing.tail.start_us, "continuing the recording in a new segment");
             Plan::Resume(existing)
         }
-        Err((found, e)) => {
+        Err(e) => {
             warn!(recording = %start.recording, base = %found.base_name, error = %e, "the existing recording cannot be continued: starting a fresh one");
             fresh
         }
@@ -253,8 +253,8 @@ fn merge_chain(listed: Vec<ChainEntry>, found: &[(u16, PathBuf, bool)]) -> Vec<C
 }
 
 /// Repairs the segments of `found` that were not finished and reads what they hold
-/// and where the new segment picks up. On error, `found` comes back with it.
-fn prepare(found: Found) -> Result<Existing, (Found, ResumeError)> {
+/// and where the new segment picks up.
+fn prepare(found: &Found) -> Result<Existing, ResumeError> {
     let listed = found
         .dirs
         .iter()
@@ -284,15 +284,13 @@ fn prepare(found: Found) -> Result<Existing, (Found, ResumeError)> {
             read_segment(e, spool)
         })
         .collect();
-    match read_tail(&segments) {
-        Ok(tail) => Ok(Existing {
-            base_name: found.base_name.clone(),
-            started_at: found.started_at,
-            segments,
-            tail,
-        }),
-        Err(e) => Err((found, e)),
-    }
+    let tail = read_tail(&segments)?;
+    Ok(Existing {
+        base_name: found.base_name.clone(),
+        started_at: found.started_at,
+        segments,
+        tail,
+    })
 }
 
 /// What a segment holds now, from its files; an unreadable segment holds nothing.

@@ -51,26 +51,36 @@ pub struct Storage {
 /// (no data, no error), so it would wait for media that never come.
 #[derive(Debug, Default)]
 pub struct Writers {
-    active: Mutex<HashMap<(String, String), (u64, mpsc::WeakSender<WriterCmd>)>>,
+    active: Mutex<HashMap<RecordingKey, Holder>>,
     released: Condvar,
     next_claim: AtomicU64,
+}
+
+/// Room and recording id.
+type RecordingKey = (String, String);
+
+#[derive(Debug)]
+struct Holder {
+    claim: u64,
+    /// Its queue, to ask it to finish.
+    cmds: mpsc::WeakSender<WriterCmd>,
 }
 
 /// A writer's hold on its recording; released when dropped.
 struct Claim<'a> {
     writers: &'a Writers,
-    key: (String, String),
+    key: RecordingKey,
     id: u64,
 }
 
 impl Writers {
     /// Waits until no other writer holds the recording `key`, then holds it.
-    fn claim(&self, key: (String, String), own: mpsc::WeakSender<WriterCmd>) -> Claim<'_> {
+    fn claim(&self, key: RecordingKey, own: mpsc::WeakSender<WriterCmd>) -> Claim<'_> {
         let id = self.next_claim.fetch_add(1, Ordering::Relaxed);
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         let mut logged = false;
-        while let Some((_, holder)) = active.get(&key) {
-            if let Some(holder) = holder.upgrade() {
+        while let Some(holder) = active.get(&key) {
+            if let Some(holder) = holder.cmds.upgrade() {
                 if !logged {
                     logged = true;
                     info!(room = %key.0, recording = %key.1, "waiting for the previous session's writer to finish the recording");
@@ -85,7 +95,13 @@ impl Writers {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        active.insert(key.clone(), (id, own));
+        active.insert(
+            key.clone(),
+            Holder {
+                claim: id,
+                cmds: own,
+            },
+        );
         Claim {
             writers: self,
             key,
@@ -101,7 +117,7 @@ impl Drop for Claim<'_> {
             .active
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if active.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+        if active.get(&self.key).is_some_and(|h| h.claim == self.id) {
             active.remove(&self.key);
         }
         self.writers.released.notify_all();
