@@ -18,6 +18,8 @@ pub enum H264Error {
     NotAnnexB,
     #[error("access unit has no NAL units besides parameter sets and delimiters")]
     NoPictureData,
+    #[error("AVCC sample: a NAL unit length runs past the end")]
+    BadLength,
 }
 
 /// The NAL unit type (low five bits of the first header byte); 0 for an empty unit.
@@ -106,6 +108,22 @@ pub fn annex_b_to_avcc(au: &[u8]) -> Result<Vec<u8>, H264Error> {
     Ok(out)
 }
 
+/// An MP4 (AVCC, 4-byte length-prefixed) sample back in Annex B form, as the media
+/// link carries it.
+pub fn avcc_to_annex_b(sample: &[u8]) -> Result<Vec<u8>, H264Error> {
+    let mut out = Vec::with_capacity(sample.len());
+    let mut rest = sample;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or(H264Error::BadLength)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let nal = tail.get(..len).ok_or(H264Error::BadLength)?;
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+        rest = &tail[len..];
+    }
+    Ok(out)
+}
+
 /// The first SPS and PPS found in an Annex B access unit.
 pub fn parameter_sets(au: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
     let mut sps = None;
@@ -144,6 +162,19 @@ mod tests {
             parameter_sets(&au),
             (Some(&[0x67, 1][..]), Some(&[0x68, 2][..]))
         );
+    }
+
+    #[test]
+    fn avcc_converts_back_to_annex_b() {
+        let avcc = [0, 0, 0, 3, 0x65, 7, 8, 0, 0, 0, 2, 0x41, 9];
+        let au = avcc_to_annex_b(&avcc).unwrap();
+        assert_eq!(au, [0, 0, 0, 1, 0x65, 7, 8, 0, 0, 0, 1, 0x41, 9]);
+        assert_eq!(annex_b_to_avcc(&au).unwrap(), avcc);
+        assert_eq!(
+            avcc_to_annex_b(&[0, 0, 0, 5, 0x65]),
+            Err(H264Error::BadLength)
+        );
+        assert_eq!(avcc_to_annex_b(&[0, 0]), Err(H264Error::BadLength));
     }
 
     #[test]

@@ -338,6 +338,13 @@ pub struct SampleEntry {
     pub composition_offset: i32,
 }
 
+impl SampleEntry {
+    /// Depends on no other sample (a keyframe).
+    pub fn is_sync(&self) -> bool {
+        self.flags & NON_SYNC_BIT == 0
+    }
+}
+
 /// The samples of one track in one fragment; `data` is their bytes back to back.
 pub struct TrackFragment<'a> {
     pub track_id: u32,
@@ -750,6 +757,26 @@ pub struct MoofInfo {
 /// Parses a `moof` body. Only what the recorder writes is supported: one `trun`
 /// per `traf`, `default-base-is-moof`, explicit per-sample durations and sizes.
 pub fn parse_moof(body: &[u8]) -> Result<MoofInfo, ReadError> {
+    parse_moof_with(body, |traf| parse_traf(traf, None))
+}
+
+/// Parses a `moof` body with the samples of every `traf` (in the order of
+/// [`MoofInfo::trafs`]), to read media back out of a fragment.
+pub fn parse_moof_samples(body: &[u8]) -> Result<(MoofInfo, Vec<Vec<SampleEntry>>), ReadError> {
+    let mut samples = Vec::new();
+    let moof = parse_moof_with(body, |traf| {
+        let mut run = Vec::new();
+        let info = parse_traf(traf, Some(&mut run))?;
+        samples.push(run);
+        Ok(info)
+    })?;
+    Ok((moof, samples))
+}
+
+fn parse_moof_with(
+    body: &[u8],
+    mut parse_traf: impl FnMut(&[u8]) -> Result<TrafInfo, ReadError>,
+) -> Result<MoofInfo, ReadError> {
     let mut f = Fields::new(require(body, b"mfhd", "mfhd")?, "mfhd");
     f.full()?;
     let sequence = f.u32()?;
@@ -767,7 +794,11 @@ pub fn parse_moof(body: &[u8]) -> Result<MoofInfo, ReadError> {
     Ok(MoofInfo { sequence, trafs })
 }
 
-fn parse_traf(traf: &[u8]) -> Result<TrafInfo, ReadError> {
+/// Parses a `traf`; with `samples`, also collects each sample of its run.
+fn parse_traf(
+    traf: &[u8],
+    mut samples: Option<&mut Vec<SampleEntry>>,
+) -> Result<TrafInfo, ReadError> {
     let mut f = Fields::new(require(traf, b"tfhd", "tfhd")?, "tfhd");
     let (_, tfhd_flags) = f.full()?;
     if tfhd_flags & 0x02_0000 == 0 || tfhd_flags & 0x01 != 0 {
@@ -783,7 +814,7 @@ fn parse_traf(traf: &[u8]) -> Result<TrafInfo, ReadError> {
     };
 
     let mut f = Fields::new(require(traf, b"trun", "trun")?, "trun");
-    // v0 and v1 differ only in the sign of composition offsets, which we skip.
+    // v0 and v1 differ only in the sign of composition offsets; ours are v1.
     let (_, flags) = f.full()?;
     const NEEDED: u32 = 0x001 | 0x100 | 0x200;
     if flags & NEEDED != NEEDED {
@@ -807,19 +838,36 @@ fn parse_traf(traf: &[u8]) -> Result<TrafInfo, ReadError> {
     let mut data_len = 0u64;
     let mut first_sample_sync = true;
     for i in 0..sample_count {
-        duration += u64::from(f.u32()?);
-        data_len += u64::from(f.u32()?);
+        let sample_duration = f.u32()?;
+        let size = f.u32()?;
+        duration += u64::from(sample_duration);
+        data_len += u64::from(size);
         let sample_flags = if flags & 0x400 != 0 {
             Some(f.u32()?)
         } else {
             None
         };
-        if flags & 0x800 != 0 {
-            f.u32()?;
+        let composition_offset = if flags & 0x800 != 0 {
+            i32::from_be_bytes(f.u32()?.to_be_bytes())
+        } else {
+            0
+        };
+        let fl = if i == 0 {
+            first_flags.or(sample_flags)
+        } else {
+            sample_flags
         }
+        .unwrap_or(0);
         if i == 0 {
-            let fl = first_flags.or(sample_flags).unwrap_or(0);
             first_sample_sync = fl & NON_SYNC_BIT == 0;
+        }
+        if let Some(samples) = samples.as_deref_mut() {
+            samples.push(SampleEntry {
+                duration: sample_duration,
+                size,
+                flags: fl,
+                composition_offset,
+            });
         }
     }
     Ok(TrafInfo {
@@ -1245,6 +1293,31 @@ mod tests {
         let at = (f.offset + m.trafs[0].data_offset) as usize;
         assert_eq!(&file[at..at + 5], &[1, 2, 3, 4, 5]);
         assert_eq!(scan.track_ends(), vec![(1, 12_000), (2, 960)]);
+    }
+
+    #[test]
+    fn samples_parse_back() {
+        let frag = sample_fragment(3, 6000);
+        let (_, body) = boxes(&frag).next().unwrap().unwrap();
+        let (moof, samples) = parse_moof_samples(body).unwrap();
+        assert_eq!(moof, parse_moof(body).unwrap());
+        assert_eq!(samples.len(), 2);
+        assert_eq!(
+            samples[0]
+                .iter()
+                .map(|s| (s.duration, s.size, s.flags & NON_SYNC_BIT == 0))
+                .collect::<Vec<_>>(),
+            [(3000, 3, true), (3000, 2, false)]
+        );
+        assert_eq!(
+            samples[1][0],
+            SampleEntry {
+                duration: 960,
+                size: 4,
+                flags: SAMPLE_SYNC,
+                composition_offset: 0
+            }
+        );
     }
 
     #[test]

@@ -162,6 +162,12 @@ impl Fragmenter {
         self.init.clone()
     }
 
+    /// Numbers the fragments from `sequence` on: a resumed recording continues the
+    /// numbering of its earlier segments.
+    pub fn number_from(&mut self, sequence: u32) {
+        self.next_sequence = sequence;
+    }
+
     /// Video frames dropped because they came before the first keyframe.
     pub fn dropped_before_keyframe(&self) -> u64 {
         self.dropped_before_keyframe

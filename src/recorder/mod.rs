@@ -7,5 +7,6 @@ pub mod monitor;
 pub mod playlist;
 pub mod recording;
 pub mod recovery;
+pub mod resume;
 pub mod service;
 pub mod writer;

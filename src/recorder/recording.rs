@@ -3,8 +3,10 @@
 //! `recording.m3u8`; segment 0 is `<root>/<room>/<UTC start>-<id>/`, segment n is
 //! `<root>/<room>/<UTC start>-<id>.seg<n>/`, where root is the primary storage or the
 //! spool. A recording gets a new segment when the service fails over to the spool or
-//! moves back ([`RecordingWriter::fail_over`], [`RecordingWriter::move_back`]); every
-//! segment directory then holds a `recording.chain` listing all of them.
+//! moves back ([`RecordingWriter::fail_over`], [`RecordingWriter::move_back`]), and
+//! when a recording is continued after its link broke or the recorder restarted
+//! ([`RecordingWriter::resume`], see [`super::resume`]); every segment directory then
+//! holds a `recording.chain` listing all of them.
 //!
 //! Durability order per fragment: the fragment is written and synced, then its index
 //! record is written and synced, then the playlist line is appended. So the index
@@ -32,6 +34,8 @@ use thiserror::Error;
 use super::fragmenter::{Fragment, FragmentError, Fragmenter};
 use super::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use super::playlist;
+use super::recovery;
+use super::resume::{self, track_slot, Existing, ResumeError, Tail};
 use crate::link::frame::{FaultTarget, Media, RecordingId, StartParams, Summary};
 use crate::media::mp4::{self, InitInfo, MoofInfo, ReadError};
 
@@ -109,6 +113,8 @@ pub enum WriteError {
     Format(#[from] ReadError),
     #[error("a recording cannot have more than {} segments", u16::MAX)]
     TooManySegments,
+    #[error("cannot continue the recording: {0}")]
+    Resume(#[from] ResumeError),
 }
 
 impl WriteError {
@@ -368,7 +374,7 @@ pub fn validate_component(what: &'static str, value: &str) -> Result<(), WriteEr
 }
 
 /// The segment number in a segment directory name (`….seg<n>`, n >= 1).
-fn segment_suffix(name: &str) -> Option<u16> {
+pub(crate) fn segment_suffix(name: &str) -> Option<u16> {
     let (_, digits) = name.rsplit_once(".seg")?;
     let n: u16 = digits.parse().ok()?;
     // Only the canonical spelling, so a name maps to one number and back.
@@ -395,6 +401,36 @@ fn segment_dir_name(base: &str, n: u16) -> String {
     } else {
         format!("{base}.seg{n}")
     }
+}
+
+/// The time a [`utc_stamp`] names (`None` for anything else).
+pub fn parse_utc_stamp(stamp: &str) -> Option<SystemTime> {
+    let b = stamp.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let digits = &stamp[from..to];
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let (year, month, day) = (num(0, 4)?, num(4, 6)?, num(6, 8)?);
+    let (h, m, sec) = (num(9, 11)?, num(11, 13)?, num(13, 15)?);
+    if !(1..=12).contains(&month) {
+        return None;
+    }
+    // Days since 1970-01-01 from the civil date (Howard Hinnant's algorithm).
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let secs = (era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + m * 60 + sec;
+    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?);
+    // Only the canonical spelling (no 31 February, no second 60).
+    (utc_stamp(t) == stamp).then_some(t)
 }
 
 /// `yyyymmddThhmmssZ` in UTC (times before 1970 are clamped to the epoch).
@@ -727,6 +763,7 @@ pub struct RecordingWriter {
     room: String,
     /// Directory name of segment 0: `<UTC start>-<recording id>`.
     base_name: String,
+    started_at: SystemTime,
     opts: WriterOptions,
     fragmenter: Fragmenter,
     init: InitInfo,
@@ -737,6 +774,23 @@ pub struct RecordingWriter {
     dropped: DropCounts,
     /// End of the last fragment the fragmenter produced.
     last_end_us: u64,
+    /// Last dts per track (video, audio) the recording held when it was resumed:
+    /// replayed media up to it is skipped.
+    held_until: [Option<i64>; 2],
+    /// Replayed media skipped since media was last taken.
+    skipped: u64,
+    /// The earlier segment whose tail the recording continues with: cut once that
+    /// tail is durable in a later segment.
+    superseded: Option<u16>,
+}
+
+/// Where a recording's first new segment comes from.
+struct Origin<'a> {
+    base_name: String,
+    started_at: SystemTime,
+    /// Segments of the recording that exist already.
+    earlier: Vec<SegmentInfo>,
+    tail: &'a Tail,
 }
 
 impl RecordingWriter {
@@ -769,6 +823,41 @@ impl RecordingWriter {
         started_at: SystemTime,
         opts: WriterOptions,
     ) -> Result<Self, WriteError> {
+        let origin = Origin {
+            base_name: format!("{}-{}", utc_stamp(started_at), start.recording),
+            started_at,
+            earlier: Vec::new(),
+            tail: &Tail::default(),
+        };
+        Self::open(root, spool, start, opts, origin)
+    }
+
+    /// Continues `existing` (see [`super::resume`]) in a new segment under `root`
+    /// (the spool if `spool`): the segment after the existing ones, starting with
+    /// the existing recording's tail, chained after them.
+    pub fn resume(
+        root: &Path,
+        spool: bool,
+        start: &StartParams,
+        existing: &Existing,
+        opts: WriterOptions,
+    ) -> Result<Self, WriteError> {
+        let origin = Origin {
+            base_name: existing.base_name.clone(),
+            started_at: existing.started_at,
+            earlier: existing.segments.clone(),
+            tail: &existing.tail,
+        };
+        Self::open(root, spool, start, opts, origin)
+    }
+
+    fn open(
+        root: &Path,
+        spool: bool,
+        start: &StartParams,
+        opts: WriterOptions,
+        origin: Origin<'_>,
+    ) -> Result<Self, WriteError> {
         validate_component("room", &start.room)?;
         validate_component("recording id", &start.recording)?;
         if segment_suffix(&start.recording).is_some() {
@@ -778,37 +867,120 @@ impl RecordingWriter {
                 reason: "ends like a segment directory (.seg<n>)",
             });
         }
-        let fragmenter = Fragmenter::new(start, opts.max_fragment)?;
+        let Origin {
+            base_name,
+            started_at,
+            earlier,
+            tail,
+        } = origin;
+        let mut fragmenter = Fragmenter::new(start, opts.max_fragment)?;
+        fragmenter.number_from(tail.sequence);
         let init_bytes = fragmenter.init_segment();
         let init = mp4::read_init(&mut Cursor::new(&init_bytes), init_bytes.len() as u64)?;
-        let base_name = format!("{}-{}", utc_stamp(started_at), start.recording);
+        // Through the fragmenter before any file is made, so a refusal leaves none.
+        let mut carried = Vec::new();
+        for m in &tail.media {
+            carried.extend(fragmenter.push(m)?);
+        }
+        let number = match earlier.iter().map(|s| s.segment).max() {
+            Some(n) => n.checked_add(1).ok_or(WriteError::TooManySegments)?,
+            None => 0,
+        };
+        let spool_used: u64 = earlier
+            .iter()
+            .filter(|s| s.spool)
+            .map(|s| s.file_bytes + s.index_bytes)
+            .sum();
         let current = Segment::create(
             SegmentPlace {
                 root,
                 room: &start.room,
-                name: base_name.clone(),
-                number: 0,
+                name: segment_dir_name(&base_name, number),
+                number,
                 spool,
-                first_us: 0,
-                budget: spool.then_some(opts.spool_max_bytes),
+                first_us: tail.start_us,
+                budget: spool.then(|| opts.spool_max_bytes.saturating_sub(spool_used)),
             },
             &init_bytes,
             &init,
             &opts,
         )?;
-        Ok(Self {
+        let mut w = Self {
             recording: start.recording.clone(),
             room: start.room.to_string(),
             base_name,
+            started_at,
             opts,
             fragmenter,
             init,
             init_bytes,
             current,
-            closed: Vec::new(),
+            closed: earlier,
             dropped: DropCounts::default(),
-            last_end_us: 0,
-        })
+            last_end_us: tail.start_us,
+            held_until: tail.last_dts,
+            skipped: 0,
+            superseded: tail.segment,
+        };
+        let linked = (|| {
+            for f in carried {
+                w.enqueue(f)?;
+            }
+            if w.closed.is_empty() {
+                return Ok(());
+            }
+            w.write_chain(&w.segments())
+        })();
+        if let Err(e) = linked {
+            // Unlinked, it would be a stray segment: gone, it is simply not made yet.
+            let _ = fs::remove_dir_all(w.dir());
+            return Err(e);
+        }
+        if let Some(dir) = w.superseded_dir() {
+            if let Err(e) = resume::reopen(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "earlier segment not marked unfinished; a crash before its tail is cut would leave that tail twice");
+            }
+        }
+        Ok(w)
+    }
+
+    /// Wall-clock start of the recording (of its first segment, when resumed).
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    fn superseded_dir(&self) -> Option<&Path> {
+        let n = self.superseded?;
+        self.closed
+            .iter()
+            .find(|s| s.segment == n)
+            .map(|s| s.dir.as_path())
+    }
+
+    /// Cuts the tail this recording carried over off the earlier segment that held
+    /// it, once a fragment of it is durable here (see [`super::resume`]).
+    fn cut_superseded(&mut self) {
+        let Some(n) = self.superseded.take() else {
+            return;
+        };
+        let Some(info) = self.closed.iter_mut().find(|s| s.segment == n) else {
+            return;
+        };
+        match recovery::recover(&info.dir) {
+            Ok(report) => {
+                tracing::info!(dir = %info.dir.display(), cut = report.handed_over, "earlier segment cut before the tail the recording continues with");
+            }
+            Err(e) => {
+                tracing::warn!(dir = %info.dir.display(), error = %e, "earlier segment not cut; recovery cuts it at the next start");
+            }
+        }
+        let entry = ChainEntry {
+            segment: info.segment,
+            first_us: info.first_us,
+            state: info.state,
+            dir: info.dir.clone(),
+        };
+        *info = resume::read_segment(&entry, info.spool);
     }
 
     /// Directory of the current segment.
@@ -854,13 +1026,29 @@ impl RecordingWriter {
     /// fragments beyond `max_queued_bytes` are dropped oldest first and reported in
     /// the outcome, or by [`WriteError::Dropped`] wrapping the error.
     pub fn push(&mut self, media: &Media) -> Result<PushOutcome, WriteError> {
+        if self.held_until[track_slot(media.track)].is_some_and(|last| media.dts <= last) {
+            self.skipped += 1;
+            return Ok(PushOutcome::default());
+        }
+        if self.skipped > 0 {
+            tracing::info!(
+                skipped = self.skipped,
+                "replayed media the recording already holds was skipped"
+            );
+            self.skipped = 0;
+        }
         let mut dropped = None;
         if let Some(fragment) = self.fragmenter.push(media)? {
             self.enqueue(fragment)?;
             dropped = self.bound_queue();
         }
         match self.current.drain() {
-            Ok(durable) => Ok(PushOutcome { durable, dropped }),
+            Ok(durable) => {
+                if durable.is_some() {
+                    self.cut_superseded();
+                }
+                Ok(PushOutcome { durable, dropped })
+            }
             Err(source) => Err(match dropped {
                 Some(dropped) => WriteError::Dropped {
                     dropped,
@@ -881,6 +1069,7 @@ impl RecordingWriter {
             self.enqueue(fragment)?;
         }
         self.current.close(&self.init)?;
+        self.cut_superseded();
         let segments = self.segments_with(SegmentState::Closed);
         if segments.len() > 1 {
             if let Err(e) = self.write_chain(&segments) {
@@ -1139,6 +1328,20 @@ mod tests {
         assert_eq!(utc_stamp(t), "20240229T123456Z");
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799); // 2099-12-31 23:59:59
         assert_eq!(utc_stamp(t), "20991231T235959Z");
+        for secs in [0, 951_782_400, 1_709_210_096, 4_102_444_799] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_utc_stamp(&utc_stamp(t)), Some(t));
+        }
+        for bad in [
+            "20240229T123456",
+            "20240229 123456Z",
+            "20230229T123456Z",
+            "20240229T123460Z",
+            "2024022xT123456Z",
+            "+2024029T123456Z",
+        ] {
+            assert_eq!(parse_utc_stamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   from the MP4, it is byte-identical to what the live writer wrote, so a torn,
 //!   damaged or missing index all end up the same; it is replaced atomically
 //!   (temp file, fsync, rename, fsync directory) and only if it differs;
+//! - fragments that a later segment of the chain holds too (see
+//!   [`super::resume`]) are cut off: the later copy counts;
 //! - the playlist is regenerated (ended) and the `moov` durations are patched.
 //!
 //! Running it again on a recovered (or cleanly finished) recording changes nothing.
@@ -198,15 +200,25 @@ pub fn index_from_file(mp4: &Path) -> Result<Vec<IndexRecord>, RecoveryError> {
     records_of(&scan, mp4, segment)
 }
 
-/// Where the segment after `segment` starts, from the chain file in `dir` (none for
-/// a recording of one segment, or the last one).
-fn next_segment_start(dir: &Path, segment: u16) -> Option<u64> {
+/// Where the media of the later segments of the chain in `dir` begins: the first
+/// whole fragment any later segment holds. A later segment that is empty or cannot
+/// be read is passed over: what no readable segment holds is never cut. `None` for
+/// a recording of one segment, or the last one.
+fn later_segments_start(dir: &Path, segment: u16) -> Option<u64> {
     let text = fs::read_to_string(dir.join(CHAIN_FILE)).ok()?;
     let chain = parse_chain(&text)
         .inspect_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "chain unreadable"))
         .ok()?;
-    let next = segment.checked_add(1)?;
-    chain.iter().find(|e| e.segment == next).map(|e| e.first_us)
+    chain
+        .iter()
+        .filter(|e| e.segment > segment)
+        .find_map(|e| match index_from_file(&e.dir.join(MP4_FILE)) {
+            Ok(records) => records.first().map(|r| r.start_us),
+            Err(error) => {
+                tracing::warn!(dir = %e.dir.display(), %error, "later segment unreadable: nothing cut for it");
+                None
+            }
+        })
 }
 
 /// Recovers one recording directory (see the module docs).
@@ -221,8 +233,9 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     let segment = segment_of_dir(dir);
     let mut records = records_of(&scan, &mp4_path, segment)?;
     // A fragment whose write was reported failed went on in the next segment, but
-    // the failing disk may have kept it after all: the next segment's copy counts.
-    let handed_over = next_segment_start(dir, segment)
+    // the failing disk may have kept it after all; a resumed recording replays its
+    // last group of pictures into the next segment: the later copy counts.
+    let handed_over = later_segments_start(dir, segment)
         .and_then(|next| records.iter().position(|r| r.start_us >= next))
         .map_or(0, |k| {
             scan.valid_len = records[k].offset;

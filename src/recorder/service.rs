@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::monitor::{MonitorConfig, StorageMonitor};
 use super::recording::WriterOptions;
 use super::recovery;
-use super::writer::{write_recording, Progress, Storage, WriterCmd, WriterEvent};
+use super::writer::{write_recording, Progress, Storage, WriterCmd, WriterEvent, Writers};
 use crate::link::codec::DEFAULT_MAX_FRAME;
 use crate::link::frame::{now_millis, text, Frame, Media, RecordingId, StartParams, Stats};
 use crate::link::handshake::LinkKey;
@@ -87,6 +87,7 @@ pub async fn serve(
             poll: config.storage_poll,
             health: config.health,
         }),
+        writers: Writers::default(),
     });
     loop {
         let (reader, sender, peer) = listener.accept().await?;
@@ -109,7 +110,8 @@ type Tagged = (u64, WriterEvent);
 /// One recording being written: the session's handle on its writer thread.
 struct Active {
     id: RecordingId,
-    started: Instant,
+    /// When the recording started (its first session's start, when continued).
+    started: SystemTime,
     progress: Arc<Progress>,
     cmds: Option<mpsc::Sender<WriterCmd>>,
 }
@@ -126,17 +128,18 @@ impl Active {
         let progress = Arc::new(Progress::default());
         let id = start.recording.clone();
         let (storage, opts, thread_progress) = (storage.clone(), config.writer, progress.clone());
+        let own = cmds.downgrade();
         std::thread::Builder::new()
             .name(format!("writer-{}", start.recording))
             .spawn(move || {
-                write_recording(storage, start, opts, thread_progress, rx, &mut |e| {
+                write_recording(storage, start, opts, thread_progress, rx, own, &mut |e| {
                     let _ = events.send((tag, e));
                 })
             })
             .expect("spawning a thread only fails when the process is out of resources");
         Self {
             id,
-            started: Instant::now(),
+            started: SystemTime::now(),
             progress,
             cmds: Some(cmds),
         }
@@ -165,7 +168,9 @@ impl Active {
         Stats {
             file_bytes: self.progress.file_bytes(),
             index_bytes: self.progress.index_bytes(),
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            duration_ms: SystemTime::now()
+                .duration_since(self.started)
+                .map_or(0, |d| d.as_millis() as u64),
             free_bytes: space::statvfs(root).map_or(0, |s| s.free_bytes),
             at: now_millis(),
         }
@@ -318,8 +323,9 @@ async fn on_writer_event(
         return;
     };
     match event {
-        WriterEvent::Created(dir) => {
+        WriterEvent::Created { dir, started_at } => {
             debug!(dir = %dir.display(), "recording files created");
+            a.started = started_at;
             let _ = sender
                 .send(Frame::Started {
                     recording: a.id.clone(),

@@ -4,12 +4,17 @@
 //! each of these steps into frames for the link. Nothing is dropped without a
 //! `MediaDropped` fault that says what.
 //!
+//! A recording whose room and id exist already is continued ([`super::resume`]);
+//! its writer first waits for the writer of the previous session of that recording
+//! to be done with it ([`Writers`]).
+//!
 //! Files are written on a plain thread, not on the async runtime: an fsync can take
 //! long on a failing disk, and the session must keep reading and answering meanwhile.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -18,6 +23,7 @@ use tracing::{info, warn};
 use super::fragmenter::FragmentError;
 use super::monitor::StorageMonitor;
 use super::recording::{RecordingWriter, WriteError, WriterOptions};
+use super::resume::{self, Plan};
 use crate::link::frame::{
     now_millis, text, Fault, FaultKind, FaultTarget, Frame, Media, StartParams, Track,
 };
@@ -36,6 +42,86 @@ pub struct Storage {
     pub spool: Option<PathBuf>,
     /// Watches the primary.
     pub monitor: StorageMonitor,
+    pub writers: Writers,
+}
+
+/// The recordings being written, by room and recording id. A session that
+/// continues a recording waits until the writer of the previous session is done
+/// with it, and asks that writer to finish: its link may have died unnoticed
+/// (no data, no error), so it would wait for media that never come.
+#[derive(Debug, Default)]
+pub struct Writers {
+    active: Mutex<HashMap<RecordingKey, Holder>>,
+    released: Condvar,
+    next_claim: AtomicU64,
+}
+
+/// Room and recording id.
+type RecordingKey = (String, String);
+
+#[derive(Debug)]
+struct Holder {
+    claim: u64,
+    /// Its queue, to ask it to finish.
+    cmds: mpsc::WeakSender<WriterCmd>,
+}
+
+/// A writer's hold on its recording; released when dropped.
+struct Claim<'a> {
+    writers: &'a Writers,
+    key: RecordingKey,
+    id: u64,
+}
+
+impl Writers {
+    /// Waits until no other writer holds the recording `key`, then holds it.
+    fn claim(&self, key: RecordingKey, own: mpsc::WeakSender<WriterCmd>) -> Claim<'_> {
+        let id = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logged = false;
+        while let Some(holder) = active.get(&key) {
+            if let Some(holder) = holder.cmds.upgrade() {
+                if !logged {
+                    logged = true;
+                    info!(room = %key.0, recording = %key.1, "waiting for the previous session's writer to finish the recording");
+                }
+                // Never waits for queue room while holding the lock, which the
+                // holder needs to release; a Finish that found no room goes again.
+                let _ = holder.try_send(WriterCmd::Finish);
+            }
+            active = self
+                .released
+                .wait_timeout(active, RETRY)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        active.insert(
+            key.clone(),
+            Holder {
+                claim: id,
+                cmds: own,
+            },
+        );
+        Claim {
+            writers: self,
+            key,
+            id,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut active = self
+            .writers
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if active.get(&self.key).is_some_and(|h| h.claim == self.id) {
+            active.remove(&self.key);
+        }
+        self.writers.released.notify_all();
+    }
 }
 
 /// What the session reads for `Stats` while the thread writes.
@@ -75,8 +161,12 @@ pub enum WriterCmd {
 }
 
 pub enum WriterEvent {
-    /// The recording's first segment exists in this directory.
-    Created(PathBuf),
+    /// The recording's first segment of this session exists in `dir`; the
+    /// recording started at `started_at` (earlier, when it is continued).
+    Created {
+        dir: PathBuf,
+        started_at: SystemTime,
+    },
     /// A frame for the link: faults, clears, `Stopped` (boxed: frames are large
     /// next to the other events).
     Send(Box<Frame>),
@@ -92,15 +182,21 @@ struct Unwritten {
     bytes: u64,
 }
 
-/// Runs one recording until `Finish` or until the session drops the queue.
+/// Runs one recording until `Finish` or until the session drops the queue; `own`
+/// is the queue's sending side, by which a later session of the same recording can
+/// ask this writer to finish.
 pub fn write_recording(
     storage: Arc<Storage>,
     start: StartParams,
     opts: WriterOptions,
     progress: Arc<Progress>,
     cmds: mpsc::Receiver<WriterCmd>,
+    own: mpsc::WeakSender<WriterCmd>,
     report: &mut dyn FnMut(WriterEvent),
 ) {
+    let key = (start.room.to_string(), start.recording.to_string());
+    let writers = storage.clone();
+    let _claim = writers.writers.claim(key, own);
     RecordingThread {
         storage,
         start,
@@ -167,18 +263,31 @@ impl RecordingThread<'_> {
         (self.report)(WriterEvent::Finished);
     }
 
-    /// Creates the first segment on the primary, or on the spool while the primary
+    /// Creates the first segment of this session, a new recording's or the next one
+    /// of a recording continued, on the primary, or on the spool while the primary
     /// is faulted or refuses.
     fn create(&mut self) -> Option<RecordingWriter> {
-        let now = SystemTime::now();
-        if self.storage.monitor.is_usable() || self.storage.spool.is_none() {
-            match RecordingWriter::create(&self.storage.primary, &self.start, now, self.opts) {
+        let storage = self.storage.clone();
+        let roots: Vec<&Path> = std::iter::once(storage.primary.as_path())
+            .chain(storage.spool.as_deref())
+            .collect();
+        let plan = resume::plan(&roots, &self.start, SystemTime::now());
+        let (start, opts) = (self.start.clone(), self.opts);
+        let open = |root: &Path, spool: bool| match &plan {
+            Plan::Fresh { started_at } if spool => {
+                RecordingWriter::create_on_spool(root, &start, *started_at, opts)
+            }
+            Plan::Fresh { started_at } => RecordingWriter::create(root, &start, *started_at, opts),
+            Plan::Resume(existing) => RecordingWriter::resume(root, spool, &start, existing, opts),
+        };
+        if storage.monitor.is_usable() || storage.spool.is_none() {
+            match open(&storage.primary, false) {
                 Ok(w) => return Some(self.created(w)),
                 Err(e) => self.write_failed(false, &e),
             }
         }
-        if let Some(spool) = self.storage.spool.clone() {
-            match RecordingWriter::create_on_spool(&spool, &self.start, now, self.opts) {
+        if let Some(spool) = &storage.spool {
+            match open(spool, true) {
                 Ok(w) => {
                     self.failed_over(w.dir());
                     return Some(self.created(w));
@@ -193,7 +302,10 @@ impl RecordingThread<'_> {
     fn created(&mut self, w: RecordingWriter) -> RecordingWriter {
         self.retry_at = None;
         self.created = true;
-        (self.report)(WriterEvent::Created(w.dir().to_path_buf()));
+        (self.report)(WriterEvent::Created {
+            dir: w.dir().to_path_buf(),
+            started_at: w.started_at(),
+        });
         self.report_unwritten();
         self.progress.update(&w);
         w

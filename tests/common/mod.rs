@@ -17,10 +17,11 @@ use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::frame::{text, Summary};
 use recbox::link::handshake::LinkKey;
 use recbox::link::session::MixerEvent;
-use recbox::link::transport::{LinkAddr, LinkListener};
+use recbox::link::transport::{LinkAddr, LinkListener, TransportError};
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
+use tokio::task::JoinHandle;
 
 pub const ROOM: &str = "room-1";
 
@@ -34,14 +35,26 @@ pub async fn start_recorder(
     storage: &Path,
     tune: impl FnOnce(&mut RecorderConfig),
 ) -> LinkAddr {
+    start_recorder_task(addr, storage, tune).await.0
+}
+
+/// [`start_recorder`], with the task that accepts sessions (aborting it closes the
+/// listener; sessions already accepted run on).
+pub async fn start_recorder_task(
+    addr: &str,
+    storage: &Path,
+    tune: impl FnOnce(&mut RecorderConfig),
+) -> (LinkAddr, JoinHandle<Result<(), TransportError>>) {
     let mut config = RecorderConfig::new(storage.to_path_buf(), key());
     tune(&mut config);
     let listener = LinkListener::bind(&addr.parse().unwrap(), config.max_frame)
         .await
         .unwrap();
     let local = listener.local_addr();
-    tokio::spawn(service::serve(listener, Arc::new(config)));
-    local
+    (
+        local,
+        tokio::spawn(service::serve(listener, Arc::new(config))),
+    )
 }
 
 pub fn feed() -> SyntheticFeed {
@@ -181,6 +194,23 @@ pub fn packet_counts(file: &Path) -> Vec<u64> {
         n => n.parse().unwrap(),
     })
     .collect()
+}
+
+/// The pts of every packet per stream (video first), in the stream's time base.
+pub fn packet_pts(file: &Path) -> [Vec<i64>; 2] {
+    let mut pts = [Vec::new(), Vec::new()];
+    let out = ffprobe(&[
+        "-show_entries",
+        "packet=stream_index,pts",
+        "-of",
+        "csv=p=0",
+        file.to_str().unwrap(),
+    ]);
+    for line in out.lines().filter(|l| !l.is_empty()) {
+        let (stream, t) = line.split_once(',').unwrap();
+        pts[stream.parse::<usize>().unwrap()].push(t.trim().parse().unwrap());
+    }
+    pts
 }
 
 /// Number of decodable frames per stream (video first), counted by decoding.
