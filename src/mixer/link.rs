@@ -174,9 +174,15 @@ impl RecorderLink {
             };
             self.held_bytes -= media.data.len();
             if is_keyframe(&media) {
-                // Keep two groups of pictures: drop up to the newest keyframe held.
+                // Keep two groups of pictures: drop up to the newest keyframe held,
+                // but not the audio just before it, which the recorder files with
+                // that keyframe's fragment.
                 if let Some(last) = self.replay.iter().rposition(is_keyframe) {
-                    self.replay.drain(..last);
+                    let from = self
+                        .replay
+                        .range(..last)
+                        .rposition(|m| m.track == Track::Video);
+                    self.replay.drain(..from.map_or(0, |v| v + 1));
                 }
             }
             self.replay.push_back(media.clone());
