@@ -24,7 +24,7 @@ use crate::link::transport::{LinkAddr, LinkListener};
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::{LinkConfig, LinkReport};
 use crate::mixer::service::{self as mixer, MixerConfig, MixerReport};
-use crate::recorder::recording::INDEX_FILE;
+use crate::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE};
 use crate::recorder::service::{self as recorder, RecorderConfig};
 use crate::sfu::control::{Hello, CONTROL_VERSION};
 use crate::sfu::notice::Audience;
@@ -326,6 +326,26 @@ pub async fn run(
     }
     sim_task.abort();
     recorder_task.abort();
+    // Every segment of the recording (failover adds some), in order.
+    let mut segments = match status.segments.first() {
+        Some(first) => std::fs::read_to_string(first.join(CHAIN_FILE))
+            .ok()
+            .and_then(|chain| parse_chain(&chain).ok())
+            .map(|chain| chain.into_iter().map(|e| e.dir).collect())
+            .unwrap_or_else(|| vec![first.clone()]),
+        None => Vec::new(),
+    };
+    // The small disk goes away with the demo: what was recorded on it is kept.
+    if place.disk.is_some() {
+        for dir in &mut segments {
+            if dir.starts_with(&place.primary) {
+                match keep(dir, &config.storage) {
+                    Ok(copy) => *dir = copy,
+                    Err(e) => say(out, format!("demo: could not keep {}: {e}", dir.display())),
+                }
+            }
+        }
+    }
     let summary = match result {
         Ok(Ok(Some(summary))) => summary,
         Ok(Ok(None)) => return Err(DemoError::NoSummary),
@@ -343,7 +363,7 @@ pub async fn run(
     );
     Ok(DemoOutcome {
         summary,
-        segments: status.segments,
+        segments,
         announcements,
     })
 }
@@ -381,6 +401,17 @@ fn lift(fault: DemoFault, disk: &LoopDisk, primary: &Path) -> String {
     } else {
         format!("could not repair fault: {fault}")
     }
+}
+
+/// Copies a segment directory from the small disk to `<storage>/<room>/`.
+fn keep(dir: &Path, storage: &Path) -> std::io::Result<PathBuf> {
+    let to = storage.join(ROOM).join(dir.file_name().unwrap_or_default());
+    std::fs::create_dir_all(&to)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(to)
 }
 
 const FILLER: &str = "filler";
@@ -424,7 +455,7 @@ impl Status {
     fn update(&mut self, report: &MixerReport) {
         match report {
             MixerReport::Participants(n) => self.participants = *n,
-            MixerReport::Relayed(Notice::Stats(s)) => self.stats = Some(*s),
+            MixerReport::Relayed(Notice::Stats { stats, .. }) => self.stats = Some(*stats),
             MixerReport::Relayed(Notice::Fault(f)) => {
                 let name = format!("{:?}", f.kind);
                 if !self.faults.contains(&name) {

@@ -254,7 +254,7 @@ fn main() -> Result<()> {
     // The demo and the benchmarks print their own lines (the bench provokes storage
     // faults on purpose); the services log what they do.
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } => "error",
         Command::Bench { .. } => "error",
         _ => "info",
     };

@@ -462,7 +462,10 @@ async fn roster_reaches_the_adapter_and_notices_are_printed() {
     })
     .await
     .unwrap();
-    assert_eq!(line.trim_end(), Announcement::new(&notice).to_json_line());
+    // Shown on the terminals of the two participants in the meeting.
+    let mut shown = Announcement::new(&notice);
+    shown.terminals = vec!["p1".into(), "p3".into()];
+    assert_eq!(line.trim_end(), shown.to_json_line());
     assert!(line.contains(r#""to":"terminals","kind":"disk_full","text":"Recording problem: the recording disk is full."#));
 }
 

@@ -384,13 +384,13 @@ async fn an_index_only_failure_is_reported_for_the_index_and_fails_over() {
     let index = rec.first_dir.clone().unwrap().join(INDEX_FILE);
     rec.mark();
     chattr("+i", &index);
-    let index_fault = |e: &MixerEvent| matches!(e, MixerEvent::Fault(f) if f.target == FaultTarget::Index && f.kind == FaultKind::FsError);
+    let index_fault = |e: &MixerEvent| matches!(e, MixerEvent::Fault(f) if f.target == FaultTarget::Index && f.kind == FaultKind::IndexWriteFailed);
     rec.until("index fault", index_fault).await;
     rec.until("Failover", fault(FaultKind::Failover)).await;
     // The probe finds the disk writable, so the recording moves back into new files;
     // the index fault clears with the first index record written there.
     rec.until("Recovered", fault(FaultKind::Recovered)).await;
-    rec.until("index fault cleared", cleared(FaultKind::FsError))
+    rec.until("index fault cleared", cleared(FaultKind::IndexWriteFailed))
         .await;
     rec.send(1.0).await;
     rec.mark();
@@ -417,12 +417,13 @@ async fn without_a_spool_a_failed_index_write_is_retried_until_it_succeeds() {
     let index = rec.first_dir.clone().unwrap().join(INDEX_FILE);
     rec.mark();
     chattr("+i", &index);
-    rec.until("index fault", fault(FaultKind::FsError)).await;
+    rec.until("index fault", fault(FaultKind::IndexWriteFailed))
+        .await;
     // Several fragments' worth of retries, each failing, none reported again.
     rec.send(4.0).await;
     rec.mark();
     chattr("-i", &index);
-    rec.until("index fault cleared", cleared(FaultKind::FsError))
+    rec.until("index fault cleared", cleared(FaultKind::IndexWriteFailed))
         .await;
 
     let (summary, events, sent, first) = rec.stop().await;

@@ -116,6 +116,8 @@ pub struct RecorderLink {
     held_bytes: usize,
     /// `RecorderUnreachable` was reported and not cleared yet.
     reported_down: bool,
+    /// Faults raised and not cleared, in the order they came.
+    active: Vec<FaultKind>,
     dropped: u64,
     ping_seq: u64,
 }
@@ -140,6 +142,7 @@ impl RecorderLink {
             held: VecDeque::new(),
             held_bytes: 0,
             reported_down: false,
+            active: Vec::new(),
             dropped: 0,
             ping_seq: 0,
         }
@@ -258,7 +261,22 @@ impl RecorderLink {
         };
     }
 
-    fn notice(&self, notice: Notice) {
+    /// Reports a notice, keeping the list of faults that still apply: stats carry it.
+    fn notice(&mut self, mut notice: Notice) {
+        match &mut notice {
+            Notice::Fault(f) => match f.kind {
+                // Events, not conditions.
+                FaultKind::MediaDropped => {}
+                FaultKind::Recovered => self.active.retain(|&k| k != FaultKind::Failover),
+                kind => {
+                    if !self.active.contains(&kind) {
+                        self.active.push(kind);
+                    }
+                }
+            },
+            Notice::Cleared { kind, .. } => self.active.retain(|k| k != kind),
+            Notice::Stats { faults, .. } => faults.clone_from(&self.active),
+        }
         let _ = self.reports.send(LinkReport::Notice(notice));
     }
 

@@ -562,9 +562,23 @@ impl RecordingThread<'_> {
 
 /// The fault kind and target of a write error.
 fn classify(e: &WriteError) -> (FaultKind, FaultTarget) {
-    (
-        e.io_error().map_or(FaultKind::FsError, errno::classify),
-        e.target()
+    let mut kind = e.io_error().map_or(FaultKind::FsError, errno::classify);
+    // Any other failure of one file (permissions, an immutable index) is that
+    // file's write failing, unless the file system says it is damaged.
+    if kind == FaultKind::FsError && !e.io_error().is_some_and(errno::is_corruption) {
+        match e.target().map(|t| t.fault_target()) {
+            Some(FaultTarget::File) => kind = FaultKind::FileWriteFailed,
+            Some(FaultTarget::Index) => kind = FaultKind::IndexWriteFailed,
+            _ => {}
+        }
+    }
+    let target = match kind {
+        // The whole storage is full, read-only or gone, whichever file found out:
+        // the same fault the storage monitor raises, so the meeting hears it once.
+        FaultKind::DiskFull | FaultKind::ReadOnly | FaultKind::DiskOffline => FaultTarget::Storage,
+        _ => e
+            .target()
             .map_or(FaultTarget::Storage, |t| t.fault_target()),
-    )
+    };
+    (kind, target)
 }

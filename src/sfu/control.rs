@@ -252,13 +252,16 @@ mod tests {
                 target: FaultTarget::Storage,
                 at: 1,
             }),
-            MixerMessage::Notice(Notice::Stats(Stats {
-                file_bytes: 1,
-                index_bytes: 2,
-                duration_ms: 3,
-                free_bytes: 4,
-                at: 5,
-            })),
+            MixerMessage::Notice(Notice::Stats {
+                stats: Stats {
+                    file_bytes: 1,
+                    index_bytes: 2,
+                    duration_ms: 3,
+                    free_bytes: 4,
+                    at: 5,
+                },
+                faults: vec![FaultKind::DiskFull],
+            }),
         ];
         for m in mixer {
             assert_eq!(decode::<MixerMessage>(&encode(&m).unwrap()).unwrap(), m);

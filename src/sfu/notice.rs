@@ -22,8 +22,13 @@ pub enum Notice {
         target: FaultTarget,
         at: UnixMillis,
     },
-    /// Recorded bytes and duration so far.
-    Stats(Stats),
+    /// Recorded bytes and duration so far, and the faults that still apply.
+    Stats {
+        #[serde(flatten)]
+        stats: Stats,
+        #[serde(default)]
+        faults: Vec<FaultKind>,
+    },
 }
 
 impl Notice {
@@ -32,7 +37,10 @@ impl Notice {
         match event {
             MixerEvent::Fault(f) => Some(Notice::Fault(f.clone())),
             &MixerEvent::Cleared { kind, target, at } => Some(Notice::Cleared { kind, target, at }),
-            MixerEvent::Stats(s) => Some(Notice::Stats(*s)),
+            MixerEvent::Stats(s) => Some(Notice::Stats {
+                stats: *s,
+                faults: Vec::new(),
+            }),
             _ => None,
         }
     }
@@ -67,7 +75,13 @@ pub struct Announcement {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// For `stats`: the faults that still apply.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultKind>,
     pub at: UnixMillis,
+    /// The terminals (participant ids) it was shown on, as the SFU fills it in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminals: Vec<String>,
 }
 
 impl Announcement {
@@ -81,7 +95,9 @@ impl Announcement {
             target: None,
             detail: None,
             stats: None,
+            faults: Vec::new(),
             at,
+            terminals: Vec::new(),
         };
         match notice {
             Notice::Fault(f) => Announcement {
@@ -105,9 +121,15 @@ impl Announcement {
                     *at,
                 )
             },
-            Notice::Stats(s) => Announcement {
-                stats: Some(*s),
-                ..base(Audience::Control, "stats".to_owned(), stats_text(s), s.at)
+            Notice::Stats { stats, faults } => Announcement {
+                stats: Some(*stats),
+                faults: faults.clone(),
+                ..base(
+                    Audience::Control,
+                    "stats".to_owned(),
+                    stats_text(stats, faults),
+                    stats.at,
+                )
             },
         }
     }
@@ -168,15 +190,20 @@ fn condition(kind: FaultKind) -> &'static str {
     }
 }
 
-fn stats_text(s: &Stats) -> String {
+fn stats_text(s: &Stats, faults: &[FaultKind]) -> String {
     let secs = s.duration_ms / 1000;
-    format!(
+    let mut text = format!(
         "Recording: {}:{:02}:{:02} recorded, {:.1} MB.",
         secs / 3600,
         secs / 60 % 60,
         secs % 60,
         (s.file_bytes + s.index_bytes) as f64 / 1e6
-    )
+    );
+    if !faults.is_empty() {
+        let names: Vec<String> = faults.iter().map(|&k| kind_name(k)).collect();
+        text.push_str(&format!(" Faults: {}.", names.join(", ")));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -214,19 +241,33 @@ mod tests {
             Announcement::new(&cleared).to_json_line(),
             r#"{"to":"terminals","kind":"cleared","text":"Resolved: the recording disk can be written to again.","fault":"read_only","target":"storage","at":5}"#
         );
-        let stats = Notice::Stats(Stats {
-            file_bytes: 12_300_000,
-            index_bytes: 400,
-            duration_ms: 3_725_500,
-            free_bytes: 9,
-            at: 7,
-        });
+        let mut stats = Notice::Stats {
+            stats: Stats {
+                file_bytes: 12_300_000,
+                index_bytes: 400,
+                duration_ms: 3_725_500,
+                free_bytes: 9,
+                at: 7,
+            },
+            faults: Vec::new(),
+        };
         let a = Announcement::new(&stats);
         assert_eq!((a.to, a.kind.as_str()), (Audience::Control, "stats"));
         assert_eq!(a.text, "Recording: 1:02:05 recorded, 12.3 MB.");
         let v: serde_json::Value = serde_json::from_str(&a.to_json_line()).unwrap();
         assert_eq!(v["stats"]["duration_ms"], 3_725_500);
         assert_eq!(v["at"], 7);
+        assert!(v.get("faults").is_none());
+        if let Notice::Stats { faults, .. } = &mut stats {
+            faults.extend([FaultKind::Failover, FaultKind::LowSpace]);
+        }
+        let a = Announcement::new(&stats);
+        assert_eq!(
+            a.text,
+            "Recording: 1:02:05 recorded, 12.3 MB. Faults: failover, low_space."
+        );
+        let v: serde_json::Value = serde_json::from_str(&a.to_json_line()).unwrap();
+        assert_eq!(v["faults"], serde_json::json!(["failover", "low_space"]));
     }
 
     #[test]

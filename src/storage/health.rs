@@ -195,9 +195,13 @@ impl StorageHealth {
                 kind,
                 detail,
             } => self.raise(kind, target, Causes::WRITE, detail, now, &mut out),
-            Observation::WriteOk { target } => {
-                self.drop_causes(|f| f.target == target, Causes::WRITE, now, &mut out)
-            }
+            // A write that succeeds also shows the storage takes writes again.
+            Observation::WriteOk { target } => self.drop_causes(
+                |f| f.target == target || f.target == FaultTarget::Storage,
+                Causes::WRITE,
+                now,
+                &mut out,
+            ),
             Observation::Space {
                 free_bytes,
                 total_bytes,
@@ -230,12 +234,19 @@ impl StorageHealth {
             }
             Observation::Probe { ok: true } => {
                 // A probe write proves the storage as a whole takes writes again, which
-                // ends the storage-wide kinds however they were found. Any other errno
-                // may belong to one file (an immutable or damaged index): that fault
-                // stops blocking the primary but stays until a write of its own target
-                // succeeds, so retrying the same file does not report it again.
+                // ends the storage-wide kinds however they were found. A fault of one
+                // file (an immutable or damaged index) stops blocking the primary but
+                // stays until a write of its own target succeeds, so retrying the same
+                // file does not report it again.
                 let all = Causes::WRITE.with(Causes::DEVICE).with(Causes::MOUNT);
-                let storage_wide = |f: &ActiveFault| f.kind != FaultKind::FsError;
+                let storage_wide = |f: &ActiveFault| {
+                    !matches!(
+                        f.kind,
+                        FaultKind::FsError
+                            | FaultKind::FileWriteFailed
+                            | FaultKind::IndexWriteFailed
+                    )
+                };
                 self.drop_causes(storage_wide, all, now, &mut out);
                 let others = Causes::DEVICE.with(Causes::MOUNT);
                 self.drop_causes(|f| !storage_wide(f), others, now, &mut out);

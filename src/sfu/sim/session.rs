@@ -14,7 +14,7 @@ use super::{KeyframeCause, SimConfig, SimError, SimEvent, MAX_PARTICIPANTS};
 use crate::ingest::rtcp::{self, RtcpMessage};
 use crate::link::frame::text;
 use crate::sfu::control::{Hello, MixerMessage, SfuMessage, CONTROL_VERSION};
-use crate::sfu::notice::Announcement;
+use crate::sfu::notice::{Announcement, Audience};
 
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
@@ -160,9 +160,18 @@ impl SimSession {
                 .map(|p| Self::force_keyframe(p, KeyframeCause::Control))
                 .into_iter()
                 .collect(),
-            MixerMessage::Notice(notice) => vec![SimOutput::Event(SimEvent::Announcement(
-                Announcement::new(&notice),
-            ))],
+            MixerMessage::Notice(notice) => {
+                let mut announcement = Announcement::new(&notice);
+                if announcement.to == Audience::Terminals {
+                    // Shown on every terminal in the meeting now.
+                    announcement.terminals = self
+                        .participants
+                        .values()
+                        .map(|p| p.info().id.to_string())
+                        .collect();
+                }
+                vec![SimOutput::Event(SimEvent::Announcement(announcement))]
+            }
         }
     }
 
@@ -504,13 +513,30 @@ mod tests {
             free_bytes: 4,
             at: 5,
         };
-        let out = sim.on_message(MixerMessage::Notice(Notice::Stats(stats)), t0);
+        let stats = Notice::Stats {
+            stats,
+            faults: Vec::new(),
+        };
+        let out = sim.on_message(MixerMessage::Notice(stats.clone()), t0);
         assert_eq!(
             out,
             vec![SimOutput::Event(SimEvent::Announcement(Announcement::new(
-                &Notice::Stats(stats)
+                &stats
             )))]
         );
+        // A fault is shown on the terminal of the one participant in the meeting.
+        let fault = Notice::Fault(crate::link::frame::Fault {
+            recording: crate::link::frame::text("r"),
+            kind: crate::link::frame::FaultKind::DiskFull,
+            target: crate::link::frame::FaultTarget::Storage,
+            detail: crate::link::frame::text(""),
+            at: 6,
+        });
+        let out = sim.on_message(MixerMessage::Notice(fault), t0);
+        let [SimOutput::Event(SimEvent::Announcement(a))] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(a.terminals, ["p1"]);
     }
 
     #[test]
