@@ -224,7 +224,7 @@ pub async fn run(
             ..config.engine.clone()
         },
         link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
-        stats_interval: Duration::from_secs(10),
+        stats_interval: config.stats_interval,
     };
     let ingest = mixer::bind_ingest(&mixer_config).await?;
     let port = ingest
@@ -470,7 +470,7 @@ impl Status {
                 self.link_up = true;
                 self.segments.push(PathBuf::from(path));
             }
-            MixerReport::Link(_) => {}
+            MixerReport::Link(_) | MixerReport::Relayed(Notice::Ingest { .. }) => {}
         }
     }
 

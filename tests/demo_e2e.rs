@@ -82,6 +82,8 @@ async fn demo_records_every_participant_in_its_tile_and_the_mix() {
         "progress shows the participants"
     );
 
+    assert_ingest_counters_reported(&outcome.announcements, 4);
+
     assert_eq!(outcome.segments.len(), 1);
     let file = outcome.segments[0].join(MP4_FILE);
     let streams = common::ffprobe(&[
@@ -143,4 +145,22 @@ async fn demo_records_every_participant_in_its_tile_and_the_mix() {
         quietest_present > 0.01 && quietest_present > 1000.0 * loudest_absent,
         "tone powers {powers:?}"
     );
+}
+
+/// The control platform hears how well the mixer receives each participant.
+fn assert_ingest_counters_reported(announcements: &[String], participants: usize) {
+    let last = announcements
+        .iter()
+        .rev()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["kind"] == "ingest")
+        .expect("an ingest announcement every stats interval");
+    assert_eq!(last["to"], "control");
+    let streams = last["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2 * participants, "{last}");
+    for s in streams {
+        assert!(s["packets"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["frames"].as_u64().unwrap() > 0, "{s}");
+        assert!(s.get("lost").is_some() && s.get("keyframe_requests").is_some());
+    }
 }

@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+/// Serialised as it goes to the SFU in the mixer's ingest notices.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StreamStats {
     /// RTP packets received for this stream (any outcome).
     pub packets: u64,

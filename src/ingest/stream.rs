@@ -19,7 +19,8 @@ use super::stats::{DemuxStats, StreamStats};
 /// RTP clock rate of H.264 (RFC 6184).
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
 pub enum MediaKind {
     /// Opus (RFC 7587).
     Audio,

@@ -276,6 +276,8 @@ impl RecorderLink {
             },
             Notice::Cleared { kind, .. } => self.active.retain(|k| k != kind),
             Notice::Stats { faults, .. } => faults.clone_from(&self.active),
+            // The mixer's own; the recorder never sends it.
+            Notice::Ingest { .. } => {}
         }
         let _ = self.reports.send(LinkReport::Notice(notice));
     }

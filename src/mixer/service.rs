@@ -3,6 +3,7 @@
 //! CPU work that must not stall the sockets), media goes to the recorder over the
 //! [`RecorderLink`], and everything the recorder says comes back out to the SFU at once.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,12 @@ use tracing::{debug, info, warn};
 
 use super::engine::{Engine, EngineConfig, EngineError, EngineOutput};
 use super::link::{LinkConfig, LinkReport, RecorderLink};
+use crate::ingest::stats::StreamStats;
 use crate::ingest::udp::{IngestCommand, UdpError, UdpIngest};
 use crate::ingest::{Demux, IngestOutput, MediaKind, StreamConfig};
-use crate::link::frame::Summary;
+use crate::link::frame::{now_millis, Summary};
 use crate::sfu::control::ParticipantInfo;
+use crate::sfu::notice::StreamReport;
 use crate::sfu::{Notice, RosterEvent, SfuAdapter};
 
 /// SSRC of the mixer in the RTCP it sends to the SFU.
@@ -100,6 +103,8 @@ pub async fn run<A: SfuAdapter>(
     let mut stats = tokio::time::interval(config.stats_interval);
     stats.tick().await;
     let mut participants = 0usize;
+    // Whose stream each SSRC is, for the ingest counters the SFU is told.
+    let mut streams: HashMap<u32, (String, MediaKind)> = HashMap::new();
     let outcome = loop {
         tokio::select! {
             event = adapter.next_event() => match event {
@@ -108,6 +113,7 @@ pub async fn run<A: SfuAdapter>(
                         let mut stream = StreamConfig::new(s.ssrc, kind, s.payload_type);
                         stream.jitter.playout_delay = config.playout_delay;
                         let _ = ingest_cmd.send(IngestCommand::AddStream(stream));
+                        streams.insert(s.ssrc, (p.id.to_string(), kind));
                     }
                     if let Err(e) = adapter.forward(&p.id) {
                         break Err(MixerError::Sfu(e.to_string()));
@@ -119,6 +125,7 @@ pub async fn run<A: SfuAdapter>(
                 Ok(Some(RosterEvent::Left(p))) => {
                     for ssrc in [p.audio.ssrc, p.video.ssrc] {
                         let _ = ingest_cmd.send(IngestCommand::RemoveStream(ssrc));
+                        streams.remove(&ssrc);
                     }
                     participants = participants.saturating_sub(1);
                     let _ = reports.send(MixerReport::Participants(participants));
@@ -156,9 +163,11 @@ pub async fn run<A: SfuAdapter>(
                 let (tx, rx) = oneshot::channel();
                 let _ = ingest_cmd.send(IngestCommand::Stats(tx));
                 if let Ok(all) = rx.await {
-                    for (ssrc, s) in all {
-                        info!(ssrc, "ingest: {s}");
+                    let notice = ingest_notice(&streams, all);
+                    if let Err(e) = adapter.send_notice(notice.clone()) {
+                        warn!("cannot send the ingest counters to the SFU: {e}");
                     }
+                    let _ = reports.send(MixerReport::Relayed(notice));
                 }
             }
             _ = &mut stop => break Ok(()),
@@ -182,6 +191,31 @@ pub async fn run<A: SfuAdapter>(
         let _ = reports.send(MixerReport::Link(report));
     }
     outcome.map(|()| summary)
+}
+
+/// Logs every stream's counters and gathers them, with whose stream it is, for the SFU.
+fn ingest_notice(
+    streams: &HashMap<u32, (String, MediaKind)>,
+    counters: Vec<(u32, StreamStats)>,
+) -> Notice {
+    let mut reports: Vec<StreamReport> = counters
+        .into_iter()
+        .filter_map(|(ssrc, counters)| {
+            let (participant, kind) = streams.get(&ssrc)?;
+            info!(ssrc, participant, ?kind, "ingest: {counters}");
+            Some(StreamReport {
+                participant: participant.clone(),
+                kind: *kind,
+                ssrc,
+                counters,
+            })
+        })
+        .collect();
+    reports.sort_by(|a, b| (&a.participant, a.ssrc).cmp(&(&b.participant, b.ssrc)));
+    Notice::Ingest {
+        streams: reports,
+        at: now_millis(),
+    }
 }
 
 /// The engine's thread: inputs as they come, output whenever it is due. Inputs are

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ingest::stats::StreamStats;
+use crate::ingest::MediaKind;
 use crate::link::frame::{Fault, FaultKind, FaultTarget, Stats, UnixMillis};
 use crate::link::session::MixerEvent;
 
@@ -29,6 +31,22 @@ pub enum Notice {
         #[serde(default)]
         faults: Vec<FaultKind>,
     },
+    /// How well the mixer receives each participant's streams (the mixer's own
+    /// counters, every stats interval).
+    Ingest {
+        streams: Vec<StreamReport>,
+        at: UnixMillis,
+    },
+}
+
+/// The ingest counters of one participant's stream.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StreamReport {
+    pub participant: String,
+    pub kind: MediaKind,
+    pub ssrc: u32,
+    #[serde(flatten)]
+    pub counters: StreamStats,
 }
 
 impl Notice {
@@ -78,6 +96,9 @@ pub struct Announcement {
     /// For `stats`: the faults that still apply.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultKind>,
+    /// For `ingest`: the counters of every stream the mixer receives.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamReport>,
     pub at: UnixMillis,
     /// The terminals (participant ids) it was shown on, as the SFU fills it in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -96,6 +117,7 @@ impl Announcement {
             detail: None,
             stats: None,
             faults: Vec::new(),
+            streams: Vec::new(),
             at,
             terminals: Vec::new(),
         };
@@ -129,6 +151,15 @@ impl Announcement {
                     "stats".to_owned(),
                     stats_text(stats, faults),
                     stats.at,
+                )
+            },
+            Notice::Ingest { streams, at } => Announcement {
+                streams: streams.clone(),
+                ..base(
+                    Audience::Control,
+                    "ingest".to_owned(),
+                    ingest_text(streams),
+                    *at,
                 )
             },
         }
@@ -206,6 +237,23 @@ fn stats_text(s: &Stats, faults: &[FaultKind]) -> String {
     text
 }
 
+fn ingest_text(streams: &[StreamReport]) -> String {
+    let mut participants: Vec<&str> = streams.iter().map(|s| s.participant.as_str()).collect();
+    participants.sort_unstable();
+    participants.dedup();
+    let sum = |f: fn(&StreamStats) -> u64| streams.iter().map(|s| f(&s.counters)).sum::<u64>();
+    format!(
+        "Receiving {} streams of {} participants: {} packets, {} lost, {} late, {} reordered, {} keyframe requests.",
+        streams.len(),
+        participants.len(),
+        sum(|c| c.packets),
+        sum(|c| c.lost),
+        sum(|c| c.late),
+        sum(|c| c.reordered),
+        sum(|c| c.keyframe_requests),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +316,45 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&a.to_json_line()).unwrap();
         assert_eq!(v["faults"], serde_json::json!(["failover", "low_space"]));
+    }
+
+    #[test]
+    fn ingest_line_sums_the_streams_for_the_control_platform() {
+        let report = |participant: &str, kind, lost| StreamReport {
+            participant: participant.to_owned(),
+            kind,
+            ssrc: 7,
+            counters: StreamStats {
+                packets: 100,
+                lost,
+                keyframe_requests: 1,
+                ..Default::default()
+            },
+        };
+        let notice = Notice::Ingest {
+            streams: vec![
+                report("p1", MediaKind::Audio, 0),
+                report("p1", MediaKind::Video, 3),
+                report("p2", MediaKind::Video, 2),
+            ],
+            at: 9,
+        };
+        let a = Announcement::new(&notice);
+        assert_eq!(
+            (a.to, a.kind.as_str(), a.at),
+            (Audience::Control, "ingest", 9)
+        );
+        assert_eq!(
+            a.text,
+            "Receiving 3 streams of 2 participants: 300 packets, 5 lost, 0 late, 0 reordered, 3 keyframe requests."
+        );
+        let v: serde_json::Value = serde_json::from_str(&a.to_json_line()).unwrap();
+        assert_eq!(v["streams"][1]["participant"], "p1");
+        assert_eq!(v["streams"][1]["kind"], "video");
+        assert_eq!(v["streams"][1]["lost"], 3);
+        // What the SFU receives parses back to the same notice.
+        let json = serde_json::to_string(&notice).unwrap();
+        assert_eq!(serde_json::from_str::<Notice>(&json).unwrap(), notice);
     }
 
     #[test]
