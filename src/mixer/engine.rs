@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::audio_encoder::{MixEncoder, MixEncoderError};
 use super::audio_mixer::{AudioMixer, MixerConfig};
 use super::compositor::{Compositor, CompositorConfig};
-use super::frame_clock::FrameClock;
+use super::frame_clock::{FrameClock, PTS_HZ};
 use super::timeline::ParticipantTimeline;
 use crate::decoder::h264::H264Decoder;
 use crate::decoder::opus::OpusDecoder;
@@ -137,6 +137,12 @@ pub struct Engine {
     ready: Vec<EngineOutput>,
     video_params: VideoParams,
     keyframe_wanted: bool,
+    /// The keyframe interval in 90 kHz ticks, and the pts from which the next
+    /// keyframe is due. Counted in time, not frames: frames skipped when the machine
+    /// falls behind would otherwise stretch a group of pictures past the recorder's
+    /// fragment duration, and fragments would begin without a keyframe.
+    gop_ticks: i64,
+    next_keyframe_pts: i64,
 }
 
 impl Engine {
@@ -175,6 +181,7 @@ impl Engine {
             &first.first().ok_or(EngineError::NoFirstFrame)?.data,
         )?;
         let audio_encoder = MixEncoder::new(config.audio_bitrate_bps)?;
+        let gop_ticks = i64::from(gop_frames) * PTS_HZ as i64 / i64::from(config.fps);
         Ok(Self {
             ready: first.into_iter().map(video_media).collect(),
             start,
@@ -189,6 +196,8 @@ impl Engine {
             next_audio: 0,
             video_params,
             keyframe_wanted: false,
+            gop_ticks,
+            next_keyframe_pts: tick.pts as i64 + gop_ticks,
             config,
         })
     }
@@ -384,8 +393,18 @@ impl Engine {
                 }
             }
             let picture = self.compositor.render(now);
-            let force = std::mem::take(&mut self.keyframe_wanted);
-            let encoded = self.video_encoder.encode(picture, due.pts as i64, force)?;
+            let pts = due.pts as i64;
+            let force = std::mem::take(&mut self.keyframe_wanted) || pts >= self.next_keyframe_pts;
+            if force {
+                // Counted from the frame asked for: a hardware pipeline hands it out later.
+                self.next_keyframe_pts = pts + self.gop_ticks;
+            }
+            let encoded = self.video_encoder.encode(picture, pts, force)?;
+            for e in &encoded {
+                if e.keyframe {
+                    self.next_keyframe_pts = self.next_keyframe_pts.max(e.pts + self.gop_ticks);
+                }
+            }
             out.extend(encoded.into_iter().map(video_media));
         }
         Ok(out)
@@ -417,4 +436,66 @@ fn video_params(config: &EngineConfig, first: &[u8]) -> Result<VideoParams, Engi
         height: config.height,
         fps: config.fps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(keyframe_interval: Duration) -> EngineConfig {
+        EngineConfig {
+            width: 160,
+            height: 96,
+            keyframe_interval,
+            encoder: EncoderKind::Software,
+            ..EngineConfig::default()
+        }
+    }
+
+    fn video_keyframes(out: &[EngineOutput]) -> impl Iterator<Item = i64> + '_ {
+        out.iter().filter_map(|o| match o {
+            EngineOutput::Media(m) if m.track == Track::Video && m.keyframe => Some(m.pts),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn keyframes_keep_their_interval_in_time_when_frames_are_skipped() {
+        let t0 = Instant::now();
+        let mut engine = Engine::new(small(Duration::from_secs(1)), t0).unwrap();
+        let mut keyframes = Vec::new();
+        // A machine far behind: each poll finds about six frames due and renders one.
+        for k in 1..=25 {
+            let out = engine.poll(t0 + k * Duration::from_millis(200)).unwrap();
+            keyframes.extend(video_keyframes(&out));
+        }
+        assert_eq!(keyframes[0], 0);
+        assert!(keyframes.len() >= 5, "keyframes at {keyframes:?}");
+        for gap in keyframes.windows(2).map(|w| w[1] - w[0]) {
+            assert!(
+                gap <= PTS_HZ as i64 + 6 * 3000,
+                "keyframes at {keyframes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_requested_keyframe_comes_next_and_restarts_the_interval() {
+        let t0 = Instant::now();
+        let mut engine = Engine::new(small(Duration::from_secs(2)), t0).unwrap();
+        let frame = Duration::from_nanos(1_000_000_000 / 30);
+        let delay = EngineConfig::default().delay;
+        let mut keyframes = Vec::new();
+        for i in 1..=150u32 {
+            if i == 40 {
+                engine.force_keyframe();
+            }
+            let out = engine
+                .poll(t0 + delay + frame * i + Duration::from_millis(1))
+                .unwrap();
+            keyframes.extend(video_keyframes(&out));
+        }
+        // Frame 40 on request, then 60 frames (2 s) later, not at frame 60.
+        assert_eq!(keyframes, [0, 40 * 3000, 100 * 3000]);
+    }
 }
