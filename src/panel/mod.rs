@@ -16,5 +16,5 @@ pub mod service;
 pub mod status;
 
 pub use backend::{open, PanelBackend, PanelIo, PanelPins, SimulatedPanel, SimulatedPanelHandle};
-pub use service::{Panel, PanelCommand, PanelConfig};
+pub use service::{Panel, PanelCommand, PanelTiming};
 pub use status::{Lifecycle, PanelState};

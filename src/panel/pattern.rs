@@ -92,6 +92,16 @@ impl Pattern {
     }
 }
 
+/// A state and its patterns in words: `spooling (LED double blink, fault LED slow blink)`.
+pub fn describe(state: PanelState) -> String {
+    let (led, fault_led) = Pattern::for_state(state);
+    format!(
+        "{state} (LED {}, fault LED {})",
+        led.name(),
+        fault_led.name()
+    )
+}
+
 /// What the LEDs show at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Leds {
@@ -231,6 +241,10 @@ mod tests {
         assert!(ind.show(PanelState::Fault, t1));
         assert!(ind.leds(t1).status);
         assert!(!ind.leds(t1 + ms(125)).status);
+        assert_eq!(
+            describe(PanelState::Spooling),
+            "spooling (LED double blink, fault LED slow blink)"
+        );
         // Showing the same state again does not restart its pattern.
         assert!(!ind.show(PanelState::Fault, t1 + ms(125)));
         assert!(!ind.leds(t1 + ms(125)).status);

@@ -8,17 +8,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tracing::{debug, info};
 
-use super::backend::{PanelBackend, PanelIo, PanelPins};
+use super::backend::PanelIo;
 use super::button::{Button, ButtonTiming, Gesture};
-use super::pattern::{Indicator, Leds, Pattern};
+use super::pattern::{describe, Indicator, Leds};
 use super::status::{Lifecycle, PanelState, PanelStatus};
 use crate::mixer::service::MixerReport;
 use crate::storage::health::HealthEvent;
 
-#[derive(Debug, Clone)]
-pub struct PanelConfig {
-    pub backend: PanelBackend,
-    pub pins: PanelPins,
+#[derive(Debug, Clone, Copy)]
+pub struct PanelTiming {
     pub button: ButtonTiming,
     /// How often the button is sampled and the LEDs set: finer than the shortest
     /// step of a pattern (100 ms) and than the debounce.
@@ -28,11 +26,9 @@ pub struct PanelConfig {
     pub failover_grace: Duration,
 }
 
-impl PanelConfig {
-    pub fn new(backend: PanelBackend, pins: PanelPins) -> Self {
+impl Default for PanelTiming {
+    fn default() -> Self {
         Self {
-            backend,
-            pins,
             button: ButtonTiming::default(),
             tick: Duration::from_millis(10),
             failover_grace: Duration::from_secs(2),
@@ -70,12 +66,12 @@ impl Panel {
     /// `commands`. Needs a tokio runtime.
     pub fn spawn(
         io: Box<dyn PanelIo>,
-        config: &PanelConfig,
+        timing: PanelTiming,
         commands: mpsc::UnboundedSender<PanelCommand>,
     ) -> Self {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(PanelState::Ready);
-        tokio::spawn(run(io, config.clone(), inputs, commands, state_tx));
+        tokio::spawn(run(io, timing, inputs, commands, state_tx));
         Self {
             inputs: inputs_tx,
             state,
@@ -109,7 +105,7 @@ impl Panel {
 
 async fn run(
     mut io: Box<dyn PanelIo>,
-    config: PanelConfig,
+    config: PanelTiming,
     mut inputs: mpsc::UnboundedReceiver<PanelInput>,
     commands: mpsc::UnboundedSender<PanelCommand>,
     state_tx: watch::Sender<PanelState>,
@@ -168,14 +164,12 @@ fn announce(
     state: PanelState,
     state_tx: &watch::Sender<PanelState>,
 ) {
-    let (led, fault_led) = Pattern::for_state(state);
     let faults: Vec<String> = status.faults().map(|k| format!("{k:?}")).collect();
     info!(
         faults = %faults.join(","),
         failure = status.failure().unwrap_or(""),
-        "front panel: {state} (LED {}, fault LED {})",
-        led.name(),
-        fault_led.name()
+        "front panel: {}",
+        describe(state)
     );
     io.show(state);
     state_tx.send_replace(state);
@@ -197,15 +191,8 @@ mod tests {
     ) {
         let (io, handle) = SimulatedPanel::new();
         let (tx, rx) = mpsc::unbounded_channel();
-        let pins = PanelPins {
-            led: 17,
-            fault_led: Some(22),
-            button: 27,
-            led_active_low: false,
-            button_active_low: true,
-        };
-        let config = PanelConfig::new(PanelBackend::Simulated, pins);
-        (Panel::spawn(Box::new(io), &config, tx), handle, rx)
+        let panel = Panel::spawn(Box::new(io), PanelTiming::default(), tx);
+        (panel, handle, rx)
     }
 
     fn fault(kind: FaultKind) -> MixerReport {

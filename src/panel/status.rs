@@ -15,14 +15,19 @@
 //! | stopping | (anything) | `Stopping` |
 //! | failed | (anything) | `Fault` |
 //! | starting, recording | recorder unreachable | `Fault` |
-//! | starting, recording | storage fault, no failover for `failover_grace` | `Fault` |
+//! | starting, recording | storage fault, no failover for `failover_grace` (and not vouched for) | `Fault` |
 //! | starting, recording | failover active | `Spooling` |
-//! | starting, recording | low space, media dropped in this recording, or a storage fault not yet covered by the spool | `Warning` |
+//! | starting, recording | low space, media dropped in this recording, or a storage fault not yet covered by the spool or vouched for | `Warning` |
 //! | starting | | `Starting` |
 //! | recording | | `Recording` |
 //! | idle | storage fault (last known) | `Fault` |
 //! | idle | low space (last known) | `Warning` |
 //! | idle | | `Ready` |
+//!
+//! A storage fault that still applies when recording moves back from the spool
+//! (`Recovered`) is *vouched for*: the recorder found the storage taking writes again
+//! (a write fault clears only at the recording's next write there). It is a warning
+//! until it clears; if the storage fails again, the recorder fails over again.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -116,12 +121,21 @@ enum Phase {
     Failed(String),
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Condition {
+    kind: FaultKind,
+    /// When it was raised here.
+    since: Instant,
+    /// It applied when recording moved back from the spool.
+    vouched: bool,
+}
+
 /// The fold of everything the panel is told.
 #[derive(Debug, Clone)]
 pub struct PanelStatus {
     phase: Phase,
-    /// Faults that still apply, each with when it was raised here.
-    active: Vec<(FaultKind, Instant)>,
+    /// Faults that still apply, oldest first.
+    active: Vec<Condition>,
     /// Media was dropped during this recording.
     dropped: bool,
     failover_grace: Duration,
@@ -218,21 +232,19 @@ impl PanelStatus {
 
     fn recording_state(&self, now: Instant) -> PanelState {
         let spooling = self.any(|k| k == FaultKind::Failover);
-        let uncovered = |grace: Duration| {
-            !spooling
-                && self
-                    .active
-                    .iter()
-                    .any(|&(k, since)| is_storage_fault(k) && now >= since + grace)
-        };
-        if self.any(|k| k == FaultKind::RecorderUnreachable) || uncovered(self.failover_grace) {
+        // Storage faults the spool does not cover; given up on once the grace is
+        // over, unless vouched for.
+        let mut uncovered = self
+            .active
+            .iter()
+            .filter(|c| !spooling && is_storage_fault(c.kind));
+        let pending = uncovered.clone().next().is_some();
+        let failed = uncovered.any(|c| !c.vouched && now >= c.since + self.failover_grace);
+        if failed || self.any(|k| k == FaultKind::RecorderUnreachable) {
             PanelState::Fault
         } else if spooling {
             PanelState::Spooling
-        } else if self.dropped
-            || self.any(|k| k == FaultKind::LowSpace)
-            || uncovered(Duration::ZERO)
-        {
+        } else if pending || self.dropped || self.any(|k| k == FaultKind::LowSpace) {
             PanelState::Warning
         } else if self.phase == Phase::Starting {
             PanelState::Starting
@@ -243,7 +255,7 @@ impl PanelStatus {
 
     /// The faults that still apply, oldest first.
     pub fn faults(&self) -> impl Iterator<Item = FaultKind> + '_ {
-        self.active.iter().map(|&(k, _)| k)
+        self.active.iter().map(|c| c.kind)
     }
 
     /// Why the recording failed, while that is shown.
@@ -274,7 +286,7 @@ impl PanelStatus {
             // The faults that still apply, as the mixer keeps them: a panel that
             // missed a notice (or started late) catches up.
             Notice::Stats { faults, .. } => {
-                self.active.retain(|(k, _)| faults.contains(k));
+                self.active.retain(|c| faults.contains(&c.kind));
                 for &kind in faults {
                     self.raise(kind, now);
                 }
@@ -285,8 +297,17 @@ impl PanelStatus {
     fn raise(&mut self, kind: FaultKind, now: Instant) {
         match kind {
             FaultKind::MediaDropped => self.dropped = true,
-            FaultKind::Recovered => self.clear(FaultKind::Failover),
-            kind if !self.any(|k| k == kind) => self.active.push((kind, now)),
+            FaultKind::Recovered => {
+                self.clear(FaultKind::Failover);
+                for c in &mut self.active {
+                    c.vouched = true;
+                }
+            }
+            kind if !self.any(|k| k == kind) => self.active.push(Condition {
+                kind,
+                since: now,
+                vouched: false,
+            }),
             _ => {}
         }
     }
@@ -294,12 +315,12 @@ impl PanelStatus {
     fn clear(&mut self, kind: FaultKind) {
         match kind {
             FaultKind::MediaDropped => self.dropped = false,
-            kind => self.active.retain(|&(k, _)| k != kind),
+            kind => self.active.retain(|c| c.kind != kind),
         }
     }
 
     fn any(&self, f: impl Fn(FaultKind) -> bool) -> bool {
-        self.active.iter().any(|&(k, _)| f(k))
+        self.active.iter().any(|c| f(c.kind))
     }
 }
 
@@ -469,6 +490,24 @@ mod tests {
         assert_eq!(s.state(later), PanelState::Spooling);
         s.on_report(&cleared(FaultKind::Failover), later);
         assert_eq!(s.state(later), PanelState::Fault);
+    }
+
+    #[test]
+    fn a_fault_still_listed_when_recording_moves_back_is_a_warning_until_it_clears() {
+        // A write fault clears only at the next write of the recording there.
+        let (mut s, t) = recording();
+        s.on_report(&fault(FaultKind::IndexWriteFailed), t);
+        s.on_report(&fault(FaultKind::Failover), t);
+        let back = t + GRACE * 5;
+        s.on_report(&fault(FaultKind::Recovered), back);
+        s.on_report(&cleared(FaultKind::Failover), back);
+        assert_eq!(s.state(back + GRACE * 5), PanelState::Warning);
+        // Failing again: the recorder fails over again.
+        s.on_report(&fault(FaultKind::Failover), back);
+        assert_eq!(s.state(back), PanelState::Spooling);
+        s.on_report(&fault(FaultKind::Recovered), back);
+        s.on_report(&cleared(FaultKind::IndexWriteFailed), back);
+        assert_eq!(s.state(back), PanelState::Recording);
     }
 
     #[test]
