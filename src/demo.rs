@@ -4,7 +4,8 @@
 //! (`disk-full@10s`) the recorder's storage is a small real file system (ext4 on a
 //! loop device) that the demo breaks on schedule and repairs a few seconds later, so
 //! the notice can be watched reaching the terminals while the recording fails over
-//! to the spool and comes back.
+//! to the spool and comes back. A simulated front panel follows the recording and
+//! shows the same as the terminals are told.
 
 use std::fmt;
 use std::io::Write;
@@ -18,12 +19,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep_until, Instant};
 
 use crate::bench::scratch::{run_on, LoopDisk, Mounted};
-use crate::link::frame::{Stats, Summary};
+use crate::link::frame::{FaultKind, Stats, Summary};
 use crate::link::handshake::LinkKey;
 use crate::link::transport::{LinkAddr, LinkListener};
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::{LinkConfig, LinkReport};
 use crate::mixer::service::{self as mixer, MixerConfig, MixerReport};
+use crate::panel::pattern::describe;
+use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
 use crate::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE};
 use crate::recorder::service::{self as recorder, RecorderConfig};
 use crate::sfu::control::{Hello, CONTROL_VERSION};
@@ -142,6 +145,8 @@ pub struct DemoOutcome {
     pub segments: Vec<PathBuf>,
     /// Every announcement the simulated SFU showed, as JSON lines.
     pub announcements: Vec<String>,
+    /// Every state the simulated front panel showed, in order.
+    pub panel: Vec<PanelState>,
 }
 
 /// Where the recorder writes: the storage itself, or for a fault demo a small disk
@@ -242,6 +247,14 @@ pub async fn run(
         .map_err(|e| DemoError::Sfu(e.to_string()))?;
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();
+    // Nothing presses the demo's button: its commands have nobody to go to.
+    let (panel_io, mut panel_sim) = SimulatedPanel::new();
+    let panel = Panel::spawn(
+        Box::new(panel_io),
+        PanelTiming::default(),
+        mpsc::unbounded_channel().0,
+    );
+    panel.lifecycle(Lifecycle::Starting);
     let mut mixer_task = tokio::spawn(mixer::run(
         mixer_config,
         ingest,
@@ -270,6 +283,14 @@ pub async fn run(
     let mut progress = interval(Duration::from_secs(1));
     let mut status = Status::default();
     let mut announcements = Vec::new();
+    let mut panel_states = Vec::new();
+    let panel_line = |state| {
+        format!(
+            "demo: [{:>5.1}s] panel: {}",
+            t0.elapsed().as_secs_f64(),
+            describe(state)
+        )
+    };
     let mut stop = Some(stop_tx);
     let mut fault = config.fault.map(|plan| (plan, FaultStep::Inject));
     let result = loop {
@@ -293,12 +314,20 @@ pub async fn run(
                     announcements.push(a.to_json_line());
                 }
             }
-            Some(report) = reports.recv() => status.update(&report),
+            Some(report) = reports.recv() => {
+                panel.report(&report);
+                status.update(&report);
+            }
+            Some(state) = panel_sim.next_shown() => {
+                say(out, panel_line(state));
+                panel_states.push(state);
+            }
             _ = progress.tick() => {
-                say(out, status.line(t0.elapsed()));
+                say(out, format!("{} | panel: {}", status.line(t0.elapsed()), panel.state()));
                 if t0.elapsed() >= config.duration {
                     if let Some(stop) = stop.take() {
                         say(out, "demo: stopping".into());
+                        panel.lifecycle(Lifecycle::Stopping);
                         let _ = stop.send(());
                     }
                 }
@@ -319,7 +348,20 @@ pub async fn run(
     };
     // Whatever was still on its way.
     while let Ok(report) = reports.try_recv() {
+        panel.report(&report);
         status.update(&report);
+    }
+    panel.lifecycle(match &result {
+        Ok(Ok(Some(_))) => Lifecycle::Stopped,
+        Ok(Ok(None)) => Lifecycle::Failed(DemoError::NoSummary.to_string()),
+        Ok(Err(e)) => Lifecycle::Failed(e.to_string()),
+        Err(e) => Lifecycle::Failed(e.to_string()),
+    });
+    // The panel's task ends once it has shown all it was told.
+    drop(panel);
+    while let Some(state) = panel_sim.next_shown().await {
+        say(out, panel_line(state));
+        panel_states.push(state);
     }
     while let Ok(SimEvent::Announcement(a)) = sim_events.try_recv() {
         announcements.push(a.to_json_line());
@@ -365,6 +407,7 @@ pub async fn run(
         summary,
         segments,
         announcements,
+        panel: panel_states,
     })
 }
 
@@ -456,6 +499,8 @@ impl Status {
         match report {
             MixerReport::Participants(n) => self.participants = *n,
             MixerReport::Relayed(Notice::Stats { stats, .. }) => self.stats = Some(*stats),
+            // Back from the spool: that ends the failover, it is no fault.
+            MixerReport::Relayed(Notice::Fault(f)) if f.kind == FaultKind::Recovered => {}
             MixerReport::Relayed(Notice::Fault(f)) => {
                 let name = format!("{:?}", f.kind);
                 if !self.faults.contains(&name) {

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod link;
 pub mod media;
 pub mod mixer;
+pub mod panel;
 pub mod recorder;
 pub mod sfu;
 pub mod storage;

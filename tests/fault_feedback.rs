@@ -2,7 +2,8 @@
 //! disk that is broken mid-meeting, the mixer relaying what the recorder says, the
 //! simulated SFU showing it on every participant's terminal and to the control
 //! platform. Each fault is announced once, then its end; stats come every interval
-//! with exactly the bytes that are on disk.
+//! with exactly the bytes that are on disk. The simulated front panel shows the same
+//! as the terminals are told.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use recbox::demo::{self, DemoConfig, DemoError, DemoFault, FaultPlan};
 use recbox::mixer::engine::EngineConfig;
+use recbox::panel::PanelState;
 use recbox::recorder::index::{HEADER_SIZE, RECORD_SIZE};
 use recbox::recorder::recording::MP4_FILE;
 use serde_json::Value;
@@ -81,7 +83,39 @@ async fn fault_is_announced_then_cleared(fault: DemoFault, kind: &str, target: &
     // Nothing was lost: the recording continued on the spool and came back.
     assert!(outcome.segments.len() >= 2, "{:?}", outcome.segments);
     assert!(outcome.summary.media_ms >= 7_000, "{:?}", outcome.summary);
+    panel_followed_the_failover(&outcome.panel, &all);
     let _ = std::fs::remove_dir_all(storage);
+}
+
+/// The front panel showed what the terminals were told: recording; spooling while
+/// the recording was on the spool (a warning may come first, for the moment between
+/// the fault and the failover, or a fault if that moment outlasted the panel's grace);
+/// recording again once it was back (a warning may come first, until the last of the
+/// fault clears); ready after the stop.
+fn panel_followed_the_failover(panel: &[PanelState], all: &[Value]) {
+    use PanelState::*;
+    let told = |kind: &str| {
+        all.iter()
+            .filter(|a| a["to"] == "terminals" && a["kind"] == kind)
+            .count()
+    };
+    assert_eq!((told("failover"), told("recovered")), (1, 1), "{all:#?}");
+    let spooling: Vec<usize> = (0..panel.len()).filter(|&k| panel[k] == Spooling).collect();
+    assert_eq!(spooling.len(), 1, "one spell of spooling: {panel:?}");
+    let (s, end) = (spooling[0], panel.len().saturating_sub(3));
+    assert!(s >= 3 && end > s, "{panel:?}");
+    assert_eq!(panel[..3], [Ready, Starting, Recording], "{panel:?}");
+    assert!(
+        panel[3..s].iter().all(|p| matches!(p, Warning | Fault)),
+        "{panel:?}"
+    );
+    assert!(
+        panel[s + 1..end]
+            .iter()
+            .all(|p| matches!(p, Warning | Recording)),
+        "{panel:?}"
+    );
+    assert_eq!(panel[end..], [Recording, Stopping, Ready], "{panel:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,6 +145,14 @@ async fn stats_reach_the_control_platform_every_interval_with_the_bytes_on_disk(
     let interval_ms = config.stats_interval.as_millis() as u64;
     let mut out = Vec::new();
     let outcome = demo::run(config, &mut out).await.unwrap();
+    // No fault: the panel only followed the recording.
+    use PanelState::*;
+    assert_eq!(
+        outcome.panel,
+        [Ready, Starting, Recording, Stopping, Ready],
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     let stats: Vec<Value> = announced(&outcome.announcements)
         .into_iter()
         .filter(|a| a["kind"] == "stats")

@@ -148,16 +148,7 @@ pub async fn run<A: SfuAdapter>(
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(MixerError::EngineStopped),
             },
-            Some(report) = link_reports.recv() => {
-                if let LinkReport::Notice(notice) = &report {
-                    // The heart of the product: the meeting hears of it at once.
-                    if let Err(e) = adapter.send_notice(notice.clone()) {
-                        warn!("cannot relay {notice:?} to the SFU: {e}");
-                    }
-                    let _ = reports.send(MixerReport::Relayed(notice.clone()));
-                }
-                let _ = reports.send(MixerReport::Link(report));
-            }
+            Some(report) = link_reports.recv() => relay(&adapter, &reports, report),
             wake = link.wait() => link.on_wake(wake).await,
             _ = stats.tick() => {
                 let (tx, rx) = oneshot::channel();
@@ -185,10 +176,7 @@ pub async fn run<A: SfuAdapter>(
     let _ = ingest_task.await;
     let summary = link.stop(STOP_PATIENCE).await;
     while let Ok(report) = link_reports.try_recv() {
-        if let LinkReport::Notice(notice) = &report {
-            let _ = adapter.send_notice(notice.clone());
-        }
-        let _ = reports.send(MixerReport::Link(report));
+        relay(&adapter, &reports, report);
     }
     outcome.map(|()| summary)
 }
@@ -216,6 +204,22 @@ fn ingest_notice(
         streams: reports,
         at: now_millis(),
     }
+}
+
+/// Relays the link's notices to the SFU, and reports what happened on the link.
+fn relay<A: SfuAdapter>(
+    adapter: &A,
+    reports: &mpsc::UnboundedSender<MixerReport>,
+    report: LinkReport,
+) {
+    if let LinkReport::Notice(notice) = &report {
+        // The heart of the product: the meeting hears of it at once.
+        if let Err(e) = adapter.send_notice(notice.clone()) {
+            warn!("cannot relay {notice:?} to the SFU: {e}");
+        }
+        let _ = reports.send(MixerReport::Relayed(notice.clone()));
+    }
+    let _ = reports.send(MixerReport::Link(report));
 }
 
 /// The engine's thread: inputs as they come, output whenever it is due. Inputs are
