@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
-use recbox::appliance::{Appliance, Plan, RecorderRole};
+use recbox::appliance::{Appliance, Plan};
 use recbox::config::{Config, ConfigError};
 use recbox::demo::{DemoConfig, FaultPlan};
 use recbox::encoder::EncoderKind;
@@ -523,21 +523,7 @@ async fn run_box(config: Config) -> Result<()> {
         Some(key) => key,
         None => LinkKey::new(rand::random::<[u8; 32]>().to_vec()).expect("a non-empty key"),
     };
-    if let Some(dir) = config.link.socket.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
-    }
-    let link = config.local_link();
-    let plan = Plan {
-        recorder: Some(RecorderRole {
-            listen: link.clone(),
-            config: config.recorder_config(key.clone()),
-        }),
-        mixer: config.mixer_config(link, key),
-        sfu_url: config.sfu.url.clone(),
-        name: config.mixer.name.clone(),
-        autostart: config.recording.autostart,
-    };
+    let plan = Plan::both(&config, key);
     let shutdown = shutdown_signal()?;
     // The front panel and the chime attach to this handle: `commands()` for the
     // button (Toggle, SafeStop), `subscribe()` for the state and every report.
@@ -546,13 +532,7 @@ async fn run_box(config: Config) -> Result<()> {
 }
 
 async fn run_mixer(config: Config, recorder: LinkAddr, key: LinkKey) -> Result<()> {
-    let plan = Plan {
-        recorder: None,
-        mixer: config.mixer_config(recorder, key),
-        sfu_url: config.sfu.url.clone(),
-        name: config.mixer.name.clone(),
-        autostart: config.recording.autostart,
-    };
+    let plan = Plan::mixer_only(&config, recorder, key);
     let shutdown = shutdown_signal()?;
     let (appliance, _handle) = Appliance::new(plan, notifier());
     appliance.run(shutdown).await.context("mixer")

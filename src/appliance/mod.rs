@@ -28,7 +28,9 @@ use tracing::{error, info, warn};
 pub use controller::{Command, Controller, RecordingState};
 pub use liveness::{Liveness, Wedged};
 
+use crate::config::Config;
 use crate::link::frame::{now_millis, Summary};
+use crate::link::handshake::LinkKey;
 use crate::link::transport::LinkAddr;
 use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
 use crate::mixer::status::RecordingStatus;
@@ -66,6 +68,31 @@ pub struct Plan {
     pub name: String,
     /// Record from the start.
     pub autostart: bool,
+}
+
+impl Plan {
+    /// The box (`recbox run`): both roles, over the local socket.
+    pub fn both(config: &Config, key: LinkKey) -> Self {
+        let link = config.local_link();
+        Self {
+            recorder: Some(RecorderRole {
+                listen: link.clone(),
+                config: config.recorder_config(key.clone()),
+            }),
+            ..Self::mixer_only(config, link, key)
+        }
+    }
+
+    /// The mixer alone (`recbox mixer`), sending to the recorder at `recorder`.
+    pub fn mixer_only(config: &Config, recorder: LinkAddr, key: LinkKey) -> Self {
+        Self {
+            recorder: None,
+            mixer: config.mixer_config(recorder, key),
+            sfu_url: config.sfu.url.clone(),
+            name: config.mixer.name.clone(),
+            autostart: config.recording.autostart,
+        }
+    }
 }
 
 /// What the panel and the chime follow.

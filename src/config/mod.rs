@@ -272,12 +272,9 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is in the message, not a source: it would be printed twice.
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("not TOML: {0}")]
     Syntax(String),
     #[error("{}", list(.0))]
@@ -314,9 +311,9 @@ impl Config {
 
     /// Reads and checks `path`; warns about a link key that others can read.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        let read_err = |source| ConfigError::Read {
+        let read_err = |error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         };
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         let config = Self::parse(&text)?;

@@ -68,6 +68,12 @@ pub enum StartError {
     },
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error("creating the socket directory {}: {source}", path.display())]
+    CreateSocketDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: LinkAddr,
@@ -94,8 +100,9 @@ pub fn check_spool(storage: &Path, spool: &Path) -> Result<(), SpoolError> {
     Ok(())
 }
 
-/// Everything before the recorder can serve: the storage roots exist, recordings a
-/// crash or power cut left unfinished are recovered, and `listen` is bound.
+/// Everything before the recorder can serve: the storage roots (and a Unix socket's
+/// directory) exist, recordings a crash or power cut left unfinished are recovered,
+/// and `listen` is bound.
 pub async fn open(listen: &LinkAddr, config: &RecorderConfig) -> Result<LinkListener, StartError> {
     let roots = std::iter::once(&config.storage).chain(&config.spool);
     for root in roots.clone() {
@@ -115,6 +122,14 @@ pub async fn open(listen: &LinkAddr, config: &RecorderConfig) -> Result<LinkList
             .expect("recovery does not panic");
         if recovered.0 > 0 {
             info!(recovered = recovered.0, root = %recovered.1.display(), "unfinished recordings recovered");
+        }
+    }
+    if let LinkAddr::Unix(path) = listen {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::CreateSocketDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
     }
     LinkListener::bind(listen, config.max_frame)
