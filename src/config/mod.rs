@@ -336,13 +336,17 @@ impl Config {
         Ok(Loaded { config, warnings })
     }
 
-    /// The effective configuration as a config file (an inline key is not shown).
+    /// The effective configuration as a config file. An inline key is not shown:
+    /// a comment says it is set.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        if shown.link.key.is_some() {
-            shown.link.key = Some("(set)".into());
+        let key = shown.link.key.take();
+        let text =
+            toml::to_string(&shown).expect("every value of the configuration has a TOML form");
+        match key {
+            Some(_) => format!("# link.key is set (not shown)\n{text}"),
+            None => text,
         }
-        toml::to_string(&shown).expect("every value of the configuration has a TOML form")
     }
 
     /// The media-link key from `link.key` or `link.key_file`; `None` when neither is set.
