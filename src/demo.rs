@@ -19,20 +19,19 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep_until, Instant};
 
 use crate::bench::scratch::{run_on, LoopDisk, Mounted};
-use crate::link::frame::{FaultKind, Stats, Summary};
+use crate::link::frame::Summary;
 use crate::link::handshake::LinkKey;
-use crate::link::transport::{LinkAddr, LinkListener};
+use crate::link::transport::LinkAddr;
 use crate::mixer::engine::EngineConfig;
-use crate::mixer::link::{LinkConfig, LinkReport};
-use crate::mixer::service::{self as mixer, MixerConfig, MixerReport};
+use crate::mixer::link::LinkConfig;
+use crate::mixer::service::{self as mixer, MixerConfig};
+use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
 use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
 use crate::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE};
 use crate::recorder::service::{self as recorder, RecorderConfig};
-use crate::sfu::control::{Hello, CONTROL_VERSION};
 use crate::sfu::notice::Audience;
 use crate::sfu::sim::{SfuSim, SimConfig, SimEvent};
-use crate::sfu::{Notice, WsSfuAdapter};
 
 pub const ROOM: &str = "demo-room";
 /// Size of the small disk the fault demos break.
@@ -196,7 +195,7 @@ pub async fn run(
         rec.health.low_space_bytes = Some(32 << 20);
         rec.health.full_space_bytes = 8 << 20;
     }
-    let listener = LinkListener::bind(&LinkAddr::Tcp("127.0.0.1:0".into()), rec.max_frame)
+    let listener = recorder::open(&LinkAddr::Tcp("127.0.0.1:0".into()), &rec)
         .await
         .map_err(|e| DemoError::Link(e.to_string()))?;
     let recorder_addr = listener.local_addr();
@@ -231,20 +230,7 @@ pub async fn run(
         link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
         stats_interval: config.stats_interval,
     };
-    let ingest = mixer::bind_ingest(&mixer_config).await?;
-    let port = ingest
-        .local_addr()
-        .map_err(|e| DemoError::Io("ingest address".into(), e))?
-        .port();
-    let hello = Hello {
-        version: CONTROL_VERSION,
-        name: crate::link::frame::text("recbox demo mixer"),
-        audio_port: Some(port),
-        video_port: Some(port),
-    };
-    let adapter = WsSfuAdapter::connect(&url, hello)
-        .await
-        .map_err(|e| DemoError::Sfu(e.to_string()))?;
+    let (ingest, adapter) = mixer::join_sfu(&mixer_config, &url, "recbox demo mixer").await?;
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     // Nothing presses the demo's button: its commands have nobody to go to.
@@ -281,7 +267,7 @@ pub async fn run(
     );
     let t0 = Instant::now();
     let mut progress = interval(Duration::from_secs(1));
-    let mut status = Status::default();
+    let mut status = RecordingStatus::default();
     let mut announcements = Vec::new();
     let mut panel_states = Vec::new();
     let panel_line = |state| {
@@ -323,7 +309,7 @@ pub async fn run(
                 panel_states.push(state);
             }
             _ = progress.tick() => {
-                say(out, format!("{} | panel: {}", status.line(t0.elapsed()), panel.state()));
+                say(out, format!("{} | panel: {}", progress_line(&status, t0.elapsed()), panel.state()));
                 if t0.elapsed() >= config.duration {
                     if let Some(stop) = stop.take() {
                         say(out, "demo: stopping".into());
@@ -484,63 +470,17 @@ fn newest_index(root: &Path) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
-/// What the progress line shows.
-#[derive(Default)]
-struct Status {
-    participants: usize,
-    stats: Option<Stats>,
-    faults: Vec<String>,
-    segments: Vec<PathBuf>,
-    link_up: bool,
-}
-
-impl Status {
-    fn update(&mut self, report: &MixerReport) {
-        match report {
-            MixerReport::Participants(n) => self.participants = *n,
-            MixerReport::Relayed(Notice::Stats { stats, .. }) => self.stats = Some(*stats),
-            // Back from the spool: that ends the failover, it is no fault.
-            MixerReport::Relayed(Notice::Fault(f)) if f.kind == FaultKind::Recovered => {}
-            MixerReport::Relayed(Notice::Fault(f)) => {
-                let name = format!("{:?}", f.kind);
-                if !self.faults.contains(&name) {
-                    self.faults.push(name);
-                }
-            }
-            MixerReport::Relayed(Notice::Cleared { kind, .. }) => {
-                let name = format!("{kind:?}");
-                self.faults.retain(|f| *f != name);
-            }
-            MixerReport::Link(LinkReport::Started { path }) => {
-                self.link_up = true;
-                self.segments.push(PathBuf::from(path));
-            }
-            MixerReport::Link(_) | MixerReport::Relayed(Notice::Ingest { .. }) => {}
-        }
-    }
-
-    fn line(&self, elapsed: Duration) -> String {
-        let recorded = match &self.stats {
-            Some(s) => format!(
-                "recorded {:.0} s, {:.1} MB, {} MB free",
-                s.duration_ms as f64 / 1000.0,
-                (s.file_bytes + s.index_bytes) as f64 / 1e6,
-                s.free_bytes >> 20
-            ),
-            None => "recorded -".into(),
-        };
-        let faults = if self.faults.is_empty() {
-            "none".to_owned()
-        } else {
-            self.faults.join(", ")
-        };
-        format!(
-            "demo: [{:>5.1}s] participants {} | {recorded} | segments {} | faults: {faults}",
-            elapsed.as_secs_f64(),
-            self.participants,
-            self.segments.len(),
-        )
-    }
+fn progress_line(status: &RecordingStatus, elapsed: Duration) -> String {
+    format!(
+        "demo: [{:>5.1}s] participants {} | {} | segments {} | faults: {}",
+        elapsed.as_secs_f64(),
+        status.participants,
+        status
+            .recorded_text()
+            .unwrap_or_else(|| "recorded -".into()),
+        status.segments.len(),
+        status.faults_text(),
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! MP4, an index and an HLS playlist, sending every fault and periodic stats back on
 //! the same link. See `DESIGN.md` in the shared folder and `README.md`.
 
+pub mod appliance;
 pub mod bench;
+pub mod config;
 pub mod decoder;
 pub mod demo;
 pub mod duration;
@@ -17,5 +19,7 @@ pub mod mixer;
 pub mod panel;
 pub mod recorder;
 pub mod sfu;
+pub mod size;
 pub mod storage;
 pub mod synth;
+pub mod systemd;

@@ -1,22 +1,27 @@
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use tracing::info;
+use tracing::{info, warn};
 
+use recbox::appliance::{Appliance, Plan};
+use recbox::config::{Config, ConfigError};
 use recbox::demo::{DemoConfig, FaultPlan};
 use recbox::encoder::EncoderKind;
 use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::handshake::LinkKey;
-use recbox::link::transport::{LinkAddr, LinkListener};
+use recbox::link::transport::LinkAddr;
+use recbox::media::picture::VideoSize;
 use recbox::mixer::engine::EngineConfig;
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::recorder::{inspect, recovery};
 use recbox::sfu::sim::{ImpairmentConfig, Schedule, SfuSim, SimConfig, SimEvent};
 use recbox::synth::PatternSpec;
+use recbox::systemd::{Notifier, NotifyEnv};
 
 #[derive(Parser)]
 #[command(name = "recbox", version, about = "Meeting-room recording box")]
@@ -36,18 +41,22 @@ struct KeyArgs {
 }
 
 impl KeyArgs {
-    fn load(&self) -> Result<LinkKey> {
+    /// The key given on the command line (or in the environment), if any.
+    fn given(&self) -> Result<Option<LinkKey>> {
         let key = match (&self.key, &self.key_file) {
             (Some(k), _) => k.clone(),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading link key file {}", path.display()))?
                 .trim()
                 .to_owned(),
-            (None, None) => {
-                bail!("no link key: give --key-file FILE, --key KEY or RECBOX_LINK_KEY")
-            }
+            (None, None) => return Ok(None),
         };
-        LinkKey::new(key).context("link key")
+        LinkKey::new(key).map(Some).context("link key")
+    }
+
+    fn load(&self) -> Result<LinkKey> {
+        self.given()?
+            .context("no link key: give --key-file FILE, --key KEY or RECBOX_LINK_KEY")
     }
 }
 
@@ -88,6 +97,21 @@ enum Command {
         #[arg(long, default_value = "64M", value_parser = parse_size)]
         full_space: u64,
     },
+    /// Run the box: recorder and mixer in one process over the local socket,
+    /// recording the SFU's meeting, as the systemd unit does.
+    Run {
+        /// Configuration file [default: /etc/recbox/recbox.toml, or the built-in
+        /// defaults when that file does not exist].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the mixer alone: join the SFU's meeting, mix it and send it to a recorder
+    /// on another machine. Settings come from --config (or the built-in defaults),
+    /// flags override them.
+    Mixer(MixerArgs),
+    /// Check a configuration file, or print the documented defaults.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run a meeting end to end on this machine with built-in defaults: a simulated
     /// SFU sends N participants as real RTP, the mixer mixes and composites them, the
     /// recorder writes the recording; progress and every notice are shown.
@@ -132,6 +156,92 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         trials: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check FILE: print the configuration it gives, or every problem with its key.
+    Check { file: PathBuf },
+    /// Print the documented default configuration (board/recbox.toml).
+    Defaults,
+}
+
+#[derive(clap::Args)]
+struct MixerArgs {
+    /// Configuration file to take the [mixer], [sfu], [link] and [recording]
+    /// sections from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The SFU's control channel, ws://HOST:PORT/PATH (sfu.url).
+    #[arg(long)]
+    sfu: Option<String>,
+    /// The recorder: tcp:HOST:PORT, HOST:PORT or unix:/path.sock [default: the
+    /// local socket, link.socket].
+    #[arg(long)]
+    recorder: Option<LinkAddr>,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// The room, the directory of its recordings (mixer.room).
+    #[arg(long)]
+    room: Option<String>,
+    /// The mixer's name at the SFU (mixer.name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where participants' RTP arrives, ADDR:PORT (mixer.ingest).
+    #[arg(long)]
+    ingest: Option<SocketAddr>,
+    /// Output video size, WIDTHxHEIGHT (mixer.size).
+    #[arg(long)]
+    size: Option<VideoSize>,
+    /// Output frames per second (mixer.fps).
+    #[arg(long)]
+    fps: Option<u16>,
+    /// Video encoder: auto, software, v4l2 or v4l2:/dev/videoN (mixer.encoder).
+    #[arg(long)]
+    encoder: Option<EncoderKind>,
+    /// H.264 bit rate in bits per second (mixer.video_bitrate).
+    #[arg(long)]
+    video_bitrate: Option<u32>,
+}
+
+impl MixerArgs {
+    /// The configuration with the flags applied.
+    fn config(&self) -> Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => load_config(path)?,
+            None => Config::default(),
+        };
+        let m = &mut c.mixer;
+        if let Some(url) = &self.sfu {
+            c.sfu.url = url.clone();
+        }
+        if let Some(room) = &self.room {
+            m.room = room.clone();
+        }
+        if let Some(name) = &self.name {
+            m.name = name.clone();
+        }
+        if let Some(ingest) = self.ingest {
+            m.ingest = ingest;
+        }
+        if let Some(size) = self.size {
+            m.size = size;
+        }
+        if let Some(fps) = self.fps {
+            m.fps = fps;
+        }
+        if let Some(encoder) = &self.encoder {
+            m.encoder = encoder.clone();
+        }
+        if let Some(bitrate) = self.video_bitrate {
+            m.video_bitrate = bitrate;
+        }
+        let problems = c.problems();
+        if !problems.is_empty() {
+            bail!("{}", ConfigError::Invalid(problems));
+        }
+        Ok(c)
+    }
 }
 
 #[derive(clap::Args)]
@@ -205,48 +315,17 @@ impl SfuSimArgs {
 }
 
 fn parse_video_size(s: &str) -> Result<(u16, u16), String> {
-    s.split_once('x')
-        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
-        .ok_or_else(|| format!("`{s}` is not a video size (example: 320x240)"))
+    s.parse::<VideoSize>()
+        .map(|v| (v.width, v.height))
+        .map_err(|e| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     recbox::duration::parse(s).map_err(|e| e.to_string())
 }
 
-/// A byte count with an optional binary suffix: 1048576, 512K, 64M, 2G.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let value: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 1048576, 512M, 2G)"))?;
-    match value.checked_mul(1 << shift) {
-        Some(0) => Err(format!("`{s}` must be more than zero bytes")),
-        Some(bytes) => Ok(bytes),
-        None => Err(format!("`{s}` is too large")),
-    }
-}
-
-/// The spool must be another place than the storage: inside it, it would fail with
-/// it and its recordings would be taken for the storage's own.
-fn check_spool(storage: &Path, spool: &Path) -> Result<()> {
-    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let (storage, spool) = (resolve(storage), resolve(spool));
-    if spool.starts_with(&storage) || storage.starts_with(&spool) {
-        bail!(
-            "--spool {} must not be the storage root {} or inside it (nor contain it)",
-            spool.display(),
-            storage.display()
-        );
-    }
-    Ok(())
+    recbox::size::parse(s).map_err(|e| e.to_string())
 }
 
 fn main() -> Result<()> {
@@ -264,6 +343,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: the journal would keep the escapes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
@@ -288,6 +369,33 @@ fn main() -> Result<()> {
             config.health.low_space_bytes = low_space;
             config.health.full_space_bytes = full_space;
             rt.block_on(run_recorder(listen, config))
+        }
+        Command::Run { config } => {
+            let config = box_config(config)?;
+            rt.block_on(run_box(config))
+        }
+        Command::Mixer(args) => {
+            let config = args.config()?;
+            let key = match args.key.given()? {
+                Some(key) => key,
+                None => config.link_key()?.context(
+                    "no link key: give --key-file FILE, --key KEY, RECBOX_LINK_KEY or link.key_file in --config",
+                )?,
+            };
+            let recorder = args.recorder.clone().unwrap_or_else(|| config.local_link());
+            rt.block_on(run_mixer(config, recorder, key))
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let loaded = Config::load(&file).map_err(|e| config_error(&file, e))?;
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", loaded.config.to_toml());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Defaults) => {
+            print!("{}", recbox::config::DOCUMENTED_DEFAULTS);
+            Ok(())
         }
         Command::Demo {
             duration,
@@ -337,26 +445,97 @@ fn main() -> Result<()> {
 }
 
 async fn run_recorder(listen: LinkAddr, config: RecorderConfig) -> Result<()> {
-    let roots = std::iter::once(&config.storage).chain(&config.spool);
-    for root in roots.clone() {
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("creating storage root {}", root.display()))?;
-    }
-    if let Some(spool) = &config.spool {
-        check_spool(&config.storage, spool)?;
-    }
-    for root in roots {
-        let recovered = service::recover_unfinished(root);
-        if recovered > 0 {
-            info!(recovered, root = %root.display(), "unfinished recordings recovered");
-        }
-    }
-    let listener = LinkListener::bind(&listen, config.max_frame)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener = service::open(&listen, &config).await?;
     service::serve(listener, Arc::new(config))
         .await
         .context("recorder stopped")
+}
+
+fn config_error(path: &Path, e: ConfigError) -> anyhow::Error {
+    match e {
+        ConfigError::Invalid(problems) => {
+            let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            anyhow!(
+                "invalid configuration {}:\n{}",
+                path.display(),
+                lines.join("\n")
+            )
+        }
+        ConfigError::Syntax(message) => anyhow!("{}: {message}", path.display()),
+        e => e.into(),
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    let loaded = Config::load(path).map_err(|e| config_error(path, e))?;
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    Ok(loaded.config)
+}
+
+/// The box's configuration: the given file, else the default one if it exists,
+/// else the built-in defaults.
+fn box_config(path: Option<PathBuf>) -> Result<Config> {
+    match path {
+        Some(path) => load_config(&path),
+        None => {
+            let path = Path::new(recbox::config::DEFAULT_PATH);
+            match std::fs::metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    info!(path = %path.display(), "no configuration file: built-in defaults");
+                    Ok(Config::default())
+                }
+                _ => load_config(path),
+            }
+        }
+    }
+}
+
+/// What systemd asked to be told, if anything.
+fn notifier() -> Notifier {
+    let notifier = NotifyEnv::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|env| Notifier::new(&env).map_err(|e| e.to_string()));
+    notifier.unwrap_or_else(|e| {
+        warn!("not notifying systemd: {e}");
+        Notifier::none()
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are in place once this returns, so
+/// a signal during start-up (recovery can take a while) also stops cleanly.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+async fn run_box(config: Config) -> Result<()> {
+    // Both ends are in this process: without a configured key, any will do.
+    let key = match config.link_key()? {
+        Some(key) => key,
+        None => LinkKey::new(rand::random::<[u8; 32]>().to_vec()).expect("a non-empty key"),
+    };
+    let plan = Plan::both(&config, key);
+    let shutdown = shutdown_signal()?;
+    // The front panel and the chime attach to this handle: `commands()` for the
+    // button (Toggle, SafeStop), `subscribe()` for the state and every report.
+    let (appliance, _handle) = Appliance::new(plan, notifier());
+    appliance.run(shutdown).await.context("recbox")
+}
+
+async fn run_mixer(config: Config, recorder: LinkAddr, key: LinkKey) -> Result<()> {
+    let plan = Plan::mixer_only(&config, recorder, key);
+    let shutdown = shutdown_signal()?;
+    let (appliance, _handle) = Appliance::new(plan, notifier());
+    appliance.run(shutdown).await.context("mixer")
 }
 
 async fn demo(config: DemoConfig) -> Result<()> {
@@ -434,17 +613,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("512K"), Ok(512 << 10));
-        assert_eq!(parse_size(" 64m "), Ok(64 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        for bad in ["", "G", "1.5G", "-1M", "0", "99999999999999G", "12X"] {
-            assert!(parse_size(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
@@ -453,23 +621,5 @@ mod tests {
         for bad in ["", "s", "0s", "-1s", "fast", "NaNs"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn the_spool_must_be_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = dir.path().join("storage");
-        std::fs::create_dir(&storage).unwrap();
-        assert!(check_spool(&storage, &dir.path().join("spool")).is_ok());
-        for bad in [
-            storage.clone(),
-            storage.join("spool"),
-            dir.path().to_path_buf(),
-        ] {
-            let err = check_spool(&storage, &bad).unwrap_err().to_string();
-            assert!(err.contains("must not be the storage root"), "{err}");
-        }
-        // Spelled differently, still the same place.
-        assert!(check_spool(&storage, &storage.join("x/..")).is_err());
     }
 }

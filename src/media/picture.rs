@@ -14,6 +14,38 @@ pub enum PictureError {
     },
 }
 
+/// A picture size as written on a command line or in the config: `1280x720`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoSize {
+    pub width: u16,
+    pub height: u16,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a video size (example: 320x240)")]
+pub struct VideoSizeError(String);
+
+impl std::str::FromStr for VideoSize {
+    type Err = VideoSizeError;
+
+    fn from_str(s: &str) -> Result<Self, VideoSizeError> {
+        s.split_once('x')
+            .and_then(|(w, h)| {
+                Some(Self {
+                    width: w.trim().parse().ok()?,
+                    height: h.trim().parse().ok()?,
+                })
+            })
+            .ok_or_else(|| VideoSizeError(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for VideoSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
 /// Tightly packed planes: luma `width * height`, each chroma plane a quarter.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Picture {

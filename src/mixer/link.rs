@@ -25,6 +25,7 @@ use crate::link::frame::{
 use crate::link::handshake::LinkKey;
 use crate::link::session::MixerEvent;
 use crate::link::transport::LinkAddr;
+use crate::sfu::notice::track_active;
 use crate::sfu::Notice;
 
 /// How often held media is offered to a link that had no room.
@@ -263,21 +264,9 @@ impl RecorderLink {
 
     /// Reports a notice, keeping the list of faults that still apply: stats carry it.
     fn notice(&mut self, mut notice: Notice) {
-        match &mut notice {
-            Notice::Fault(f) => match f.kind {
-                // Events, not conditions.
-                FaultKind::MediaDropped => {}
-                FaultKind::Recovered => self.active.retain(|&k| k != FaultKind::Failover),
-                kind => {
-                    if !self.active.contains(&kind) {
-                        self.active.push(kind);
-                    }
-                }
-            },
-            Notice::Cleared { kind, .. } => self.active.retain(|k| k != kind),
-            Notice::Stats { faults, .. } => faults.clone_from(&self.active),
-            // The mixer's own; the recorder never sends it.
-            Notice::Ingest { .. } => {}
+        track_active(&mut self.active, &notice);
+        if let Notice::Stats { faults, .. } = &mut notice {
+            faults.clone_from(&self.active);
         }
         let _ = self.reports.send(LinkReport::Notice(notice));
     }

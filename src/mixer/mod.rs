@@ -11,6 +11,7 @@ pub mod layout;
 pub mod link;
 pub mod scale;
 pub mod service;
+pub mod status;
 pub mod timeline;
 pub mod tone;
 pub mod uplink;

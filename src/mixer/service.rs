@@ -16,17 +16,20 @@ use super::link::{LinkConfig, LinkReport, RecorderLink};
 use crate::ingest::stats::StreamStats;
 use crate::ingest::udp::{IngestCommand, UdpError, UdpIngest};
 use crate::ingest::{Demux, IngestOutput, MediaKind, StreamConfig};
-use crate::link::frame::{now_millis, Summary};
-use crate::sfu::control::ParticipantInfo;
+use crate::link::frame::{now_millis, text, Summary, Track};
+use crate::sfu::control::{Hello, ParticipantInfo, CONTROL_VERSION};
 use crate::sfu::notice::StreamReport;
-use crate::sfu::{Notice, RosterEvent, SfuAdapter};
+use crate::sfu::ws_adapter::WsAdapterError;
+use crate::sfu::{Notice, RosterEvent, SfuAdapter, WsSfuAdapter};
 
 /// SSRC of the mixer in the RTCP it sends to the SFU.
 const MIXER_SSRC: u32 = 0x6d69_7872;
 /// Outputs of the ingest waiting for the engine.
 const INGEST_QUEUE: usize = 4096;
 /// How long a stop waits for the recorder to take the last media and confirm.
-const STOP_PATIENCE: Duration = Duration::from_secs(30);
+pub const STOP_PATIENCE: Duration = Duration::from_secs(30);
+/// How often [`MixerReport::Output`] is reported.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct MixerConfig {
@@ -48,6 +51,10 @@ pub enum MixerError {
     Engine(#[from] EngineError),
     #[error("SFU adapter: {0}")]
     Sfu(String),
+    #[error(transparent)]
+    SfuConnect(#[from] WsAdapterError),
+    #[error("ingest address: {0}")]
+    IngestAddress(#[source] std::io::Error),
     #[error("the SFU closed the control channel")]
     SfuGone,
     #[error("the mixing engine stopped")]
@@ -58,6 +65,12 @@ pub enum MixerError {
 #[derive(Debug, Clone)]
 pub enum MixerReport {
     Participants(usize),
+    /// Media handed to the recorder link since the start, every second: the engine
+    /// is alive while these grow.
+    Output {
+        video_frames: u64,
+        audio_frames: u64,
+    },
     /// A notice was relayed to the SFU.
     Relayed(Notice),
     Link(LinkReport),
@@ -74,6 +87,28 @@ enum EngineInput {
 /// Binds the ingest socket first, so its port can go in the SFU hello.
 pub async fn bind_ingest(config: &MixerConfig) -> Result<UdpIngest, MixerError> {
     Ok(UdpIngest::bind(config.ingest, Demux::new(MIXER_SSRC)).await?)
+}
+
+/// Binds the ingest and joins the meeting on the SFU's control channel at `url`,
+/// saying hello as `name` with the ingest's port for every stream.
+pub async fn join_sfu(
+    config: &MixerConfig,
+    url: &str,
+    name: &str,
+) -> Result<(UdpIngest, WsSfuAdapter), MixerError> {
+    let ingest = bind_ingest(config).await?;
+    let port = ingest
+        .local_addr()
+        .map_err(MixerError::IngestAddress)?
+        .port();
+    let hello = Hello {
+        version: CONTROL_VERSION,
+        name: text(name),
+        audio_port: Some(port),
+        video_port: Some(port),
+    };
+    let adapter = WsSfuAdapter::connect(url, hello).await?;
+    Ok((ingest, adapter))
 }
 
 /// Runs until `stop` fires or the SFU goes away; then stops the recording and returns
@@ -102,6 +137,8 @@ pub async fn run<A: SfuAdapter>(
 
     let mut stats = tokio::time::interval(config.stats_interval);
     stats.tick().await;
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    let (mut video_frames, mut audio_frames) = (0u64, 0u64);
     let mut participants = 0usize;
     // Whose stream each SSRC is, for the ingest counters the SFU is told.
     let mut streams: HashMap<u32, (String, MediaKind)> = HashMap::new();
@@ -139,7 +176,13 @@ pub async fn run<A: SfuAdapter>(
                 let _ = engine_tx.send(EngineInput::Ingest(output));
             }
             output = engine_out.recv() => match output {
-                Some(Ok(EngineOutput::Media(media))) => link.send(media).await,
+                Some(Ok(EngineOutput::Media(media))) => {
+                    match media.track {
+                        Track::Video => video_frames += 1,
+                        Track::Audio => audio_frames += 1,
+                    }
+                    link.send(media).await
+                }
                 Some(Ok(EngineOutput::KeyframeRequest(id))) => {
                     if let Err(e) = adapter.request_keyframe(&id) {
                         warn!(%id, "keyframe request to the SFU: {e}");
@@ -150,6 +193,9 @@ pub async fn run<A: SfuAdapter>(
             },
             Some(report) = link_reports.recv() => relay(&adapter, &reports, report),
             wake = link.wait() => link.on_wake(wake).await,
+            _ = progress.tick() => {
+                let _ = reports.send(MixerReport::Output { video_frames, audio_frames });
+            }
             _ = stats.tick() => {
                 let (tx, rx) = oneshot::channel();
                 let _ = ingest_cmd.send(IngestCommand::Stats(tx));

@@ -167,7 +167,7 @@ impl PanelStatus {
                 Phase::Stopping => {}
             },
             // Link notices come again as `Relayed`, once the SFU has been told.
-            MixerReport::Link(_) | MixerReport::Participants(_) => {}
+            MixerReport::Link(_) | MixerReport::Participants(_) | MixerReport::Output { .. } => {}
         }
     }
 

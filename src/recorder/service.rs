@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
@@ -18,12 +19,14 @@ use crate::link::codec::DEFAULT_MAX_FRAME;
 use crate::link::frame::{now_millis, text, Frame, Media, RecordingId, StartParams, Stats};
 use crate::link::handshake::LinkKey;
 use crate::link::session::{reject_frame, RecorderEvent, RecorderSession};
-use crate::link::transport::{FrameReader, FrameSender, LinkListener, TransportError};
+use crate::link::transport::{FrameReader, FrameSender, LinkAddr, LinkListener, TransportError};
 use crate::storage::health::HealthConfig;
 use crate::storage::space;
 
 /// Media frames queued for the writer thread before the link is back-pressured.
 const WRITER_QUEUE: usize = 256;
+/// How often a recording's `Stats` go to the mixer unless configured.
+pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct RecorderConfig {
@@ -47,12 +50,94 @@ impl RecorderConfig {
             spool: None,
             key,
             max_frame: DEFAULT_MAX_FRAME,
-            stats_interval: Duration::from_secs(5),
+            stats_interval: DEFAULT_STATS_INTERVAL,
             writer: WriterOptions::default(),
             storage_poll: monitor.poll,
             health: monitor.health,
         }
     }
+}
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("creating storage root {}: {source}", path.display())]
+    CreateRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("creating the socket directory {}: {source}", path.display())]
+    CreateSocketDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: LinkAddr,
+        #[source]
+        source: TransportError,
+    },
+}
+
+/// The spool must be another place than the storage: inside it, it would fail with
+/// it and its recordings would be taken for the storage's own.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("the spool {} must not be the storage root {} or inside it (nor contain it)", spool.display(), storage.display())]
+pub struct SpoolError {
+    pub storage: PathBuf,
+    pub spool: PathBuf,
+}
+
+pub fn check_spool(storage: &Path, spool: &Path) -> Result<(), SpoolError> {
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (storage, spool) = (resolve(storage), resolve(spool));
+    if spool.starts_with(&storage) || storage.starts_with(&spool) {
+        return Err(SpoolError { storage, spool });
+    }
+    Ok(())
+}
+
+/// Everything before the recorder can serve: the storage roots (and a Unix socket's
+/// directory) exist, recordings a crash or power cut left unfinished are recovered,
+/// and `listen` is bound.
+pub async fn open(listen: &LinkAddr, config: &RecorderConfig) -> Result<LinkListener, StartError> {
+    let roots = std::iter::once(&config.storage).chain(&config.spool);
+    for root in roots.clone() {
+        std::fs::create_dir_all(root).map_err(|source| StartError::CreateRoot {
+            path: root.clone(),
+            source,
+        })?;
+    }
+    if let Some(spool) = &config.spool {
+        check_spool(&config.storage, spool)?;
+    }
+    for root in roots {
+        let root = root.clone();
+        // Recovery reads and rewrites files: off the async threads.
+        let recovered = tokio::task::spawn_blocking(move || (recover_unfinished(&root), root))
+            .await
+            .expect("recovery does not panic");
+        if recovered.0 > 0 {
+            info!(recovered = recovered.0, root = %recovered.1.display(), "unfinished recordings recovered");
+        }
+    }
+    if let LinkAddr::Unix(path) = listen {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::CreateSocketDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+    }
+    LinkListener::bind(listen, config.max_frame)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen.clone(),
+            source,
+        })
 }
 
 /// Recovers every recording under the storage root that was not finished cleanly
@@ -342,5 +427,28 @@ async fn on_writer_event(
                 recs.current = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_must_be_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir(&storage).unwrap();
+        assert!(check_spool(&storage, &dir.path().join("spool")).is_ok());
+        for bad in [
+            storage.clone(),
+            storage.join("spool"),
+            dir.path().to_path_buf(),
+        ] {
+            let err = check_spool(&storage, &bad).unwrap_err().to_string();
+            assert!(err.contains("must not be the storage root"), "{err}");
+        }
+        // Spelled differently, still the same place.
+        assert!(check_spool(&storage, &storage.join("x/..")).is_err());
     }
 }

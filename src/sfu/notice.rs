@@ -49,6 +49,30 @@ pub struct StreamReport {
     pub counters: StreamStats,
 }
 
+/// Keeps the list of faults that still apply in step with `notice`: a fault is added
+/// once and its clearing removes it; dropped media and the move back from the spool
+/// are events, not conditions; stats carry the whole list.
+pub fn track_active(active: &mut Vec<FaultKind>, notice: &Notice) {
+    match notice {
+        Notice::Fault(f) => match f.kind {
+            FaultKind::MediaDropped => {}
+            FaultKind::Recovered => active.retain(|&k| k != FaultKind::Failover),
+            kind => {
+                if !active.contains(&kind) {
+                    active.push(kind);
+                }
+            }
+        },
+        Notice::Cleared { kind, .. } => active.retain(|k| k != kind),
+        // Empty when they come straight from the recorder: only the mixer's link
+        // knows the whole list.
+        Notice::Stats { faults, .. } if !faults.is_empty() => active.clone_from(faults),
+        Notice::Stats { .. } => {}
+        // The mixer's own; the recorder never sends it.
+        Notice::Ingest { .. } => {}
+    }
+}
+
 impl Notice {
     /// The notice to relay for what the recorder sent back on the media link, if any.
     pub fn from_recorder(event: &MixerEvent) -> Option<Self> {

@@ -1,0 +1,505 @@
+//! `recbox run` and `recbox mixer` as real processes, as systemd runs the box: a
+//! simulated SFU with two participants, the notify socket bound here. The service
+//! says it is ready, pings the watchdog, records a growing recording, and on SIGTERM
+//! says it is stopping, closes the recording and exits 0; the recording opens in
+//! ffprobe. A bad configuration is refused with the key named.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use recbox::appliance::{Appliance, Command as BoxCommand, Event, Plan, RecordingState};
+use recbox::config::Config;
+use recbox::mixer::service::MixerReport;
+use recbox::recorder::recording::{INDEX_FILE, MP4_FILE};
+use recbox::sfu::sim::{SfuSim, SimConfig};
+use recbox::sfu::Notice;
+use recbox::synth::PatternSpec;
+use recbox::systemd::Notifier;
+use tokio::sync::{broadcast, oneshot};
+
+/// Generous: the machine is shared and busy.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// The simulated SFU in this process; its control URL.
+async fn start_sfu() -> String {
+    let sim = SfuSim::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            participants: 2,
+            video: PatternSpec {
+                width: 160,
+                height: 120,
+                fps: 10,
+                gop: 20,
+                ..PatternSpec::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/", sim.local_addr().unwrap());
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(sim.run(tx));
+    // The simulator serves while someone listens.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    url
+}
+
+/// The notify socket systemd would bind; every datagram as a line.
+struct NotifySocket {
+    path: PathBuf,
+    messages: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        let (tx, messages) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if tx.send(message).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            path,
+            messages,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a message that `pred` accepts; every message seen is kept.
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = self
+                .messages
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}; got {:?}", self.seen));
+            self.seen.push(message.clone());
+            if pred(&message) {
+                return message;
+            }
+        }
+    }
+
+    fn count(&self, message: &str) -> usize {
+        self.seen.iter().filter(|m| *m == message).count()
+    }
+}
+
+/// A `recbox` process; killed if the test fails before it exits.
+struct Recbox {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Recbox {
+    fn spawn(args: &[&str], notify: Option<&Path>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_recbox"));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(path) = notify {
+            cmd.env("NOTIFY_SOCKET", path)
+                // Pings every half second.
+                .env("WATCHDOG_USEC", "1000000");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("recbox: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, stderr: rx }
+    }
+
+    fn terminate(&self) {
+        // SAFETY: plain syscall on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "recbox did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every line it logged, once it has exited.
+    fn log(&self) -> Vec<String> {
+        self.stderr.iter().collect()
+    }
+}
+
+impl Drop for Recbox {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The configuration of a small box under `dir`.
+fn small_box(dir: &Path, sfu: &str) -> PathBuf {
+    let config = dir.join("recbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[link]
+socket = "{dir}/run/link.sock"
+[recorder]
+storage = "{dir}/storage"
+spool = "{dir}/spool"
+stats_interval = "500ms"
+[mixer]
+ingest = "127.0.0.1:0"
+room = "room-1"
+size = "320x240"
+fps = 10
+encoder = "software"
+[sfu]
+url = "{sfu}"
+[panel]
+backend = "none"
+[audio]
+chime = false
+"#,
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The recording directories under `storage/room-1`.
+fn recordings(storage: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(storage.join("room-1"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Waits until the one recording's file has grown past two sizes seen; its dir.
+fn wait_for_growth(storage: &Path) -> PathBuf {
+    let deadline = Instant::now() + PATIENCE;
+    let mut sizes = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no growing recording: {sizes:?}");
+        if let [dir] = recordings(storage).as_slice() {
+            let len = file_len(&dir.join(MP4_FILE));
+            if sizes.last() != Some(&len) {
+                sizes.push(len);
+            }
+            // The init segment, then two more fragments.
+            if sizes.iter().filter(|&&s| s > 0).count() >= 3 {
+                return dir.clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The recording was closed and opens as one H.264 and one Opus stream with
+/// packets in both.
+fn check_recording(dir: &Path) {
+    let mp4 = dir.join(MP4_FILE);
+    assert_eq!(common::stream_codecs(&mp4), ["h264", "opus"]);
+    let packets = common::packet_counts(&mp4);
+    assert!(packets.iter().all(|&n| n > 0), "{packets:?}");
+    assert!(file_len(&dir.join(INDEX_FILE)) > 0);
+    // Closed cleanly: nothing left for recovery to do.
+    assert!(
+        recbox::recorder::recovery::find_unfinished(dir.parent().unwrap().parent().unwrap())
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_is_ready_watched_records_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = start_sfu().await;
+    let config = small_box(dir.path(), &sfu);
+    let mut notify = NotifySocket::bind(dir.path());
+    let config_arg = config.to_str().unwrap().to_owned();
+    let notify_path = notify.path.clone();
+    let storage = dir.path().join("storage");
+
+    let (mut notify, mut recbox, dir_of_recording) = tokio::task::spawn_blocking(move || {
+        let recbox = Recbox::spawn(&["run", "--config", &config_arg], Some(&notify_path));
+        notify.wait_for("READY=1", |m| m == "READY=1");
+        let recording = wait_for_growth(&storage);
+        notify.wait_for("a recording status", |m| {
+            m.starts_with("STATUS=Recording rec-")
+        });
+        // The watchdog keeps being pinged while it records.
+        let pings = notify.count("WATCHDOG=1");
+        for _ in 0..3 {
+            notify.wait_for("WATCHDOG=1", |m| m == "WATCHDOG=1");
+        }
+        assert!(notify.count("WATCHDOG=1") >= pings + 3);
+        (notify, recbox, recording)
+    })
+    .await
+    .unwrap();
+
+    recbox.terminate();
+    let (notify, status, log) = tokio::task::spawn_blocking(move || {
+        notify.wait_for("STOPPING=1", |m| m == "STOPPING=1");
+        let status = recbox.wait();
+        (notify, status, recbox.log())
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // Stop and Stopped were exchanged: the recorder confirmed the recording's end.
+    assert!(
+        log.iter()
+            .any(|l| l.contains("recording stopped") && l.contains("fragments=")),
+        "no confirmed stop in the log"
+    );
+    let ready = notify.seen.iter().position(|m| m == "READY=1").unwrap();
+    let stopping = notify.seen.iter().position(|m| m == "STOPPING=1").unwrap();
+    assert!(ready < stopping);
+    check_recording(&dir_of_recording);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixer_alone_records_on_a_recorder_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let recorder = common::start_recorder("127.0.0.1:0", &storage, |c| {
+        c.stats_interval = Duration::from_millis(500);
+    })
+    .await;
+    let key_file = dir.path().join("link.key");
+    std::fs::write(&key_file, b"test link key\n").unwrap();
+    let sfu = start_sfu().await;
+    let args: Vec<String> = [
+        "mixer",
+        "--sfu",
+        &sfu,
+        "--recorder",
+        &recorder.to_string(),
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--room",
+        common::ROOM,
+        "--ingest",
+        "127.0.0.1:0",
+        "--size",
+        "320x240",
+        "--fps",
+        "10",
+        "--encoder",
+        "software",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (recbox, recording) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let recbox = Recbox::spawn(&args, None);
+        let recording = wait_for_growth(&storage);
+        (recbox, recording)
+    })
+    .await
+    .unwrap();
+    recbox.terminate();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut recbox = recbox;
+        recbox.wait()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    check_recording(&recording);
+}
+
+fn run_with(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recbox.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_its_key() {
+    for (config, message) in [
+        (
+            "[recorder]\nstats_interval = \"0s\"\n",
+            r#"recorder.stats_interval = "0s": must be more than zero"#,
+        ),
+        (
+            "[recorder]\nspol = \"/tmp\"\n",
+            "recorder.spol: unknown key",
+        ),
+        (
+            "[sfu]\nurl = \"http//x\"\n",
+            r#"sfu.url = "http//x": not a ws:// URL"#,
+        ),
+        ("[mixer\n", "line 1"),
+    ] {
+        let (ok, stderr) = run_with(config);
+        assert!(!ok, "{config:?} accepted");
+        assert!(stderr.contains(message), "{config:?}: {stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
+        .args(["run", "--config", "/nonexistent/recbox.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/recbox.toml"), "{stderr}");
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recbox.toml");
+    std::fs::write(&path, "[mixer]\nfps = 25\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let config = recbox::config::Config::parse(&printed).unwrap();
+    assert_eq!(config.mixer.fps, 25);
+    assert_eq!(config.recorder, recbox::config::RecorderSection::default());
+
+    std::fs::write(&path, "[mixer]\nfps = 0\nroom = \"\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["mixer.room = \"\"", "mixer.fps = 0"] {
+        assert!(stderr.contains(key), "{stderr}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
+        .args(["config", "defaults"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        recbox::config::DOCUMENTED_DEFAULTS
+    );
+}
+
+/// The next event that `pred` accepts.
+async fn wait_event(
+    events: &mut broadcast::Receiver<Event>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if pred(&event) => return event,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) => panic!("no {what}: events closed"),
+            Err(_) => panic!("no {what} within {PATIENCE:?}"),
+        }
+    }
+}
+
+/// Recorded bytes in a stats report.
+fn recorded(event: &Event) -> Option<u64> {
+    match event {
+        Event::Mixer(report) => match &**report {
+            MixerReport::Relayed(Notice::Stats { stats, .. }) => Some(stats.file_bytes),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// What the front panel does: a short press starts, a long press stops safely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_start_and_safe_stop_a_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = start_sfu().await;
+    let text = std::fs::read_to_string(small_box(dir.path(), &sfu)).unwrap();
+    let mut config = Config::parse(&text).unwrap();
+    config.recording.autostart = false;
+    let (appliance, handle) = Appliance::new(Plan::both(&config, common::key()), Notifier::none());
+    let mut events = handle.subscribe();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(appliance.run(async {
+        let _ = stopped.await;
+    }));
+
+    let idle = |e: &Event| matches!(e, Event::State(RecordingState::Idle));
+    wait_event(&mut events, "idle at start", idle).await;
+    let storage = dir.path().join("storage");
+    assert!(recordings(&storage).is_empty(), "no autostart");
+
+    handle.commands().send(BoxCommand::Toggle).unwrap();
+    wait_event(&mut events, "recording", |e| {
+        matches!(e, Event::State(RecordingState::Recording))
+    })
+    .await;
+    let first = recorded(&wait_event(&mut events, "bytes", |e| recorded(e) > Some(0)).await);
+    wait_event(&mut events, "more bytes", |e| recorded(e) > first).await;
+
+    handle.commands().send(BoxCommand::SafeStop).unwrap();
+    wait_event(&mut events, "idle after the safe stop", idle).await;
+    let synced = wait_event(&mut events, "synced", |e| matches!(e, Event::Synced(_))).await;
+    assert!(matches!(synced, Event::Synced(Ok(()))), "{synced:?}");
+    // Closed, not merely abandoned: safe to pull.
+    let [dir] = recordings(&storage).try_into().expect("one recording");
+    check_recording(&dir);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+}
