@@ -225,6 +225,7 @@ pub async fn run(
         },
         link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
         stats_interval: Duration::from_secs(10),
+        microphone: None,
     };
     let ingest = mixer::bind_ingest(&mixer_config).await?;
     let port = ingest

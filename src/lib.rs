@@ -5,6 +5,7 @@
 //! MP4, an index and an HLS playlist, sending every fault and periodic stats back on
 //! the same link. See `DESIGN.md` in the shared folder and `README.md`.
 
+pub mod audio;
 pub mod bench;
 pub mod decoder;
 pub mod demo;
@@ -18,3 +19,5 @@ pub mod recorder;
 pub mod sfu;
 pub mod storage;
 pub mod synth;
+#[cfg(test)]
+mod test_log;
