@@ -17,6 +17,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep_until, Instant};
 
+use crate::audio::{ChimeCues, ChimePlayer};
 use crate::bench::scratch::{run_on, LoopDisk, Mounted};
 use crate::link::frame::{Stats, Summary};
 use crate::link::handshake::LinkKey;
@@ -119,6 +120,10 @@ pub struct DemoConfig {
     pub fault: Option<FaultPlan>,
     /// Interval of the recorder's stats (and so of the progress figures).
     pub stats_interval: Duration,
+    /// ALSA device to chime on at start, stop and each fault; none: no chimes.
+    pub chimes: Option<String>,
+    /// ALSA capture device mixed in as the room microphone; none: no microphone.
+    pub microphone: Option<String>,
 }
 
 impl Default for DemoConfig {
@@ -130,6 +135,8 @@ impl Default for DemoConfig {
             engine: EngineConfig::default(),
             fault: None,
             stats_interval: Duration::from_secs(2),
+            chimes: None,
+            microphone: None,
         }
     }
 }
@@ -225,7 +232,7 @@ pub async fn run(
         },
         link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
         stats_interval: Duration::from_secs(10),
-        microphone: None,
+        microphone: config.microphone.clone(),
     };
     let ingest = mixer::bind_ingest(&mixer_config).await?;
     let port = ingest
@@ -267,6 +274,22 @@ pub async fn run(
             place.primary.display()
         ),
     );
+    let chimes = match &config.chimes {
+        Some(device) => {
+            let player = ChimePlayer::open(device);
+            if !player.is_enabled() {
+                say(
+                    out,
+                    format!(
+                        "demo: no chimes: {device} cannot be played on (RUST_LOG=warn says why)"
+                    ),
+                );
+            }
+            player
+        }
+        None => ChimePlayer::silent(),
+    };
+    let mut cues = ChimeCues::new();
     let t0 = Instant::now();
     let mut progress = interval(Duration::from_secs(1));
     let mut status = Status::default();
@@ -294,7 +317,12 @@ pub async fn run(
                     announcements.push(a.to_json_line());
                 }
             }
-            Some(report) = reports.recv() => status.update(&report),
+            Some(report) = reports.recv() => {
+                if let Some(line) = chime(&mut cues, &chimes, &report) {
+                    say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
+                }
+                status.update(&report);
+            }
             _ = progress.tick() => {
                 say(out, status.line(t0.elapsed()));
                 if t0.elapsed() >= config.duration {
@@ -320,8 +348,13 @@ pub async fn run(
     };
     // Whatever was still on its way.
     while let Ok(report) = reports.try_recv() {
+        if let Some(line) = chime(&mut cues, &chimes, &report) {
+            say(out, format!("demo: {line}"));
+        }
         status.update(&report);
     }
+    // The stop chime plays to its end, off the async threads.
+    let _ = tokio::task::spawn_blocking(move || drop(chimes)).await;
     while let Ok(SimEvent::Announcement(a)) = sim_events.try_recv() {
         announcements.push(a.to_json_line());
     }
@@ -387,6 +420,12 @@ fn inject(fault: DemoFault, disk: &LoopDisk, primary: &Path) -> String {
     } else {
         format!("could not inject fault: {fault}")
     }
+}
+
+/// Plays the chime `report` calls for, if any, and says so.
+fn chime(cues: &mut ChimeCues, chimes: &ChimePlayer, report: &MixerReport) -> Option<String> {
+    let chime = cues.on_report(report)?;
+    chimes.play(chime).then(|| format!("chime: {chime}"))
 }
 
 /// Repairs what [`inject`] broke, as an operator would.

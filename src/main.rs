@@ -112,6 +112,14 @@ enum Command {
         /// a small ext4 disk on a loop device is what breaks).
         #[arg(long)]
         fault: Option<FaultPlan>,
+        /// ALSA device to chime on when the recording starts, stops or meets a fault,
+        /// e.g. default.
+        #[arg(long)]
+        chimes: Option<String>,
+        /// ALSA capture device to mix in as the room microphone, e.g. default (one that
+        /// cannot be opened is logged: RUST_LOG=warn).
+        #[arg(long)]
+        microphone: Option<String>,
     },
     /// Print what a recording directory holds: tracks, fragments, time span, health.
     Inspect { dir: PathBuf },
@@ -296,6 +304,8 @@ fn main() -> Result<()> {
             size: (width, height),
             encoder,
             fault,
+            chimes,
+            microphone,
         } => {
             let config = DemoConfig {
                 duration,
@@ -308,6 +318,8 @@ fn main() -> Result<()> {
                     ..EngineConfig::default()
                 },
                 fault,
+                chimes,
+                microphone,
                 ..DemoConfig::default()
             };
             rt.block_on(demo(config))

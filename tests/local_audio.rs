@@ -15,6 +15,7 @@ use recbox::audio::chime::{melody, A5_HZ, E5_HZ, E6_HZ};
 use recbox::audio::convert::PcmFormat;
 use recbox::audio::{Chime, ChimePlayer, Microphone};
 use recbox::decoder::opus::OpusDecoder;
+use recbox::demo::{self, DemoConfig};
 use recbox::encoder::EncoderKind;
 use recbox::link::frame::Track;
 use recbox::mixer::engine::{Engine, EngineConfig, EngineOutput};
@@ -58,8 +59,12 @@ fn devices() -> &'static Path {
              infile \"{}\"; format raw }}\n",
             dir.join(MICROPHONE_FILE).display()
         );
-        for chime in Chime::ALL {
-            let device = speaker(chime);
+        let speakers = Chime::ALL.map(speaker);
+        for device in speakers
+            .iter()
+            .map(String::as_str)
+            .chain(["recbox_test_speaker_demo"])
+        {
             let file = dir.join(format!("{device}.raw"));
             config += &format!(
                 "pcm.{device} {{ type file; slave.pcm null; file \"{}\"; format raw }}\n",
@@ -74,6 +79,19 @@ fn devices() -> &'static Path {
         );
         dir
     })
+}
+
+/// The left channel of a raw 48 kHz stereo S16 file, checking that the right one is
+/// the same (a mono chime on both).
+fn left_channel(file: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(file).unwrap();
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let (left, right): (Vec<i16>, Vec<i16>) = samples.chunks(2).map(|p| (p[0], p[1])).unzip();
+    assert_eq!(left, right, "{}: the same on both channels", file.display());
+    left
 }
 
 fn stereo_48k() -> PcmFormat {
@@ -99,13 +117,7 @@ fn chimes_played_through_alsa_land_in_the_file_with_their_tones() {
         assert!(player.play(chime));
         // Dropping the player waits for the chime to be played.
         drop(player);
-        let bytes = std::fs::read(dir.join(format!("{device}.raw"))).unwrap();
-        let samples: Vec<i16> = bytes
-            .chunks_exact(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]))
-            .collect();
-        let (left, right): (Vec<i16>, Vec<i16>) = samples.chunks(2).map(|p| (p[0], p[1])).unzip();
-        assert_eq!(left, right, "{chime}: the mono chime on both channels");
+        let left = left_channel(&dir.join(format!("{device}.raw")));
         // All of it, with the one silent sample that lets the last one out.
         let pcm = chime.pcm();
         assert_eq!(left.len(), pcm.len() + 1, "{chime}");
@@ -120,8 +132,8 @@ fn a_tone_captured_through_alsa_is_in_the_mix() {
     let capture = AlsaCapture::open(MICROPHONE).unwrap();
     assert_eq!(capture.format(), stereo_48k());
     drop(capture);
-    // 1.5 s of frames from the device (the file holds 2 s; past its end the plugin
-    // gives no more sound).
+    // 1.5 s of frames from the device. The file holds 2 s; past its end the plugin
+    // gives silence, as fast as it is read (it has no clock).
     let wanted = 75;
     let (tx, frames) = mpsc::channel();
     let microphone = Microphone::open(MICROPHONE).expect("the test microphone opens");
@@ -169,4 +181,43 @@ fn a_tone_captured_through_alsa_is_in_the_mix() {
     let p = tone_power(tail, 48_000, ROOM_HZ);
     assert!(p > 0.05, "the room's tone in the mix at power {p}");
     assert!(tone_power(tail, 48_000, 1300.0) < p / 1000.0);
+}
+
+/// A short demo with the chimes on the test speaker: the recording's start and stop
+/// are heard, in that order. A microphone that does not exist costs the meeting
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_chimes_at_its_start_and_stop() {
+    let dir = devices();
+    let device = "recbox_test_speaker_demo";
+    let storage = tempfile::tempdir().unwrap();
+    let config = DemoConfig {
+        duration: Duration::from_secs(3),
+        storage: storage.path().to_path_buf(),
+        participants: 1,
+        engine: EngineConfig {
+            width: 160,
+            height: 90,
+            fps: 10,
+            encoder: EncoderKind::Software,
+            ..EngineConfig::default()
+        },
+        chimes: Some(device.into()),
+        microphone: Some("recbox_no_such_microphone".into()),
+        ..DemoConfig::default()
+    };
+    let mut out = Vec::new();
+    let outcome = demo::run(config, &mut out).await.unwrap();
+    let printed = String::from_utf8_lossy(&out);
+    eprintln!("{printed}");
+    assert_eq!(outcome.segments.len(), 1);
+    let start = printed.find("chime: start").expect("the start chime");
+    let stop = printed.find("chime: stop").expect("the stop chime");
+    assert!(start < stop);
+    let left = left_channel(&dir.join(format!("{device}.raw")));
+    let mut expected = Chime::Start.pcm();
+    expected.push(0);
+    expected.extend(Chime::Stop.pcm());
+    expected.push(0);
+    assert_eq!(left, expected, "start, then stop, each to its end");
 }

@@ -169,7 +169,8 @@ impl Stream {
         }
     }
 
-    /// What the device has captured, up to a buffer's worth, converted to i16.
+    /// What the device has captured, up to a buffer's worth, converted to i16. Called
+    /// once the device is ready to be read.
     fn read<S: Sample + IoFormat>(&self) -> Result<Vec<i16>, DeviceError> {
         let ch = usize::from(self.format.channels.max(1));
         let io = self.pcm.io_checked::<S>().map_err(self.error("read"))?;
