@@ -112,13 +112,14 @@ enum Command {
         /// a small ext4 disk on a loop device is what breaks).
         #[arg(long)]
         fault: Option<FaultPlan>,
-        /// ALSA device to chime on when the recording starts, stops or meets a fault,
-        /// e.g. default.
-        #[arg(long)]
+        /// Chime on this ALSA device (alone: the default one) when the recording
+        /// starts, stops or meets a fault.
+        #[arg(long, value_name = "DEVICE", num_args = 0..=1,
+              default_missing_value = recbox::audio::DEFAULT_SPEAKER)]
         chimes: Option<String>,
         /// ALSA capture device to mix in as the room microphone, e.g. default (one that
         /// cannot be opened is logged: RUST_LOG=warn).
-        #[arg(long)]
+        #[arg(long, value_name = "DEVICE")]
         microphone: Option<String>,
     },
     /// Print what a recording directory holds: tracks, fragments, time span, health.
