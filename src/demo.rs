@@ -18,13 +18,14 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep_until, Instant};
 
+use crate::audio::{ChimeCues, ChimePlayer};
 use crate::bench::scratch::{run_on, LoopDisk, Mounted};
 use crate::link::frame::Summary;
 use crate::link::handshake::LinkKey;
 use crate::link::transport::LinkAddr;
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::LinkConfig;
-use crate::mixer::service::{self as mixer, MixerConfig};
+use crate::mixer::service::{self as mixer, MixerConfig, MixerReport};
 use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
 use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
@@ -121,6 +122,10 @@ pub struct DemoConfig {
     pub fault: Option<FaultPlan>,
     /// Interval of the recorder's stats (and so of the progress figures).
     pub stats_interval: Duration,
+    /// ALSA device to chime on at start, stop and each fault; none: no chimes.
+    pub chimes: Option<String>,
+    /// ALSA capture device mixed in as the room microphone; none: no microphone.
+    pub microphone: Option<String>,
 }
 
 impl Default for DemoConfig {
@@ -132,6 +137,8 @@ impl Default for DemoConfig {
             engine: EngineConfig::default(),
             fault: None,
             stats_interval: Duration::from_secs(2),
+            chimes: None,
+            microphone: None,
         }
     }
 }
@@ -229,6 +236,7 @@ pub async fn run(
         },
         link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
         stats_interval: config.stats_interval,
+        microphone: config.microphone.clone(),
     };
     let (ingest, adapter) = mixer::join_sfu(&mixer_config, &url, "recbox demo mixer").await?;
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
@@ -265,6 +273,22 @@ pub async fn run(
             place.primary.display()
         ),
     );
+    let chimes = match &config.chimes {
+        Some(device) => {
+            let player = ChimePlayer::open(device);
+            if !player.is_enabled() {
+                say(
+                    out,
+                    format!(
+                        "demo: no chimes: {device} cannot be played on (RUST_LOG=warn says why)"
+                    ),
+                );
+            }
+            player
+        }
+        None => ChimePlayer::silent(),
+    };
+    let mut cues = ChimeCues::new();
     let t0 = Instant::now();
     let mut progress = interval(Duration::from_secs(1));
     let mut status = RecordingStatus::default();
@@ -302,6 +326,9 @@ pub async fn run(
             }
             Some(report) = reports.recv() => {
                 panel.report(&report);
+                if let Some(line) = chime(&mut cues, &chimes, &report) {
+                    say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
+                }
                 status.update(&report);
             }
             Some(state) = panel_sim.next_shown() => {
@@ -335,6 +362,9 @@ pub async fn run(
     // Whatever was still on its way.
     while let Ok(report) = reports.try_recv() {
         panel.report(&report);
+        if let Some(line) = chime(&mut cues, &chimes, &report) {
+            say(out, format!("demo: {line}"));
+        }
         status.update(&report);
     }
     panel.lifecycle(match &result {
@@ -349,6 +379,8 @@ pub async fn run(
         say(out, panel_line(state));
         panel_states.push(state);
     }
+    // The stop chime plays to its end, off the async threads.
+    let _ = tokio::task::spawn_blocking(move || drop(chimes)).await;
     while let Ok(SimEvent::Announcement(a)) = sim_events.try_recv() {
         announcements.push(a.to_json_line());
     }
@@ -415,6 +447,12 @@ fn inject(fault: DemoFault, disk: &LoopDisk, primary: &Path) -> String {
     } else {
         format!("could not inject fault: {fault}")
     }
+}
+
+/// Plays the chime `report` calls for, if any, and says so.
+fn chime(cues: &mut ChimeCues, chimes: &ChimePlayer, report: &MixerReport) -> Option<String> {
+    let chime = cues.on_report(report)?;
+    chimes.play(chime).then(|| format!("chime: {chime}"))
 }
 
 /// Repairs what [`inject`] broke, as an operator would.

@@ -6,6 +6,7 @@
 //! the same link. See `DESIGN.md` in the shared folder and `README.md`.
 
 pub mod appliance;
+pub mod audio;
 pub mod bench;
 pub mod config;
 pub mod decoder;
@@ -23,3 +24,5 @@ pub mod size;
 pub mod storage;
 pub mod synth;
 pub mod systemd;
+#[cfg(test)]
+mod test_log;

@@ -136,6 +136,15 @@ enum Command {
         /// a small ext4 disk on a loop device is what breaks).
         #[arg(long)]
         fault: Option<FaultPlan>,
+        /// Chime on this ALSA device (alone: the default one) when the recording
+        /// starts, stops or meets a fault.
+        #[arg(long, value_name = "DEVICE", num_args = 0..=1,
+              default_missing_value = recbox::audio::DEFAULT_SPEAKER)]
+        chimes: Option<String>,
+        /// ALSA capture device to mix in as the room microphone, e.g. default (one that
+        /// cannot be opened is logged: RUST_LOG=warn).
+        #[arg(long, value_name = "DEVICE")]
+        microphone: Option<String>,
     },
     /// Print what a recording directory holds: tracks, fragments, time span, health.
     Inspect { dir: PathBuf },
@@ -404,6 +413,8 @@ fn main() -> Result<()> {
             size: (width, height),
             encoder,
             fault,
+            chimes,
+            microphone,
         } => {
             let config = DemoConfig {
                 duration,
@@ -416,6 +427,8 @@ fn main() -> Result<()> {
                     ..EngineConfig::default()
                 },
                 fault,
+                chimes,
+                microphone,
                 ..DemoConfig::default()
             };
             rt.block_on(demo(config))

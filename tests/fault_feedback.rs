@@ -30,6 +30,7 @@ fn small(duration: Duration, fault: Option<FaultPlan>) -> DemoConfig {
         },
         fault,
         stats_interval: Duration::from_millis(500),
+        ..DemoConfig::default()
     }
 }
 

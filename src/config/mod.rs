@@ -423,6 +423,7 @@ impl Config {
             },
             link,
             stats_interval: m.stats_interval,
+            microphone: self.audio.microphone.clone(),
         }
     }
 

@@ -189,8 +189,7 @@ fn software_encoder(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, Enc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
+    use crate::test_log::logged;
 
     #[test]
     fn kinds_parse_and_print() {
@@ -240,30 +239,6 @@ mod tests {
             kind,
             ..software::check::config(30)
         }
-    }
-
-    /// Log lines written while `f` runs.
-    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let out = tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        (out, text)
     }
 
     #[test]

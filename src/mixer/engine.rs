@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use super::audio_encoder::{MixEncoder, MixEncoderError};
-use super::audio_mixer::{AudioMixer, MixerConfig};
+use super::audio_encoder::{MixEncoder, MixEncoderError, CHANNELS};
+use super::audio_mixer::{AudioMixer, MixerConfig, SourceStats};
 use super::compositor::{Compositor, CompositorConfig};
 use super::frame_clock::{FrameClock, PTS_HZ};
-use super::timeline::ParticipantTimeline;
+use super::timeline::{LocalTimeline, ParticipantTimeline};
 use crate::decoder::h264::H264Decoder;
 use crate::decoder::opus::OpusDecoder;
 use crate::encoder::{self, EncodedVideo, EncoderConfig, EncoderError, EncoderKind, VideoEncoder};
@@ -94,6 +94,20 @@ pub enum EngineOutput {
     KeyframeRequest(ParticipantId),
 }
 
+/// 20 ms of audio captured on the box itself (the room microphone): 960 stereo pairs
+/// at 48 kHz, interleaved, and when the last of them was captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFrame {
+    pub pcm: Vec<i16>,
+    pub captured: Instant,
+}
+
+/// Audio captured on the box, in the mix like a participant without a tile.
+struct LocalInput {
+    source: u32,
+    timeline: LocalTimeline,
+}
+
 /// Counters of one participant, for logs and the stats the mixer reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ParticipantCounters {
@@ -125,6 +139,7 @@ pub struct Engine {
     start: Instant,
     participants: Vec<Participant>,
     by_ssrc: HashMap<u32, usize>,
+    local: Option<LocalInput>,
     next_source: u32,
     audio: AudioMixer<u32>,
     audio_encoder: MixEncoder,
@@ -187,6 +202,7 @@ impl Engine {
             start,
             participants: Vec::new(),
             by_ssrc: HashMap::new(),
+            local: None,
             next_source: 0,
             audio: AudioMixer::new(0, MixerConfig::default()),
             audio_encoder,
@@ -333,6 +349,31 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Mixes audio captured on the box (the room microphone) from here on, placed by
+    /// when it was captured; it joins the mix with its first frame.
+    pub fn on_local_audio(&mut self, frame: &LocalFrame) {
+        let local = self.local.get_or_insert_with(|| {
+            let source = self.next_source;
+            self.next_source += 1;
+            self.audio.add_source(source);
+            info!("local audio (room microphone) joins the mix");
+            LocalInput {
+                source,
+                timeline: LocalTimeline::default(),
+            }
+        });
+        let end = frame.captured.saturating_duration_since(self.start);
+        let at = local.timeline.place(frame.pcm.len() / CHANNELS, end);
+        if let Err(e) = self.audio.push(local.source, at, &frame.pcm) {
+            debug!("local audio not mixed: {e}");
+        }
+    }
+
+    /// What became of the local audio's samples, once it has joined the mix.
+    pub fn local_audio_stats(&self) -> Option<SourceStats> {
+        self.audio.stats(self.local.as_ref()?.source)
     }
 
     /// Packets of a stream were lost: the audio gap is mixed as silence; video waits
@@ -497,5 +538,59 @@ mod tests {
         }
         // Frame 40 on request, then 60 frames (2 s) later, not at frame 60.
         assert_eq!(keyframes, [0, 40 * 3000, 100 * 3000]);
+    }
+
+    use crate::mixer::audio_encoder::FRAME_SAMPLES;
+    use crate::mixer::tone::tone_power;
+
+    const FRAME: Duration = Duration::from_millis(20);
+
+    /// Frame `k` of a stereo tone at `freq`.
+    fn tone_frame(k: usize, freq: f32) -> Vec<i16> {
+        (0..FRAME_SAMPLES)
+            .flat_map(|i| {
+                let t = (k * FRAME_SAMPLES + i) as f32 / 48_000.0;
+                let s = (8000.0 * (std::f32::consts::TAU * freq * t).sin()) as i16;
+                [s, s]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn local_audio_is_mixed_by_when_it_was_captured() {
+        let config = EngineConfig {
+            width: 160,
+            height: 90,
+            fps: 5,
+            encoder: EncoderKind::Software,
+            ..EngineConfig::default()
+        };
+        let start = Instant::now();
+        let mut engine = Engine::new(config, start).unwrap();
+        assert_eq!(engine.local_audio_stats(), None, "no local audio yet");
+        let mut decoder = OpusDecoder::new().unwrap();
+        let mut left = Vec::new();
+        for k in 0..100 {
+            let captured = start + FRAME * (k as u32 + 1);
+            engine.on_local_audio(&LocalFrame {
+                pcm: tone_frame(k, 1000.0),
+                captured,
+            });
+            for out in engine.poll(captured).unwrap() {
+                if let EngineOutput::Media(m) = out {
+                    if m.track == Track::Audio {
+                        let pcm = decoder.decode(&m.data).unwrap();
+                        left.extend(pcm.iter().step_by(2));
+                    }
+                }
+            }
+        }
+        // Mixed 80 ms behind the clock: 96 frames out by the 100th captured.
+        assert_eq!(left.len(), 96 * FRAME_SAMPLES);
+        let p = tone_power(&left[48_000..], 48_000, 1000.0);
+        assert!(p > 0.04, "tone power {p}");
+        let stats = engine.local_audio_stats().unwrap();
+        assert_eq!((stats.late, stats.overflowed), (0, 0), "{stats:?}");
+        assert_eq!(stats.mixed, 96 * FRAME_SAMPLES as u64);
     }
 }

@@ -11,8 +11,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::engine::{Engine, EngineConfig, EngineError, EngineOutput};
+use super::engine::{Engine, EngineConfig, EngineError, EngineOutput, LocalFrame};
 use super::link::{LinkConfig, LinkReport, RecorderLink};
+use crate::audio::Microphone;
 use crate::ingest::stats::StreamStats;
 use crate::ingest::udp::{IngestCommand, UdpError, UdpIngest};
 use crate::ingest::{Demux, IngestOutput, MediaKind, StreamConfig};
@@ -41,6 +42,10 @@ pub struct MixerConfig {
     pub link: LinkConfig,
     /// How often per-stream ingest counters are logged and reported to the SFU.
     pub stats_interval: Duration,
+    /// The room microphone: an ALSA capture device (e.g. `hw:1,0`) mixed in as one
+    /// more audio input, without a tile. One that cannot be opened, or fails while
+    /// recording, is logged and the mix goes on without it.
+    pub microphone: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -82,6 +87,7 @@ enum EngineInput {
     Stop(Instant),
     Leave(String),
     Ingest(IngestOutput),
+    Local(LocalFrame),
 }
 
 /// Binds the ingest socket first, so its port can go in the SFU hello.
@@ -134,6 +140,14 @@ pub async fn run<A: SfuAdapter>(
         .name("mixer-engine".into())
         .spawn(move || drive_engine(engine, engine_rx, out_tx))
         .expect("spawning the engine thread");
+    let microphone = config
+        .microphone
+        .as_deref()
+        .and_then(Microphone::open)
+        .map(|mic| {
+            let engine_tx = engine_tx.clone();
+            mic.start(move |frame| engine_tx.send(EngineInput::Local(frame)).is_ok())
+        });
 
     let mut stats = tokio::time::interval(config.stats_interval);
     stats.tick().await;
@@ -211,6 +225,7 @@ pub async fn run<A: SfuAdapter>(
         }
     };
 
+    drop(microphone);
     // Whatever the engine has up to now goes out before the Stop.
     let _ = engine_tx.send(EngineInput::Stop(Instant::now()));
     drop(engine_tx);
@@ -320,6 +335,10 @@ fn drive_engine(
             }
             Some(EngineInput::Ingest(IngestOutput::Frame(frame))) => {
                 engine.on_frame(frame, Instant::now())
+            }
+            Some(EngineInput::Local(frame)) => {
+                engine.on_local_audio(&frame);
+                Vec::new()
             }
             Some(EngineInput::Ingest(IngestOutput::Lost { ssrc, packets })) => {
                 debug!(ssrc, packets, "packets lost");

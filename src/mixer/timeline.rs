@@ -4,10 +4,12 @@
 //! (48 kHz for Opus, 90 kHz for H.264) so consecutive packets land back to back with
 //! no rounding. A stream is placed by the wall clock of its sender reports when it has
 //! one, with one offset per participant so that their audio and video stay together;
-//! until then by the arrival of its first frame.
+//! until then by the arrival of its first frame. Audio captured on the box itself
+//! has no timestamps and is placed by the mixer's own clock ([`LocalTimeline`]).
 
 use std::time::Duration;
 
+use crate::ingest::depacketize::opus::CLOCK_RATE;
 use crate::ingest::MediaKind;
 
 /// Offsets of one participant's two streams onto the timeline.
@@ -62,6 +64,77 @@ impl ParticipantTimeline {
             _ => {}
         }
         ts + stream.offset.expect("set above")
+    }
+}
+
+/// How far local audio may stray from the mixer's clock before it is put back on it:
+/// well inside the output delay, so a frame placed on the clock still makes its mix.
+pub const LOCAL_TOLERANCE: Duration = Duration::from_millis(20);
+/// Samples over which local audio must stay behind the clock before it is moved up:
+/// scheduling delays make single frames late, never all of them for a second.
+const LOCAL_WINDOW: i64 = CLOCK_RATE as i64;
+
+/// Audio captured on the box itself (the room microphone) on the timeline, at 48 kHz.
+///
+/// Captures carry no timestamps, only the instant their last sample was captured, by
+/// the mixer's clock. Frames follow each other back to back by sample count, as the
+/// sound card's clock paces them; where that clock drifts from the mixer's, or samples
+/// were lost, the stream is put back on the mixer's clock once it strays by more than
+/// [`LOCAL_TOLERANCE`]: at once when it runs ahead (a delay never makes a frame early),
+/// once it has been behind for a whole second otherwise.
+#[derive(Debug, Clone)]
+pub struct LocalTimeline {
+    /// Position of the next sample.
+    next: Option<i64>,
+    /// Least lateness (clock position minus placed position) of the frames since one
+    /// was on time, and how many samples they hold.
+    least_late: i64,
+    window: i64,
+}
+
+impl Default for LocalTimeline {
+    fn default() -> Self {
+        Self {
+            next: None,
+            least_late: i64::MAX,
+            window: 0,
+        }
+    }
+}
+
+impl LocalTimeline {
+    /// Where `samples` (per channel) whose last one was captured `captured_end` after
+    /// the mixer's start belong on the timeline.
+    pub fn place(&mut self, samples: usize, captured_end: Duration) -> i64 {
+        let n = samples as i64;
+        let tolerance = ticks(LOCAL_TOLERANCE.as_micros() as i64, CLOCK_RATE);
+        let clock = ticks(captured_end.as_micros() as i64, CLOCK_RATE) - n;
+        let next = *self.next.get_or_insert(clock);
+        let late = clock - next;
+        let at = if late < -tolerance {
+            self.on_clock();
+            clock
+        } else if late <= tolerance {
+            self.on_clock();
+            next
+        } else {
+            self.least_late = self.least_late.min(late);
+            self.window += n;
+            if self.window < LOCAL_WINDOW {
+                next
+            } else {
+                let behind = self.least_late;
+                self.on_clock();
+                next + behind
+            }
+        };
+        self.next = Some(at + n);
+        at
+    }
+
+    fn on_clock(&mut self) {
+        self.least_late = i64::MAX;
+        self.window = 0;
     }
 }
 
@@ -120,5 +193,87 @@ mod tests {
         assert_eq!(ticks(11, 48_000), 1); // 0.528 ticks
         assert_eq!(ticks(-11, 48_000), -1);
         assert_eq!(ticks(20_000, 48_000), 960);
+    }
+
+    /// Places `frames` 20 ms frames whose capture ends `captured_end(k)` after the start,
+    /// returning each frame's position and lateness against the clock.
+    fn local(frames: usize, captured_end: impl Fn(usize) -> Duration) -> Vec<(i64, i64)> {
+        let mut t = LocalTimeline::default();
+        (0..frames)
+            .map(|k| {
+                let end = captured_end(k);
+                let at = t.place(960, end);
+                (at, ticks(end.as_micros() as i64, CLOCK_RATE) - 960 - at)
+            })
+            .collect()
+    }
+
+    fn back_to_back(placed: &[(i64, i64)]) -> usize {
+        placed.windows(2).filter(|w| w[1].0 == w[0].0 + 960).count()
+    }
+
+    #[test]
+    fn local_audio_follows_its_sample_count_through_scheduling_delays() {
+        // Frames handed over up to 50 ms late, now and then, from a card that keeps time.
+        let placed = local(500, |k| {
+            let delay = [0, 3, 0, 50, 12, 0, 0, 31][k % 8];
+            100 * MS + 20 * MS * (k as u32 + 1) + delay * MS
+        });
+        assert_eq!(
+            placed[0].0, 4800,
+            "the first frame sits where it was captured"
+        );
+        assert_eq!(back_to_back(&placed), 499, "never moved");
+    }
+
+    #[test]
+    fn a_slow_sound_card_is_moved_back_onto_the_clock() {
+        // 0.1% slow: each frame of 960 samples takes 20.02 ms of the mixer's clock.
+        let placed = local(5000, |k| Duration::from_micros(20_020 * (k as u64 + 1)));
+        let worst = placed.iter().map(|p| p.1.abs()).max().unwrap();
+        assert!(worst <= 2 * 960, "strays {worst} samples");
+        // Corrected now and then, not frame by frame.
+        let moves = 4999 - back_to_back(&placed);
+        assert!((2..=10).contains(&moves), "{moves} moves");
+        assert!(
+            placed.windows(2).all(|w| w[1].0 >= w[0].0 + 960),
+            "never overlaps"
+        );
+    }
+
+    #[test]
+    fn a_fast_sound_card_is_moved_back_onto_the_clock() {
+        let placed = local(5000, |k| Duration::from_micros(19_980 * (k as u64 + 1)));
+        let worst = placed.iter().map(|p| p.1.abs()).max().unwrap();
+        assert!(worst <= 960, "strays {worst} samples");
+        let moves = 4999 - back_to_back(&placed);
+        assert!((2..=10).contains(&moves), "{moves} moves");
+    }
+
+    #[test]
+    fn lost_samples_leave_a_gap_within_a_second() {
+        // 300 ms of capture lost after frame 100.
+        let placed = local(300, |k| {
+            let lost = if k > 100 { 300 * MS } else { Duration::ZERO };
+            20 * MS * (k as u32 + 1) + lost
+        });
+        assert_eq!(placed[100].1, 0);
+        assert!(placed[101].1 >= 300 * 48);
+        assert!(
+            placed[155..].iter().all(|p| p.1 == 0),
+            "{:?}",
+            &placed[140..]
+        );
+    }
+
+    #[test]
+    fn a_late_first_frame_does_not_hold_the_stream_back() {
+        let placed = local(10, |k| {
+            let delay = if k == 0 { 45 * MS } else { Duration::ZERO };
+            20 * MS * (k as u32 + 1) + delay
+        });
+        assert_eq!(placed[0].0, 45 * 48);
+        assert_eq!(placed[1].0, 960, "back on the clock at the next frame");
+        assert!(placed[1..].iter().all(|p| p.1 == 0));
     }
 }
