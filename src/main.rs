@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
+use recbox::appliance::front::Front;
 use recbox::appliance::{Appliance, Plan};
 use recbox::config::{Config, ConfigError};
 use recbox::demo::{DemoConfig, FaultPlan};
@@ -538,10 +539,13 @@ async fn run_box(config: Config) -> Result<()> {
     };
     let plan = Plan::both(&config, key);
     let shutdown = shutdown_signal()?;
-    // The front panel and the chime attach to this handle: `commands()` for the
-    // button (Toggle, SafeStop), `subscribe()` for the state and every report.
-    let (appliance, _handle) = Appliance::new(plan, notifier());
-    appliance.run(shutdown).await.context("recbox")
+    let (appliance, handle) = Appliance::new(plan, notifier());
+    let front = Front::open(&config).spawn(&handle);
+    drop(handle);
+    let result = appliance.run(shutdown).await.context("recbox");
+    // The front ends with the appliance's events, after the last chime.
+    let _ = front.await;
+    result
 }
 
 async fn run_mixer(config: Config, recorder: LinkAddr, key: LinkKey) -> Result<()> {

@@ -13,9 +13,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use recbox::appliance::front::Front;
 use recbox::appliance::{Appliance, Command as BoxCommand, Event, Plan, RecordingState};
+use recbox::audio::chime::Chime;
+use recbox::audio::playback::SimulatedSpeaker;
+use recbox::audio::ChimePlayer;
 use recbox::config::Config;
 use recbox::mixer::service::MixerReport;
+use recbox::panel::{PanelState, SimulatedPanel};
 use recbox::recorder::recording::{INDEX_FILE, MP4_FILE};
 use recbox::sfu::sim::{SfuSim, SimConfig};
 use recbox::sfu::Notice;
@@ -105,6 +110,8 @@ impl NotifySocket {
 struct Recbox {
     child: Child,
     stderr: mpsc::Receiver<String>,
+    /// Lines already taken by [`Recbox::wait_line`].
+    seen: Vec<String>,
 }
 
 impl Recbox {
@@ -131,13 +138,37 @@ impl Recbox {
                 let _ = tx.send(line);
             }
         });
-        Self { child, stderr: rx }
+        Self {
+            child,
+            stderr: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain syscall on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0);
     }
 
     fn terminate(&self) {
-        // SAFETY: plain syscall on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0);
+        self.signal(libc::SIGTERM);
+    }
+
+    /// The next line it logs that contains `text`.
+    fn wait_line(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("recbox never logged {text:?}"));
+            self.seen.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
     }
 
     fn wait(&mut self) -> ExitStatus {
@@ -153,7 +184,11 @@ impl Recbox {
 
     /// Every line it logged, once it has exited.
     fn log(&self) -> Vec<String> {
-        self.stderr.iter().collect()
+        self.seen
+            .iter()
+            .cloned()
+            .chain(self.stderr.iter())
+            .collect()
     }
 }
 
@@ -502,4 +537,126 @@ async fn commands_start_and_safe_stop_a_recording() {
         .expect("stops")
         .unwrap()
         .unwrap();
+}
+
+/// The box's front as `recbox run` wires it: a short press on the panel's button
+/// starts recording, a long one stops it safely; the panel shows each step up to
+/// eject-safe, and the speaker chimes the start and the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_panel_button_records_and_safe_stops_with_chimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = start_sfu().await;
+    let text = std::fs::read_to_string(small_box(dir.path(), &sfu)).unwrap();
+    let mut config = Config::parse(&text).unwrap();
+    config.recording.autostart = false;
+    let (appliance, handle) = Appliance::new(Plan::both(&config, common::key()), Notifier::none());
+    let mut events = handle.subscribe();
+    let (panel_io, mut panel) = SimulatedPanel::new();
+    let speaker = SimulatedSpeaker::new();
+    let front = Front {
+        panel: Box::new(panel_io),
+        timing: config.panel.timing(),
+        chimes: ChimePlayer::new(Box::new(speaker.clone())),
+        button: None,
+    }
+    .spawn(&handle);
+    // The front ends when the box's events do: nothing else may hold them open.
+    drop(handle);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(appliance.run(async {
+        let _ = stopped.await;
+    }));
+    let idle = |e: &Event| matches!(e, Event::State(RecordingState::Idle));
+    wait_event(&mut events, "idle at start", idle).await;
+
+    let press = |held: Duration| {
+        let panel = &panel;
+        async move {
+            panel.press();
+            tokio::time::sleep(held).await;
+            panel.release();
+        }
+    };
+    press(Duration::from_millis(200)).await;
+    let first = recorded(&wait_event(&mut events, "bytes", |e| recorded(e) > Some(0)).await);
+    wait_event(&mut events, "more bytes", |e| recorded(e) > first).await;
+    press(config.panel.long_press + Duration::from_millis(300)).await;
+    wait_event(&mut events, "synced", |e| {
+        matches!(e, Event::Synced(Ok(())))
+    })
+    .await;
+
+    stop.send(()).unwrap();
+    let waited = tokio::time::timeout(PATIENCE, async {
+        task.await.unwrap().unwrap();
+        front.await.unwrap();
+    });
+    waited.await.expect("the box and its front stop");
+    let mut shown = Vec::new();
+    while let Some(state) = panel.next_shown().await {
+        shown.push(state);
+    }
+    let steps: Vec<PanelState> = [
+        PanelState::Starting,
+        PanelState::Recording,
+        PanelState::Stopping,
+        PanelState::EjectSafe,
+    ]
+    .into_iter()
+    .filter(|s| shown.contains(s))
+    .collect();
+    assert_eq!(steps.len(), 4, "the panel showed {shown:?}");
+    let at = |s| shown.iter().position(|&x| x == s).unwrap();
+    assert!(at(PanelState::Starting) < at(PanelState::Recording));
+    assert!(at(PanelState::Recording) < at(PanelState::Stopping));
+    assert!(at(PanelState::Stopping) < at(PanelState::EjectSafe));
+    assert_eq!(
+        speaker.played(),
+        [Chime::Start.pcm(), Chime::Stop.pcm()],
+        "a start and a stop chime"
+    );
+    let [dir] = recordings(&dir.path().join("storage"))
+        .try_into()
+        .expect("one recording");
+    check_recording(&dir);
+}
+
+/// On a host the panel is simulated, and its button is pressed with signals: SIGUSR1
+/// a short press (start or stop), SIGUSR2 a long one (safe stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_press_the_simulated_panel_button() {
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = start_sfu().await;
+    let config = small_box(dir.path(), &sfu);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("backend = \"none\"", "backend = \"simulated\"")
+        .replace("[recording]", "")
+        + "[recording]\nautostart = false\n";
+    std::fs::write(&config, text).unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let storage = dir.path().join("storage");
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let mut recbox = Recbox::spawn(&["run", "--config", &config_arg], None);
+        recbox.wait_line("recbox is up");
+        assert!(recordings(&storage).is_empty(), "no autostart");
+        recbox.signal(libc::SIGUSR1);
+        recbox.wait_line("front panel button command=StartStop");
+        let recording = wait_for_growth(&storage);
+        recbox.signal(libc::SIGUSR2);
+        recbox.wait_line("storage synced: the disk can be removed");
+        recbox.wait_line("front panel: eject-safe");
+        check_recording(&recording);
+        recbox.terminate();
+        (recbox.wait(), recbox.log())
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let gestures: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("front panel button command="))
+        .collect();
+    assert_eq!(gestures.len(), 2, "{gestures:?}");
+    assert!(gestures[0].contains("StartStop") && gestures[1].contains("SafeStop"));
 }

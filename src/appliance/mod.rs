@@ -12,6 +12,7 @@
 //! press: `SafeStop`); [`Handle::subscribe`] gives the [`Event`]s.
 
 pub mod controller;
+pub mod front;
 pub mod liveness;
 
 use std::future::Future;

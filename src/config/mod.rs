@@ -25,6 +25,8 @@ use crate::media::picture::VideoSize;
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::LinkConfig;
 use crate::mixer::service::MixerConfig;
+use crate::panel::button::ButtonTiming;
+use crate::panel::{PanelBackend, PanelPins, PanelTiming};
 use crate::recorder::monitor::MonitorConfig;
 use crate::recorder::recording::{validate_component, WriteError, WriterOptions};
 use crate::recorder::service::{check_spool, RecorderConfig, DEFAULT_STATS_INTERVAL};
@@ -191,16 +193,6 @@ impl Default for RecordingSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PanelBackend {
-    /// The board's GPIO lines.
-    Gpio,
-    /// Log lines instead of an LED and a button.
-    Simulated,
-    None,
-}
-
 /// The front panel's wiring, for the panel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -209,11 +201,36 @@ pub struct PanelSection {
     /// BCM GPIO numbers.
     pub led_pin: u8,
     pub led_active_low: bool,
+    /// A second (red) LED for trouble; none by default.
+    #[serde(with = "value::pin_or_empty")]
+    pub fault_led_pin: Option<u8>,
     pub button_pin: u8,
     pub button_active_low: bool,
     /// A press at least this long is a safe stop.
     #[serde(with = "value::duration")]
     pub long_press: Duration,
+}
+
+impl PanelSection {
+    pub fn pins(&self) -> PanelPins {
+        PanelPins {
+            led: self.led_pin,
+            fault_led: self.fault_led_pin,
+            button: self.button_pin,
+            led_active_low: self.led_active_low,
+            button_active_low: self.button_active_low,
+        }
+    }
+
+    pub fn timing(&self) -> PanelTiming {
+        PanelTiming {
+            button: ButtonTiming {
+                long: self.long_press,
+                ..ButtonTiming::default()
+            },
+            ..PanelTiming::default()
+        }
+    }
 }
 
 impl Default for PanelSection {
@@ -222,6 +239,7 @@ impl Default for PanelSection {
             backend: PanelBackend::Gpio,
             led_pin: 17,
             led_active_low: false,
+            fault_led_pin: None,
             button_pin: 27,
             button_active_low: true,
             long_press: Duration::from_secs(3),
@@ -535,10 +553,13 @@ impl Config {
         }
 
         let panel = &self.panel;
-        for (key, pin) in [
-            ("panel.led_pin", panel.led_pin),
-            ("panel.button_pin", panel.button_pin),
-        ] {
+        let pins = [
+            ("panel.led_pin", Some(panel.led_pin)),
+            ("panel.fault_led_pin", panel.fault_led_pin),
+            ("panel.button_pin", Some(panel.button_pin)),
+        ];
+        for (i, &(key, pin)) in pins.iter().enumerate() {
+            let Some(pin) = pin else { continue };
             if pin > MAX_HEADER_GPIO {
                 p.push(
                     key,
@@ -546,12 +567,23 @@ impl Config {
                     format!("not a GPIO of the 40-pin header (0 to {MAX_HEADER_GPIO})"),
                 );
             }
+            if let Some((other, _)) = pins[..i].iter().find(|(_, p)| *p == Some(pin)) {
+                p.push(
+                    key,
+                    Some(pin.to_string()),
+                    format!("the same pin as {other}"),
+                );
+            }
         }
-        if panel.led_pin == panel.button_pin {
-            p.push(
-                "panel.button_pin",
-                Some(panel.button_pin.to_string()),
-                "the same pin as panel.led_pin",
+        let short_max = ButtonTiming::default().short_max;
+        if panel.long_press <= short_max {
+            p.add(
+                "panel.long_press",
+                &crate::duration::format(panel.long_press),
+                format!(
+                    "must be longer than a short press ({})",
+                    crate::duration::format(short_max)
+                ),
             );
         }
 

@@ -178,6 +178,8 @@ url = "wss://sfu.example/"
 [panel]
 led_pin = 40
 button_pin = 40
+fault_led_pin = 17
+long_press = "1s"
 [audio]
 playback = ""
 "#,
@@ -199,6 +201,7 @@ playback = ""
         "panel.led_pin = 40: not a GPIO of the 40-pin header (0 to 27)",
         "panel.button_pin = 40: not a GPIO of the 40-pin header (0 to 27)",
         "panel.button_pin = 40: the same pin as panel.led_pin",
+        r#"panel.long_press = "1s": must be longer than a short press (1s)"#,
         r#"audio.playback = "": must name an ALSA device while audio.chime is on"#,
     ];
     assert_eq!(all.len(), expected.len(), "{all:#?}");
@@ -208,6 +211,27 @@ playback = ""
     // All of them in the error's text, one a line.
     let err = Config::parse("[mixer]\nfps = 0\nvideo_bitrate = 1\n").unwrap_err();
     assert_eq!(err.to_string().lines().count(), 2);
+}
+
+#[test]
+fn the_fault_led_is_a_pin_or_none() {
+    let pin = |text: &str| Config::parse(&format!("[panel]\n{text}\n")).map(|c| c.panel.pins());
+    assert_eq!(pin("fault_led_pin = 22").unwrap().fault_led, Some(22));
+    assert_eq!(pin("fault_led_pin = \"\"").unwrap().fault_led, None);
+    assert_eq!(pin("").unwrap().fault_led, None);
+    for bad in [
+        "fault_led_pin = \"red\"",
+        "fault_led_pin = -1",
+        "fault_led_pin = 300",
+    ] {
+        let err = pin(bad).unwrap_err().to_string();
+        assert!(err.contains("panel.fault_led_pin"), "{bad}: {err}");
+    }
+    let err = pin("fault_led_pin = 27").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "panel.button_pin = 27: the same pin as panel.fault_led_pin"
+    );
 }
 
 #[test]

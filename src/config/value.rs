@@ -144,6 +144,40 @@ pub mod text_or_empty {
     }
 }
 
+/// An optional GPIO number: `""` for none.
+pub mod pin_or_empty {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(pin: &Option<u8>, s: S) -> Result<S::Ok, S::Error> {
+        match pin {
+            Some(pin) => s.serialize_u8(*pin),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+        struct PinVisitor;
+        impl Visitor<'_> for PinVisitor {
+            type Value = Option<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a GPIO number, or \"\" for none")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u8::try_from(v)
+                    .map(Some)
+                    .map_err(|_| E::custom("not a GPIO number"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "" => Ok(None),
+                    _ => Err(E::custom("a GPIO number, or \"\" for none")),
+                }
+            }
+        }
+        d.deserialize_any(PinVisitor)
+    }
+}
+
 /// Anything with `FromStr` and `Display` as its string (addresses, encoder kinds,
 /// picture sizes); the parser's own message says what is wrong.
 pub mod string {

@@ -9,8 +9,9 @@ use tracing::{info, warn};
 use super::pattern::Leds;
 use super::status::PanelState;
 
-/// Which panel the box has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which panel the box has (`[panel] backend` of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PanelBackend {
     /// LEDs and button on GPIO pins (Raspberry Pi class boards).
     Gpio,
@@ -57,9 +58,17 @@ pub trait PanelIo: Send {
     fn show(&mut self, _state: PanelState) {}
 }
 
-/// The panel `backend` names; a GPIO panel that cannot be opened (not a Pi, pins in
-/// use, no permission) is logged and replaced by the simulated one, never fatal.
-pub fn open(backend: PanelBackend, pins: &PanelPins) -> Box<dyn PanelIo> {
+/// The panel `backend` names, and for a simulated one the handle that presses its
+/// button. A GPIO panel that cannot be opened (not a Pi, pins in use, no
+/// permission) is logged and replaced by the simulated one, never fatal.
+pub fn open(
+    backend: PanelBackend,
+    pins: &PanelPins,
+) -> (Box<dyn PanelIo>, Option<SimulatedPanelHandle>) {
+    let simulated = || {
+        let (panel, handle) = SimulatedPanel::new();
+        (Box::new(panel) as Box<dyn PanelIo>, Some(handle))
+    };
     match backend {
         PanelBackend::Gpio => match GpioPanel::open(pins) {
             Ok(panel) => {
@@ -69,15 +78,15 @@ pub fn open(backend: PanelBackend, pins: &PanelPins) -> Box<dyn PanelIo> {
                     button = pins.button,
                     "front panel on GPIO"
                 );
-                Box::new(panel)
+                (Box::new(panel), None)
             }
             Err(e) => {
                 warn!("front panel: {e}; using the simulated panel (its state is logged)");
-                Box::new(SimulatedPanel::new().0)
+                simulated()
             }
         },
-        PanelBackend::Simulated => Box::new(SimulatedPanel::new().0),
-        PanelBackend::None => Box::new(NoPanel),
+        PanelBackend::Simulated => simulated(),
+        PanelBackend::None => (Box::new(NoPanel), None),
     }
 }
 
@@ -269,13 +278,15 @@ mod tests {
         }
         let e = GpioPanel::open(&pins()).err().expect("no GPIO here");
         assert!(e.to_string().contains("Raspberry Pi"), "{e}");
-        // Never fatal: a panel that is never pressed.
-        let mut panel = open(PanelBackend::Gpio, &pins());
+        // Never fatal: the simulated panel, pressed through its handle.
+        let (mut panel, handle) = open(PanelBackend::Gpio, &pins());
         panel.set_leds(Leds {
             status: true,
             fault: false,
         });
         assert!(!panel.button_pressed());
+        handle.expect("a simulated panel in its place").press();
+        assert!(panel.button_pressed());
     }
 
     #[test]
@@ -306,7 +317,8 @@ mod tests {
 
     #[test]
     fn no_panel_is_never_pressed() {
-        let mut panel = open(PanelBackend::None, &pins());
+        let (mut panel, handle) = open(PanelBackend::None, &pins());
+        assert!(handle.is_none());
         panel.set_leds(Leds::default());
         assert!(!panel.button_pressed());
     }
