@@ -406,7 +406,7 @@ fn main() -> Result<()> {
                 participants,
                 seconds,
                 warmup,
-                dir: dir.clone(),
+                dir,
                 ffmpeg: FfmpegSettings {
                     preset: x264_preset,
                     threads: ffmpeg_threads,
@@ -414,10 +414,6 @@ fn main() -> Result<()> {
                         .round() as u32,
                 },
             };
-            println!(
-                "== mixer: recbox vs ffmpeg on the same RTP inputs (files under {}) ==",
-                dir.display()
-            );
             recbox::bench::mix::run(&mut std::io::stdout(), &config)?;
             Ok(())
         }

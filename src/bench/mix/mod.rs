@@ -71,7 +71,7 @@ pub enum MixBenchError {
     },
     #[error("layout: {0}")]
     Layout(#[from] crate::mixer::layout::LayoutError),
-    #[error("--seconds must be more than the warm-up of {warmup:?}, got {seconds}")]
+    #[error("--seconds must be at least 1 s more than the warm-up of {warmup:?}, got {seconds}")]
     TooShort { seconds: f64, warmup: Duration },
 }
 
@@ -140,7 +140,7 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
             return Err(MixBenchError::NoFfmpeg(tool));
         }
     }
-    if config.seconds <= config.warmup.as_secs_f64() + 1.0 {
+    if config.seconds < config.warmup.as_secs_f64() + 1.0 {
         return Err(MixBenchError::TooShort {
             seconds: config.seconds,
             warmup: config.warmup,
@@ -154,6 +154,13 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
             .and_then(|()| out.flush())
             .map_err(io("stdout"))
     };
+    w(
+        out,
+        format!(
+            "== mixer: recbox vs ffmpeg on the same RTP inputs (files under {}) ==",
+            config.dir.display()
+        ),
+    )?;
     w(out, settings_text(&engine, &video, config, duration))?;
     let mut rows = Vec::new();
     for (round, &n) in config.participants.iter().enumerate() {
