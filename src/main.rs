@@ -10,6 +10,9 @@ use tracing::{info, warn};
 
 use recbox::appliance::front::Front;
 use recbox::appliance::{Appliance, Plan};
+use recbox::bench::mix::ffmpeg::FfmpegSettings;
+use recbox::bench::mix::recbox_side::SideConfig;
+use recbox::bench::mix::MixBenchConfig;
 use recbox::config::{Config, ConfigError};
 use recbox::demo::{DemoConfig, FaultPlan};
 use recbox::encoder::EncoderKind;
@@ -154,17 +157,64 @@ enum Command {
     /// Run a simulated SFU: once a mixer connects to the control channel, send it N
     /// participants as real H.264 and Opus RTP; print every notice it sends as a JSON line.
     SfuSim(SfuSimArgs),
-    /// Print throughput figures of the media link and the recording writer.
+    /// Print benchmark figures: without a part, media-link and recording-writer
+    /// throughput and fault latency; `bench mix` compares the mixer with ffmpeg.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
-        /// Seconds per link case.
-        #[arg(long, default_value_t = 2.0)]
+        #[command(subcommand)]
+        part: Option<BenchPart>,
+        #[command(flatten)]
+        args: BenchArgs,
+    },
+    /// The recbox side of `bench mix`: mixer and recorder in one process, for a
+    /// fixed roster; stops when stdin closes.
+    #[command(hide = true)]
+    BenchMixSide {
+        #[arg(long)]
+        roster: PathBuf,
+        #[arg(long)]
+        storage: PathBuf,
+        #[arg(long)]
+        tap: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Seconds per link case.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Directory on the filesystem to measure writes on (default: a temporary one).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Trials per fault kind in the fault-latency part (needs root).
+    #[arg(long, default_value_t = 100)]
+    trials: usize,
+}
+
+#[derive(Subcommand)]
+enum BenchPart {
+    /// The mixer side by side with ffmpeg (xstack + amix, libx264 + libopus) on the
+    /// same RTP inputs: CPU per second of output, peak memory, latency.
+    Mix {
+        /// Participant counts to measure, e.g. 4,9.
+        #[arg(long, value_delimiter = ',', default_value = "4,9")]
+        participants: Vec<u8>,
+        /// Seconds of input replayed to each side, warm-up included.
+        #[arg(long, default_value_t = 10.0)]
         seconds: f64,
-        /// Directory on the filesystem to measure writes on (default: a temporary one).
+        /// Time at the start that is not measured, e.g. 2s.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// Where inputs, outputs and logs are kept (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Trials per fault kind in the fault-latency part (needs root).
-        #[arg(long, default_value_t = 100)]
-        trials: usize,
+        /// libx264 preset of the ffmpeg side.
+        #[arg(long, default_value = "veryfast")]
+        x264_preset: String,
+        /// Threads of ffmpeg's decoders, filter graph and encoder.
+        #[arg(long, default_value_t = 1)]
+        ffmpeg_threads: u16,
     },
 }
 
@@ -345,6 +395,7 @@ fn main() -> Result<()> {
     let default_level = match cli.command {
         Command::Demo { .. } => "error",
         Command::Bench { .. } => "error",
+        Command::BenchMixSide { .. } => "info",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -450,11 +501,60 @@ fn main() -> Result<()> {
             let listen = args.listen;
             rt.block_on(sfu_sim(listen, args.config()))
         }
+        Command::Bench { part: None, args } => {
+            rt.block_on(bench(args.seconds, args.dir, args.trials))
+        }
         Command::Bench {
-            seconds,
-            dir,
-            trials,
-        } => rt.block_on(bench(seconds, dir, trials)),
+            part:
+                Some(BenchPart::Mix {
+                    participants,
+                    seconds,
+                    warmup,
+                    dir,
+                    x264_preset,
+                    ffmpeg_threads,
+                }),
+            ..
+        } => {
+            if let Some(&bad) = participants.iter().find(|n| !(1..=16).contains(*n)) {
+                bail!("--participants must be 1..=16 each, got {bad}");
+            }
+            let dir = match dir {
+                Some(d) => d,
+                None => tempfile_dir("mix")?,
+            };
+            let engine = recbox::bench::mix::recbox_side::engine_config();
+            let config = MixBenchConfig {
+                participants,
+                seconds,
+                warmup,
+                dir,
+                ffmpeg: FfmpegSettings {
+                    preset: x264_preset,
+                    threads: ffmpeg_threads,
+                    gop_frames: (engine.keyframe_interval.as_secs_f64() * f64::from(engine.fps))
+                        .round() as u32,
+                },
+            };
+            recbox::bench::mix::run(&mut std::io::stdout(), &config)?;
+            Ok(())
+        }
+        Command::BenchMixSide {
+            roster,
+            storage,
+            tap,
+        } => {
+            let config = SideConfig {
+                roster,
+                storage,
+                tap,
+            };
+            rt.block_on(recbox::bench::mix::recbox_side::serve(
+                config,
+                &mut std::io::stdout(),
+            ))?;
+            Ok(())
+        }
     }
 }
 
@@ -609,7 +709,7 @@ async fn bench(seconds: f64, dir: Option<PathBuf>, trials: usize) -> Result<()> 
     let dir = match dir {
         Some(d) => d,
         None => {
-            tmp = tempfile_dir()?;
+            tmp = tempfile_dir("write")?;
             tmp.clone()
         }
     };
@@ -619,8 +719,8 @@ async fn bench(seconds: f64, dir: Option<PathBuf>, trials: usize) -> Result<()> 
     Ok(())
 }
 
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("recbox-bench-{}", std::process::id()));
+fn tempfile_dir(part: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("recbox-bench-{part}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

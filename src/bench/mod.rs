@@ -2,5 +2,6 @@
 
 pub mod faults;
 pub mod link;
+pub mod mix;
 pub mod scratch;
 pub mod writer;

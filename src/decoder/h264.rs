@@ -27,11 +27,16 @@ pub enum H264DecodeError {
     AwaitingKeyframe,
 }
 
+/// Pictures given back and kept for the next decodes.
+const MAX_SPARE: usize = 4;
+
 pub struct H264Decoder {
     decoder: Decoder,
     awaiting_keyframe: bool,
     /// Size of the last picture, to notice and log resolution changes.
     size: Option<(usize, usize)>,
+    /// Pictures done with, whose buffers the next pictures are decoded into.
+    spare: Vec<Picture>,
 }
 
 impl H264Decoder {
@@ -41,7 +46,16 @@ impl H264Decoder {
             // A stream joined mid-GOP cannot be decoded before its next keyframe.
             awaiting_keyframe: true,
             size: None,
+            spare: Vec::new(),
         })
+    }
+
+    /// Gives back a picture this decoder made, once it is no longer shown: the
+    /// next picture reuses its memory instead of allocating.
+    pub fn recycle(&mut self, picture: Picture) {
+        if self.spare.len() < MAX_SPARE {
+            self.spare.push(picture);
+        }
     }
 
     /// True until an access unit with an IDR slice has been decoded after the start
@@ -82,8 +96,13 @@ impl H264Decoder {
         // I420 needs even sizes; a cropped odd size loses its last row or column.
         let (width, height) = yuv.dimensions();
         let (width, height) = (width & !1, height & !1);
-        let picture =
-            Picture::from_strided(width, height, (yuv.y(), yuv.u(), yuv.v()), yuv.strides())?;
+        let planes = (yuv.y(), yuv.u(), yuv.v());
+        let picture = match self.spare.pop() {
+            Some(mut p) => p
+                .copy_strided(width, height, planes, yuv.strides())
+                .map(|()| p)?,
+            None => Picture::from_strided(width, height, planes, yuv.strides())?,
+        };
         if keyframe {
             self.awaiting_keyframe = false;
         }
@@ -130,6 +149,30 @@ mod tests {
         }
         assert_eq!(decoder.size(), Some((320, 180)));
         assert!(!decoder.awaiting_keyframe());
+    }
+
+    #[test]
+    fn recycled_pictures_are_decoded_into() {
+        let spec = PatternSpec {
+            width: 160,
+            height: 120,
+            rgb: PALETTE[2],
+            ..PatternSpec::default()
+        };
+        let frames = encode(spec, 3);
+        let mut decoder = H264Decoder::new().unwrap();
+        let first = decoder.decode(&frames[0].data).unwrap().unwrap();
+        let buffer = first.y().as_ptr();
+        decoder.recycle(first);
+        let second = decoder.decode(&frames[1].data).unwrap().unwrap();
+        assert_eq!(second.y().as_ptr(), buffer, "the recycled buffer is used");
+        assert_eq!((second.width(), second.height()), (160, 120));
+        assert_near(second.pixel(4, 4), rgb_to_yuv(PALETTE[2]));
+        // A recycled picture of another size is made to fit.
+        decoder.recycle(Picture::filled(64, 64, [0; 3]).unwrap());
+        let third = decoder.decode(&frames[2].data).unwrap().unwrap();
+        assert_eq!((third.width(), third.height()), (160, 120));
+        assert_near(third.pixel(150, 110), rgb_to_yuv(PALETTE[2]));
     }
 
     #[test]

@@ -119,11 +119,38 @@ impl Picture {
     pub fn from_strided(
         width: usize,
         height: usize,
+        planes: (&[u8], &[u8], &[u8]),
+        strides: (usize, usize, usize),
+    ) -> Result<Self, PictureError> {
+        let mut picture = Self {
+            width: 0,
+            height: 0,
+            y: Vec::new(),
+            u: Vec::new(),
+            v: Vec::new(),
+        };
+        picture.copy_strided(width, height, planes, strides)?;
+        Ok(picture)
+    }
+
+    /// Becomes a copy of strided planes, as [`from_strided`](Self::from_strided), in
+    /// the buffers it has: a picture used again costs no allocation. Unchanged on
+    /// error.
+    pub fn copy_strided(
+        &mut self,
+        width: usize,
+        height: usize,
         (y, u, v): (&[u8], &[u8], &[u8]),
         (y_stride, u_stride, v_stride): (usize, usize, usize),
-    ) -> Result<Self, PictureError> {
+    ) -> Result<(), PictureError> {
         check_size(width, height)?;
-        let copy = |plane: &[u8], stride: usize, w: usize, h: usize| {
+        let (cw, ch) = (width / 2, height / 2);
+        let planes = [
+            (y, y_stride, width, height),
+            (u, u_stride, cw, ch),
+            (v, v_stride, cw, ch),
+        ];
+        for &(plane, stride, w, h) in &planes {
             let want = stride * (h - 1) + w;
             if stride < w || plane.len() < want {
                 return Err(PictureError::PlaneSize {
@@ -133,20 +160,18 @@ impl Picture {
                     want,
                 });
             }
-            let mut out = Vec::with_capacity(w * h);
+        }
+        for (out, (plane, stride, w, h)) in [&mut self.y, &mut self.u, &mut self.v]
+            .into_iter()
+            .zip(planes)
+        {
+            out.clear();
             for row in 0..h {
                 out.extend_from_slice(&plane[row * stride..row * stride + w]);
             }
-            Ok(out)
-        };
-        let (cw, ch) = (width / 2, height / 2);
-        Ok(Self {
-            width,
-            height,
-            y: copy(y, y_stride, width, height)?,
-            u: copy(u, u_stride, cw, ch)?,
-            v: copy(v, v_stride, cw, ch)?,
-        })
+        }
+        (self.width, self.height) = (width, height);
+        Ok(())
     }
 
     pub fn width(&self) -> usize {
@@ -194,6 +219,17 @@ mod tests {
         assert_eq!(p.y(), &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!((p.u(), p.v()), (&[9, 10][..], &[11, 12][..]));
         assert_eq!(p.pixel(3, 1), [8, 10, 12]);
+        // Used again for a smaller picture, and refused a short plane.
+        let mut again = p.clone();
+        again
+            .copy_strided(2, 2, (&[5, 6, 0, 7, 8], &[1], &[2]), (3, 1, 1))
+            .unwrap();
+        assert_eq!((again.width(), again.y()), (2, &[5, 6, 7, 8][..]));
+        assert_eq!((again.u(), again.v()), (&[1][..], &[2][..]));
+        assert!(again
+            .copy_strided(4, 2, (&[0; 3], &[0; 2], &[0; 2]), (4, 2, 2))
+            .is_err());
+        assert_eq!(again.width(), 2);
     }
 
     #[test]

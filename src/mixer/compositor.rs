@@ -135,15 +135,21 @@ impl<Id: Copy + Eq + std::fmt::Debug> Compositor<Id> {
         Ok(())
     }
 
-    /// The newest decoded picture of source `id`, arrived at `now`. Pictures of
-    /// sources not in the grid are dropped.
-    pub fn push(&mut self, id: Id, picture: Picture, now: Instant) {
+    /// The newest decoded picture of source `id`, arrived at `now`. Gives back the
+    /// picture it no longer holds (the one replaced, or this one for a source not on
+    /// the grid), for its memory to be used again.
+    pub fn push(&mut self, id: Id, picture: Picture, now: Instant) -> Option<Picture> {
         match self.tiles.iter_mut().find(|t| t.id == id) {
             Some(tile) => {
-                tile.held = Some(Held { picture, at: now });
                 tile.shown = None;
+                tile.held
+                    .replace(Held { picture, at: now })
+                    .map(|h| h.picture)
             }
-            None => tracing::trace!(source = ?id, "picture of a source not on the grid dropped"),
+            None => {
+                tracing::trace!(source = ?id, "picture of a source not on the grid dropped");
+                Some(picture)
+            }
         }
     }
 
@@ -322,10 +328,14 @@ mod tests {
         let t0 = Instant::now();
         let hold = cfg.hold;
         c.set_sources(&[7, 8]).unwrap();
-        c.push(7, solid(640, 360, 7), t0);
+        assert_eq!(c.push(7, solid(640, 360, 7), t0), None);
         c.push(8, solid(640, 360, 8), t0);
         let almost = t0 + hold - Duration::from_millis(1);
-        c.push(8, solid(640, 360, 8), almost);
+        // The picture it replaces comes back, for its memory to be used again.
+        assert_eq!(
+            c.push(8, solid(640, 360, 8), almost),
+            Some(solid(640, 360, 8))
+        );
         assert_grid(c.render(almost), 2, &[7, 8]);
 
         let rects = layout::tiles(2, 1280, 720).unwrap();
@@ -383,8 +393,9 @@ mod tests {
             c.set_sources(&many),
             Err(CompositorError::Layout(LayoutError::TooMany(17)))
         ));
-        // A picture of a source not on the grid changes nothing.
-        c.push(5, solid(64, 36, 5), Instant::now());
+        // A picture of a source not on the grid changes nothing and is given back.
+        let back = c.push(5, solid(64, 36, 5), Instant::now());
+        assert_eq!(back, Some(solid(64, 36, 5)));
         let bg = Picture::filled(1280, 720, cfg.background).unwrap();
         assert_eq!(c.render(Instant::now()), &bg);
     }

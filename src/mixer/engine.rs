@@ -333,7 +333,9 @@ impl Engine {
                         p.counters.video_frames += 1;
                         if let Some(picture) = picture {
                             if p.pending.len() == MAX_PENDING_PICTURES {
-                                p.pending.pop_front();
+                                if let Some((_, late)) = p.pending.pop_front() {
+                                    p.h264.recycle(late);
+                                }
                                 p.counters.pictures_late += 1;
                             }
                             p.pending.push_back((at, picture));
@@ -427,10 +429,15 @@ impl Engine {
                     .front()
                     .is_some_and(|(at, _)| *at <= due.pts as i64)
                 {
-                    shown = p.pending.pop_front();
+                    if let Some((_, passed)) = std::mem::replace(&mut shown, p.pending.pop_front())
+                    {
+                        p.h264.recycle(passed);
+                    }
                 }
                 if let Some((_, picture)) = shown {
-                    self.compositor.push(p.source, picture, now);
+                    if let Some(done) = self.compositor.push(p.source, picture, now) {
+                        p.h264.recycle(done);
+                    }
                 }
             }
             let picture = self.compositor.render(now);

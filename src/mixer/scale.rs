@@ -1,8 +1,10 @@
 //! Scaling an I420 picture into a rectangle of another picture: area averaging when
 //! shrinking (no aliasing of fine detail), bilinear when enlarging. Filter taps are
 //! computed once per source/target size; scaling itself is integer arithmetic on
-//! rows, vertical pass first so that the gather-heavy horizontal pass runs only over
-//! the (usually fewer) output rows.
+//! rows. The gather-heavy horizontal pass runs over the fewer rows: when shrinking,
+//! after the vertical pass, over the output rows; when enlarging, first, over the
+//! source rows, each once, and the vertical blend then runs over whole output rows
+//! in loops the compiler turns into SIMD.
 
 use thiserror::Error;
 
@@ -31,6 +33,10 @@ const WEIGHT_BITS: u32 = 14;
 /// Fraction bits kept between the vertical and the horizontal pass, so that rounding
 /// happens once, at the end. 255 << 7 times 1 << 14 still fits a u32.
 const MID_BITS: u32 = 7;
+/// Fraction bits of the bilinear weights when enlarging: 255 times 1 << 7 fits the
+/// u16 lanes of the horizontal pass; the vertical one keeps the high halves of u16
+/// products (losing under 1/32 of a step) and rounds once, at the end.
+const BILINEAR_BITS: u32 = 7;
 
 /// Filter along one axis: output `i` is the weighted sum of the `taps` source
 /// samples from `starts[i]`, weights `weights[i * taps..][..taps]`.
@@ -42,6 +48,12 @@ struct Taps {
 
 impl Taps {
     fn new(src: usize, dst: usize) -> Self {
+        Self::with(src, dst, WEIGHT_BITS, 1)
+    }
+
+    /// Weights of `bits` fraction bits, at least `min_taps` per output (padded with
+    /// zero weights).
+    fn with(src: usize, dst: usize, bits: u32, min_taps: usize) -> Self {
         let scale = src as f64 / dst as f64;
         let last = src - 1;
         // (source index, real weight) pairs of each output sample.
@@ -75,7 +87,9 @@ impl Taps {
                 end - first
             })
             .max()
-            .unwrap_or(1);
+            .unwrap_or(1)
+            .max(min_taps)
+            .min(src);
         let mut starts = Vec::with_capacity(dst);
         let mut weights = vec![0u32; dst * taps];
         for (c, out) in contributions.iter().zip(weights.chunks_exact_mut(taps)) {
@@ -84,13 +98,13 @@ impl Taps {
             starts.push(start);
             let total: f64 = c.iter().map(|&(_, w)| w).sum();
             for &(j, w) in c {
-                out[j - start] += (w / total * f64::from(1u32 << WEIGHT_BITS)).round() as u32;
+                out[j - start] += (w / total * f64::from(1u32 << bits)).round() as u32;
             }
             // Rounding error goes to the largest weight so every output sums to one
             // exactly: a solid colour then stays exactly that colour.
             let sum: u32 = out.iter().sum();
             let largest = (0..taps).max_by_key(|&k| out[k]).unwrap_or(0);
-            out[largest] = (out[largest] + (1 << WEIGHT_BITS)) - sum;
+            out[largest] = (out[largest] + (1 << bits)) - sum;
         }
         Self {
             taps,
@@ -100,22 +114,85 @@ impl Taps {
     }
 }
 
-/// Scales one plane; the scratch rows are `src_w` long.
+/// Bilinear enlarging: two taps per output along each axis, `BILINEAR_BITS` weights.
+struct Bilinear {
+    /// By output column: the left source column, and the weights of it and the next.
+    columns: Vec<usize>,
+    left_weights: Vec<u16>,
+    right_weights: Vec<u16>,
+    /// By output row: the upper source row and the two weights.
+    rows: Vec<(usize, [u32; 2])>,
+}
+
+impl Bilinear {
+    fn new(src: (usize, usize), dst: (usize, usize)) -> Self {
+        let pairs = |src, dst| {
+            let taps = Taps::with(src, dst, BILINEAR_BITS, 2);
+            debug_assert_eq!(taps.taps, 2);
+            let weights = taps.weights.chunks_exact(2).map(|w| [w[0], w[1]]);
+            taps.starts.into_iter().zip(weights).collect::<Vec<_>>()
+        };
+        let columns = pairs(src.0, dst.0);
+        Self {
+            left_weights: columns.iter().map(|&(_, [a, _])| a as u16).collect(),
+            right_weights: columns.iter().map(|&(_, [_, b])| b as u16).collect(),
+            columns: columns.into_iter().map(|(s, _)| s).collect(),
+            rows: pairs(src.1, dst.1),
+        }
+    }
+
+    /// One source row scaled horizontally, `BILINEAR_BITS` fraction bits kept.
+    fn row(&self, src: &[u8], (left, right): (&mut [u8], &mut [u8]), out: &mut [u16]) {
+        // The gather on its own, so the arithmetic below runs on whole vectors.
+        for ((l, r), &s) in left.iter_mut().zip(right.iter_mut()).zip(&self.columns) {
+            let pair = &src[s..s + 2];
+            (*l, *r) = (pair[0], pair[1]);
+        }
+        let weights = self.left_weights.iter().zip(&self.right_weights);
+        for (((o, &l), &r), (&a, &b)) in out.iter_mut().zip(&*left).zip(&*right).zip(weights) {
+            *o = u16::from(l) * a + u16::from(r) * b;
+        }
+    }
+}
+
+/// How one plane is scaled.
+enum Plan {
+    /// Same size.
+    Copy,
+    /// Shrinking along at least one axis: vertical pass into scratch rows `src_w`
+    /// long, then horizontal.
+    Separable {
+        vertical: Taps,
+        horizontal: Taps,
+    },
+    Enlarge(Bilinear),
+}
+
+/// Scales one plane.
 struct PlaneScaler {
     src: (usize, usize),
     dst: (usize, usize),
-    vertical: Taps,
-    horizontal: Taps,
+    plan: Plan,
 }
 
 impl PlaneScaler {
     fn new(src: (usize, usize), dst: (usize, usize)) -> Self {
-        Self {
-            src,
-            dst,
-            vertical: Taps::new(src.1, dst.1),
-            horizontal: Taps::new(src.0, dst.0),
-        }
+        let plan = if src == dst {
+            Plan::Copy
+        } else if src.0 <= dst.0 && src.1 <= dst.1 && src.0 >= 2 && src.1 >= 2 {
+            Plan::Enlarge(Bilinear::new(src, dst))
+        } else {
+            Plan::Separable {
+                vertical: Taps::new(src.1, dst.1),
+                horizontal: Taps::new(src.0, dst.0),
+            }
+        };
+        Self { src, dst, plan }
+    }
+
+    /// Length of the scratch rows each plan needs, in samples.
+    fn scratch_len(&self) -> usize {
+        self.src.0.max(self.dst.0)
     }
 
     /// Scales `src` into `dst` (a plane `stride` wide) at (`x`, `y`).
@@ -124,22 +201,35 @@ impl PlaneScaler {
         src: &[u8],
         (dst, stride): (&mut [u8], usize),
         (x, y): (usize, usize),
-        (acc, mid): (&mut [u32], &mut [u32]),
+        scratch: &mut Scratch,
     ) {
         let (src_w, dst_w) = (self.src.0, self.dst.0);
-        if self.src == self.dst {
-            // Same size, e.g. 640x360 participants on a 2x2 grid at 1280x720.
-            for (row, out) in src
-                .chunks_exact(src_w)
-                .zip(dst[y * stride..].chunks_mut(stride))
-            {
-                out[x..x + dst_w].copy_from_slice(row);
+        let (v, h) = match &self.plan {
+            Plan::Copy => {
+                // Same size, e.g. 640x360 participants on a 2x2 grid at 1280x720.
+                for (row, out) in src
+                    .chunks_exact(src_w)
+                    .zip(dst[y * stride..].chunks_mut(stride))
+                {
+                    out[x..x + dst_w].copy_from_slice(row);
+                }
+                return;
             }
-            return;
-        }
-        let (acc, mid) = (&mut acc[..src_w], &mut mid[..src_w]);
-        let v = &self.vertical;
-        let h = &self.horizontal;
+            Plan::Enlarge(bilinear) => {
+                return enlarge(
+                    bilinear,
+                    (src, src_w),
+                    (dst, stride),
+                    (x, y, dst_w),
+                    scratch,
+                )
+            }
+            Plan::Separable {
+                vertical,
+                horizontal,
+            } => (vertical, horizontal),
+        };
+        let (acc, mid) = (&mut scratch.acc[..src_w], &mut scratch.mid[..src_w]);
         for (oy, weights) in v.weights.chunks_exact(v.taps).enumerate() {
             let rows = &src[v.starts[oy] * src_w..][..v.taps * src_w];
             vertical(rows.chunks_exact(src_w).zip(weights), acc, mid);
@@ -153,6 +243,54 @@ impl PlaneScaler {
                 5 => horizontal(out, mid, &h.starts, &h.weights, 5),
                 taps => horizontal(out, mid, &h.starts, &h.weights, taps),
             }
+        }
+    }
+}
+
+/// Scratch rows shared by the planes of one scaler.
+struct Scratch {
+    acc: Vec<u32>,
+    mid: Vec<u32>,
+    left: Vec<u8>,
+    right: Vec<u8>,
+    /// Two horizontally scaled source rows, and which source rows they are.
+    rows: [Vec<u16>; 2],
+    held: [Option<usize>; 2],
+}
+
+/// Bilinear enlarging: each source row that an output row needs is scaled
+/// horizontally once (consecutive output rows share their source rows), then every
+/// output row is the blend of two of them.
+fn enlarge(
+    b: &Bilinear,
+    (src, src_w): (&[u8], usize),
+    (dst, stride): (&mut [u8], usize),
+    (x, y, dst_w): (usize, usize, usize),
+    s: &mut Scratch,
+) {
+    s.held = [None, None];
+    let shift = 2 * BILINEAR_BITS;
+    for (oy, &(top, [wa, wb])) in b.rows.iter().enumerate() {
+        // Source row r is kept in slot r % 2, so rows top and top + 1 never collide.
+        for r in [top, top + 1] {
+            if s.held[r % 2] != Some(r) {
+                let (left, right) = (&mut s.left[..dst_w], &mut s.right[..dst_w]);
+                let row = &src[r * src_w..][..src_w];
+                b.row(row, (left, right), &mut s.rows[r % 2][..dst_w]);
+                s.held[r % 2] = Some(r);
+            }
+        }
+        let (upper, lower) = (&s.rows[top % 2][..dst_w], &s.rows[(top + 1) % 2][..dst_w]);
+        let out = &mut dst[(y + oy) * stride + x..][..dst_w];
+        // Rows hold 255 << 7 at most, weights scaled to at most 1 << 15: the high
+        // halves of the products sum to at most 255 << 6.
+        let (wa, wb) = ((wa << 8) as u16, (wb << 8) as u16);
+        let high = |a: u16, w: u16| ((u32::from(a) * u32::from(w)) >> 16) as u16;
+        let shift = shift - 8;
+        for ((o, &a), &c) in out.iter_mut().zip(upper).zip(lower) {
+            let sum = high(a, wa) + high(c, wb);
+            // At most 255.5 before the shift: the cast never truncates.
+            *o = ((sum + (1 << (shift - 1))) >> shift) as u8;
         }
     }
 }
@@ -188,8 +326,7 @@ fn horizontal(out: &mut [u8], mid: &[u32], starts: &[usize], weights: &[u32], ta
 pub struct Scaler {
     luma: PlaneScaler,
     chroma: PlaneScaler,
-    acc: Vec<u32>,
-    mid: Vec<u32>,
+    scratch: Scratch,
 }
 
 impl Scaler {
@@ -200,11 +337,19 @@ impl Scaler {
                 return Err(ScaleError::BadSize { width, height });
             }
         }
+        let luma = PlaneScaler::new((src_w, src_h), (dst_w, dst_h));
+        let len = luma.scratch_len();
         Ok(Self {
-            luma: PlaneScaler::new((src_w, src_h), (dst_w, dst_h)),
             chroma: PlaneScaler::new((src_w / 2, src_h / 2), (dst_w / 2, dst_h / 2)),
-            acc: vec![0; src_w],
-            mid: vec![0; src_w],
+            luma,
+            scratch: Scratch {
+                acc: vec![0; len],
+                mid: vec![0; len],
+                left: vec![0; len],
+                right: vec![0; len],
+                rows: [vec![0; len], vec![0; len]],
+                held: [None, None],
+            },
         })
     }
 
@@ -244,13 +389,12 @@ impl Scaler {
             });
         }
         let (dst_y, dst_u, dst_v) = dst.planes_mut();
-        let scratch = (&mut self.acc[..], &mut self.mid[..]);
+        let scratch = &mut self.scratch;
         self.luma
             .run(src.y(), (dst_y, picture.0), (rect.x, rect.y), scratch);
         let at = (rect.x / 2, rect.y / 2);
         let stride = picture.0 / 2;
         for (plane, out) in [(src.u(), dst_u), (src.v(), dst_v)] {
-            let scratch = (&mut self.acc[..], &mut self.mid[..]);
             self.chroma.run(plane, (out, stride), at, scratch);
         }
         Ok(())
@@ -341,6 +485,57 @@ mod tests {
         assert_eq!((row[0], row[7]), (0, 100));
         assert!(row.windows(2).all(|p| p[0] <= p[1]), "{row:?}");
         assert!(row[3] > 20 && row[4] < 80, "{row:?}");
+    }
+
+    /// Bilinear with pixel centres aligned, in floating point.
+    fn bilinear_at(
+        plane: &[u8],
+        (w, h): (usize, usize),
+        (dw, dh): (usize, usize),
+        x: usize,
+        y: usize,
+    ) -> f64 {
+        let centre = |i: usize, src: usize, dst: usize| {
+            let c = ((i as f64 + 0.5) * src as f64 / dst as f64 - 0.5).clamp(0.0, (src - 1) as f64);
+            let j = c.floor() as usize;
+            (j, (j + 1).min(src - 1), c - j as f64)
+        };
+        let (x0, x1, fx) = centre(x, w, dw);
+        let (y0, y1, fy) = centre(y, h, dh);
+        let p = |x: usize, y: usize| f64::from(plane[y * w + x]);
+        let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
+        let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
+        top * (1.0 - fy) + bottom * fy
+    }
+
+    #[test]
+    fn enlarging_follows_bilinear_interpolation() {
+        let (w, h) = (40, 30);
+        let y: Vec<u8> = (0..w * h)
+            .map(|i| ((i % w) * 4 + (i / w) * 2 + (i * 7919) % 23) as u8)
+            .collect();
+        let u: Vec<u8> = (0..w * h / 4)
+            .map(|i| ((i % (w / 2)) * 5 + (i / (w / 2)) * 3) as u8)
+            .collect();
+        let src = Picture::from_planes(w, h, y, u.clone(), u).unwrap();
+        for (dw, dh) in [(60, 46), (40, 60), (128, 30), (80, 60)] {
+            let dst = scale_whole(&src, dw, dh);
+            for (plane, out, (sw, sh), (ow, oh)) in [
+                (src.y(), dst.y(), (w, h), (dw, dh)),
+                (src.u(), dst.u(), (w / 2, h / 2), (dw / 2, dh / 2)),
+            ] {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let want = bilinear_at(plane, (sw, sh), (ow, oh), ox, oy);
+                        let got = f64::from(out[oy * ow + ox]);
+                        assert!(
+                            (got - want).abs() <= 1.0,
+                            "{dw}x{dh} ({ox}, {oy}): {got} vs {want:.2}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

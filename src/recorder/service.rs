@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
@@ -16,7 +16,7 @@ use super::recording::WriterOptions;
 use super::recovery;
 use super::writer::{write_recording, Progress, Storage, WriterCmd, WriterEvent, Writers};
 use crate::link::codec::DEFAULT_MAX_FRAME;
-use crate::link::frame::{now_millis, text, Frame, Media, RecordingId, StartParams, Stats};
+use crate::link::frame::{now_millis, text, Frame, Media, RecordingId, StartParams, Stats, Track};
 use crate::link::handshake::LinkKey;
 use crate::link::session::{reject_frame, RecorderEvent, RecorderSession};
 use crate::link::transport::{FrameReader, FrameSender, LinkAddr, LinkListener, TransportError};
@@ -40,6 +40,17 @@ pub struct RecorderConfig {
     /// How often the storage is polled (space, mount table, probe while faulted).
     pub storage_poll: Duration,
     pub health: HealthConfig,
+    /// Told of every media frame as the recorder receives it from the link: the
+    /// mixer benchmark measures the latency up to the recorder with it.
+    pub media_tap: Option<mpsc::UnboundedSender<MediaReceived>>,
+}
+
+/// A media frame the recorder received, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaReceived {
+    pub track: Track,
+    pub pts: i64,
+    pub at: Instant,
 }
 
 impl RecorderConfig {
@@ -54,6 +65,7 @@ impl RecorderConfig {
             writer: WriterOptions::default(),
             storage_poll: monitor.poll,
             health: monitor.health,
+            media_tap: None,
         }
     }
 }
@@ -386,6 +398,13 @@ async fn handle_event(
             recs.current = Some(tag);
         }
         RecorderEvent::Media(media) => {
+            if let Some(tap) = &config.media_tap {
+                let _ = tap.send(MediaReceived {
+                    track: media.track,
+                    pts: media.pts,
+                    at: Instant::now(),
+                });
+            }
             if let Some(a) = recs.current() {
                 a.push(media).await;
             }

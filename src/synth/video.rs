@@ -83,7 +83,17 @@ impl PatternSource {
 
     /// Encodes the next frame of the pattern; `pts` in 90 kHz units since the first.
     pub fn next_frame(&mut self) -> Result<EncodedVideo, EncoderError> {
+        self.next_frame_with(|_, _| {})
+    }
+
+    /// Like [`next_frame`](Self::next_frame), with `overlay` drawn over the pattern
+    /// first; it gets the frame number (from 0) and the picture.
+    pub fn next_frame_with(
+        &mut self,
+        overlay: impl FnOnce(u64, &mut Picture),
+    ) -> Result<EncodedVideo, EncoderError> {
         self.draw();
+        overlay(self.frame_no, &mut self.picture);
         let pts = (self.frame_no * 90_000 / u64::from(self.spec.fps)) as i64;
         let force = std::mem::take(&mut self.force_keyframe);
         let frame = self.encoder.encode_now(&self.picture, pts, force)?;
