@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use recbox::appliance::front::Front;
-use recbox::appliance::{Appliance, Command as BoxCommand, Event, Plan, RecordingState};
+use recbox::appliance::{Appliance, Event, Plan, RecordingState};
 use recbox::audio::chime::Chime;
 use recbox::audio::playback::SimulatedSpeaker;
 use recbox::audio::ChimePlayer;
@@ -495,53 +495,10 @@ fn recorded(event: &Event) -> Option<u64> {
     }
 }
 
-/// What the front panel does: a short press starts, a long press stops safely.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_start_and_safe_stop_a_recording() {
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = start_sfu().await;
-    let text = std::fs::read_to_string(small_box(dir.path(), &sfu)).unwrap();
-    let mut config = Config::parse(&text).unwrap();
-    config.recording.autostart = false;
-    let (appliance, handle) = Appliance::new(Plan::both(&config, common::key()), Notifier::none());
-    let mut events = handle.subscribe();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(appliance.run(async {
-        let _ = stopped.await;
-    }));
-
-    let idle = |e: &Event| matches!(e, Event::State(RecordingState::Idle));
-    wait_event(&mut events, "idle at start", idle).await;
-    let storage = dir.path().join("storage");
-    assert!(recordings(&storage).is_empty(), "no autostart");
-
-    handle.commands().send(BoxCommand::Toggle).unwrap();
-    wait_event(&mut events, "recording", |e| {
-        matches!(e, Event::State(RecordingState::Recording))
-    })
-    .await;
-    let first = recorded(&wait_event(&mut events, "bytes", |e| recorded(e) > Some(0)).await);
-    wait_event(&mut events, "more bytes", |e| recorded(e) > first).await;
-
-    handle.commands().send(BoxCommand::SafeStop).unwrap();
-    wait_event(&mut events, "idle after the safe stop", idle).await;
-    let synced = wait_event(&mut events, "synced", |e| matches!(e, Event::Synced(_))).await;
-    assert!(matches!(synced, Event::Synced(Ok(()))), "{synced:?}");
-    // Closed, not merely abandoned: safe to pull.
-    let [dir] = recordings(&storage).try_into().expect("one recording");
-    check_recording(&dir);
-
-    stop.send(()).unwrap();
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .expect("stops")
-        .unwrap()
-        .unwrap();
-}
-
 /// The box's front as `recbox run` wires it: a short press on the panel's button
-/// starts recording, a long one stops it safely; the panel shows each step up to
-/// eject-safe, and the speaker chimes the start and the stop.
+/// (the `Toggle` command) starts recording, a long one (`SafeStop`) closes it and
+/// syncs the disk; the panel shows each step up to eject-safe, and the speaker
+/// chimes the start and the stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_panel_button_records_and_safe_stops_with_chimes() {
     let dir = tempfile::tempdir().unwrap();
@@ -568,6 +525,10 @@ async fn the_panel_button_records_and_safe_stops_with_chimes() {
     }));
     let idle = |e: &Event| matches!(e, Event::State(RecordingState::Idle));
     wait_event(&mut events, "idle at start", idle).await;
+    assert!(
+        recordings(&dir.path().join("storage")).is_empty(),
+        "no autostart"
+    );
 
     let press = |held: Duration| {
         let panel = &panel;
