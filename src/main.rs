@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tracing::info;
 
+use recbox::bench::BenchPart;
 use recbox::demo::{DemoConfig, FaultPlan};
 use recbox::encoder::EncoderKind;
 use recbox::link::codec::DEFAULT_MAX_FRAME;
@@ -78,7 +79,7 @@ enum Command {
         spool_max: u64,
         /// How often the storage is checked (free space, mount table, and a probe
         /// write while it is faulted), e.g. 1s or 200ms.
-        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        #[arg(long, default_value = "50ms", value_parser = parse_duration)]
         storage_poll: Duration,
         /// LowSpace warning below this much free space, e.g. 2G (default: the
         /// smaller of 1 GiB and 5% of the storage).
@@ -108,8 +109,8 @@ enum Command {
         #[arg(long, default_value = "auto")]
         encoder: EncoderKind,
         /// Break the recording disk during the demo and repair it a few seconds later:
-        /// disk-full@10s, disk-offline@10s, read-only@10s or index-io@10s (needs root:
-        /// a small ext4 disk on a loop device is what breaks).
+        /// disk-full@10s, low-space@10s, disk-offline@10s, read-only@10s, index-io@10s
+        /// or io-error@10s (needs root: a small ext4 disk on a loop device is what breaks).
         #[arg(long)]
         fault: Option<FaultPlan>,
     },
@@ -120,15 +121,17 @@ enum Command {
     /// Run a simulated SFU: once a mixer connects to the control channel, send it N
     /// participants as real H.264 and Opus RTP; print every notice it sends as a JSON line.
     SfuSim(SfuSimArgs),
-    /// Print throughput figures of the media link and the recording writer.
+    /// Print figures: media-link and recording-writer throughput, fault latencies.
     Bench {
+        /// Parts to run: link, writer, faults, faults-e2e (default: all of them).
+        parts: Vec<BenchPart>,
         /// Seconds per link case.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
         /// Directory on the filesystem to measure writes on (default: a temporary one).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Trials per fault kind in the fault-latency part (needs root).
+        /// Trials per fault kind in the fault-latency parts (need root).
         #[arg(long, default_value_t = 100)]
         trials: usize,
     },
@@ -329,10 +332,11 @@ fn main() -> Result<()> {
             rt.block_on(sfu_sim(listen, args.config()))
         }
         Command::Bench {
+            parts,
             seconds,
             dir,
             trials,
-        } => rt.block_on(bench(seconds, dir, trials)),
+        } => rt.block_on(bench(&parts, seconds, dir, trials)),
     }
 }
 
@@ -404,22 +408,45 @@ async fn sfu_sim(listen: SocketAddr, config: SimConfig) -> Result<()> {
     }
 }
 
-async fn bench(seconds: f64, dir: Option<PathBuf>, trials: usize) -> Result<()> {
+async fn bench(
+    parts: &[BenchPart],
+    seconds: f64,
+    dir: Option<PathBuf>,
+    trials: usize,
+) -> Result<()> {
     let mut out = std::io::stdout();
-    println!("== media link throughput (loopback) ==");
-    recbox::bench::link::run(&mut out, seconds).await?;
-    println!("\n== recorder write throughput vs plain sequential write ==");
-    let tmp;
-    let dir = match dir {
-        Some(d) => d,
-        None => {
-            tmp = tempfile_dir()?;
-            tmp.clone()
-        }
+    let parts = if parts.is_empty() {
+        &BenchPart::ALL[..]
+    } else {
+        parts
     };
-    recbox::bench::writer::run(&mut out, &dir)?;
-    println!("\n== fault latency: fault to Fault frame at the link client ==");
-    recbox::bench::faults::run(&mut out, trials).await?;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        match part {
+            BenchPart::Link => {
+                println!("== media link throughput (loopback) ==");
+                recbox::bench::link::run(&mut out, seconds).await?;
+            }
+            BenchPart::Writer => {
+                println!("== recorder write throughput vs plain sequential write ==");
+                let dir = match &dir {
+                    Some(d) => d.clone(),
+                    None => tempfile_dir()?,
+                };
+                recbox::bench::writer::run(&mut out, &dir)?;
+            }
+            BenchPart::Faults => {
+                println!("== fault latency: fault to Fault frame at the link client ==");
+                recbox::bench::faults::run(&mut out, trials).await?;
+            }
+            BenchPart::FaultsE2e => {
+                println!("== fault feedback end to end: fault to announcement at the terminals ==");
+                recbox::bench::faults_e2e::run(&mut out, trials).await?;
+            }
+        }
+    }
     Ok(())
 }
 
