@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::scratch::{LoopDisk, Mounted};
 use crate::link::frame::FaultKind;
@@ -146,6 +146,9 @@ pub struct Injected {
     pub at: Instant,
     /// The same instant on the wall clock, to compare with the recorder's `at` stamps.
     pub wall: SystemTime,
+    /// How long the system call took (an ext4 error, for one, aborts the journal
+    /// and writes the super block before the file system is read-only).
+    pub call: Duration,
     /// The index file made immutable.
     index: Option<PathBuf>,
 }
@@ -245,6 +248,7 @@ impl FaultDisk {
             fault,
             at: at.0,
             wall: at.1,
+            call: at.0.elapsed(),
             index,
         })
     }

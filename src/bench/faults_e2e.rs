@@ -114,12 +114,12 @@ pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
     }
     writeln!(
         out,
-        "\nwhere the time goes, p50 / p99 ms: fault -> raised by the recorder (its ms clock) -> relayed by the mixer -> shown at the terminals"
+        "\nwhere the time goes, p50 / p99 ms: fault -> raised by the recorder (its ms clock) -> relayed by the mixer -> shown at the terminals; and the injecting call itself"
     )?;
     writeln!(
         out,
-        "{:<36} {:>15} {:>15} {:>15}",
-        "fault", "raised", "relayed", "terminals"
+        "{:<36} {:>15} {:>15} {:>15} {:>15}",
+        "fault", "raised", "relayed", "terminals", "call"
     )?;
     for (label, done) in &stages {
         let column = |f: fn(&Trial) -> Duration| {
@@ -130,10 +130,11 @@ pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
         };
         writeln!(
             out,
-            "{label:<36} {:>15} {:>15} {:>15}",
+            "{label:<36} {:>15} {:>15} {:>15} {:>15}",
             column(|t| t.raised),
             column(|t| t.relayed),
-            column(|t| t.shown)
+            column(|t| t.shown),
+            column(|t| t.call)
         )?;
     }
     Ok(())
@@ -207,7 +208,12 @@ impl Bench {
             .disk
             .inject(self.fault)
             .map_err(|e| format!("injecting: {e}"))?;
-        let mut clock = TrialClock::new(self.fault.reported_as(), injected.at, injected.wall);
+        let mut clock = TrialClock::new(
+            self.fault.reported_as(),
+            injected.at,
+            injected.wall,
+            injected.call,
+        );
         let mut settle = Settle::default();
         let release = self.fault.repair_needs_release();
         self.until(&mut settle, Some(&mut clock), |_, s: &mut Settle, c| {
@@ -435,6 +441,7 @@ struct TrialClock {
     at: Instant,
     /// The same instant on the wall clock, since the epoch.
     wall: Duration,
+    call: Duration,
     relayed: Option<Instant>,
     /// At the terminals, and the recorder's stamp of the fault.
     shown: Option<(Instant, UnixMillis)>,
@@ -450,15 +457,19 @@ struct Trial {
     relayed: Duration,
     /// Relayed to the terminals in the SFU.
     shown: Duration,
+    /// The injecting system call, which `raised` may overlap.
+    call: Duration,
 }
 
 impl TrialClock {
-    /// A fault of `kind` made at `at`, which is `wall` on the wall clock.
-    fn new(kind: FaultKind, at: Instant, wall: SystemTime) -> Self {
+    /// A fault of `kind` made by a system call that started at `at` (`wall` on the
+    /// wall clock) and took `call`.
+    fn new(kind: FaultKind, at: Instant, wall: SystemTime, call: Duration) -> Self {
         Self {
             kind,
             at,
             wall: wall.duration_since(UNIX_EPOCH).unwrap_or_default(),
+            call,
             relayed: None,
             shown: None,
         }
@@ -492,6 +503,7 @@ impl TrialClock {
             raised,
             relayed: to_relay - raised,
             shown: shown.saturating_duration_since(relayed),
+            call: self.call,
         })
     }
 }
@@ -620,8 +632,8 @@ mod tests {
         let wall =
             UNIX_EPOCH + Duration::from_millis(1_700_000_000_000) + Duration::from_micros(200);
         let t0 = Instant::now();
-        let mut c = TrialClock::new(FaultKind::DiskFull, t0, wall);
         let ms = Duration::from_millis;
+        let mut c = TrialClock::new(FaultKind::DiskFull, t0, wall, ms(3));
         // Other kinds, and later repeats, do not count.
         c.relayed(FaultKind::LowSpace, t0 + ms(1));
         c.shown(&fault(FaultKind::LowSpace), t0 + ms(2));
@@ -639,9 +651,9 @@ mod tests {
         // 25 ms after the epoch-ms of the fault, less the 0.2 ms it was past it.
         assert_eq!(t.raised, Duration::from_micros(24_800));
         assert_eq!(t.raised + t.relayed, ms(30));
-        assert_eq!(t.shown, ms(2));
+        assert_eq!((t.shown, t.call), (ms(2), ms(3)));
         // A recorder clock ahead of the relay is clipped to it.
-        let mut c = TrialClock::new(FaultKind::DiskFull, t0, wall);
+        let mut c = TrialClock::new(FaultKind::DiskFull, t0, wall, ms(3));
         c.relayed(FaultKind::DiskFull, t0 + ms(5));
         c.shown(&raised, t0 + ms(6));
         let t = c.trial().unwrap();
