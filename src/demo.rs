@@ -7,7 +7,6 @@
 //! to the spool and comes back. A simulated front panel follows the recording and
 //! shows the same as the terminals are told.
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -16,27 +15,27 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::{interval, sleep_until, Instant};
 
 use crate::audio::{ChimeCues, ChimePlayer};
-use crate::bench::scratch::{run_on, LoopDisk, Mounted};
+pub use crate::bench::disk_fault::DiskFault;
+use crate::bench::disk_fault::{FaultDisk, Injected};
 use crate::link::frame::Summary;
 use crate::link::handshake::LinkKey;
-use crate::link::transport::LinkAddr;
+use crate::link::transport::{LinkAddr, TransportError};
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::LinkConfig;
-use crate::mixer::service::{self as mixer, MixerConfig, MixerReport};
+use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
 use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
 use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
-use crate::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE};
+use crate::recorder::recording::{parse_chain, CHAIN_FILE};
 use crate::recorder::service::{self as recorder, RecorderConfig};
 use crate::sfu::notice::Audience;
-use crate::sfu::sim::{SfuSim, SimConfig, SimEvent};
+use crate::sfu::sim::{SfuSim, SimConfig, SimError, SimEvent};
 
 pub const ROOM: &str = "demo-room";
-/// Size of the small disk the fault demos break.
-const FAULT_DISK_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -54,22 +53,9 @@ pub enum DemoError {
     NoSummary,
 }
 
-/// A storage fault the demo can inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DemoFault {
-    /// The disk fills up.
-    DiskFull,
-    /// The disk goes away (unmounted under the recorder's feet).
-    DiskOffline,
-    /// The file system turns read-only after an error.
-    ReadOnly,
-    /// Only the index file cannot be written.
-    IndexIo,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultPlan {
-    pub fault: DemoFault,
+    pub fault: DiskFault,
     /// From the start of the recording.
     pub at: Duration,
     /// How long the fault lasts before the demo repairs it.
@@ -77,7 +63,7 @@ pub struct FaultPlan {
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("`{0}` is not FAULT@TIME with FAULT one of disk-full, disk-offline, read-only, index-io (e.g. disk-full@10s)")]
+#[error("`{0}` is not FAULT@TIME with FAULT one of {names} (e.g. disk-full@10s)", names = DiskFault::names())]
 pub struct FaultPlanError(String);
 
 impl FromStr for FaultPlan {
@@ -86,29 +72,12 @@ impl FromStr for FaultPlan {
     fn from_str(s: &str) -> Result<Self, FaultPlanError> {
         let bad = || FaultPlanError(s.to_owned());
         let (name, at) = s.trim().split_once('@').ok_or_else(bad)?;
-        let fault = match name.trim() {
-            "disk-full" => DemoFault::DiskFull,
-            "disk-offline" => DemoFault::DiskOffline,
-            "read-only" => DemoFault::ReadOnly,
-            "index-io" => DemoFault::IndexIo,
-            _ => return Err(bad()),
-        };
+        let fault = name.parse().map_err(|_| bad())?;
         let at = crate::duration::parse(at).map_err(|_| bad())?;
         Ok(Self {
             fault,
             at,
             lasts: Duration::from_secs(6),
-        })
-    }
-}
-
-impl fmt::Display for DemoFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DemoFault::DiskFull => "disk full",
-            DemoFault::DiskOffline => "disk offline",
-            DemoFault::ReadOnly => "read-only file system",
-            DemoFault::IndexIo => "index file not writable",
         })
     }
 }
@@ -160,7 +129,7 @@ pub struct DemoOutcome {
 struct Place {
     primary: PathBuf,
     spool: Option<PathBuf>,
-    disk: Option<LoopDisk>,
+    disk: Option<FaultDisk>,
 }
 
 impl Place {
@@ -177,14 +146,127 @@ impl Place {
                 disk: None,
             });
         }
-        let disk = LoopDisk::create(FAULT_DISK_BYTES).ok_or(DemoError::NoScratchDisk)?;
+        let disk = FaultDisk::create().ok_or(DemoError::NoScratchDisk)?;
         let spool = config.storage.join("spool");
         create(&spool)?;
         Ok(Self {
-            primary: disk.path().to_path_buf(),
+            primary: disk.root().to_path_buf(),
             spool: Some(spool),
             disk: Some(disk),
         })
+    }
+}
+
+/// What a [`Meeting`] runs.
+#[derive(Debug, Clone)]
+pub struct MeetingConfig {
+    /// The recorder; its fragment duration is also the mixer's keyframe interval.
+    pub recorder: RecorderConfig,
+    pub participants: u8,
+    pub engine: EngineConfig,
+    pub recording: String,
+    /// ALSA capture device mixed in as the room microphone.
+    pub microphone: Option<String>,
+}
+
+/// A meeting on this machine over loopback, running: the simulated SFU sending the
+/// participants as RTP, the mixer (with the SFU's control channel through a
+/// [`WsSfuAdapter`]) and the recorder. The SFU and the recorder stop when it is
+/// dropped.
+pub struct Meeting {
+    /// Everything the simulated SFU reports, the announcements to the meeting among it.
+    pub sim_events: mpsc::UnboundedReceiver<SimEvent>,
+    /// What the mixer did.
+    pub reports: mpsc::UnboundedReceiver<MixerReport>,
+    /// Ends after [`stop`](Self::stop) with the recorder's summary.
+    pub mixer: JoinHandle<Result<Option<Summary>, MixerError>>,
+    stop: Option<oneshot::Sender<()>>,
+    sim: JoinHandle<Result<(), SimError>>,
+    recorder: JoinHandle<Result<(), TransportError>>,
+}
+
+impl Meeting {
+    pub async fn start(config: MeetingConfig) -> Result<Self, DemoError> {
+        let MeetingConfig {
+            recorder: rec,
+            participants,
+            engine,
+            recording,
+            microphone,
+        } = config;
+        let key = rec.key.clone();
+        let listener = recorder::open(&LinkAddr::Tcp("127.0.0.1:0".into()), &rec)
+            .await
+            .map_err(|e| DemoError::Link(e.to_string()))?;
+        let recorder_addr = listener.local_addr();
+        let (fragment, stats_interval) = (rec.writer.max_fragment, rec.stats_interval);
+        let recorder = tokio::spawn(recorder::serve(listener, Arc::new(rec)));
+
+        let sim = SfuSim::bind(
+            "127.0.0.1:0".parse().expect("an address"),
+            SimConfig {
+                participants,
+                ..SimConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| DemoError::Sfu(e.to_string()))?;
+        let url = format!(
+            "ws://{}/",
+            sim.local_addr()
+                .map_err(|e| DemoError::Sfu(e.to_string()))?
+        );
+        let (sim_tx, sim_events) = mpsc::unbounded_channel();
+        let sim = tokio::spawn(sim.run(sim_tx));
+
+        let mixer_config = MixerConfig {
+            ingest: "127.0.0.1:0".parse().expect("an address"),
+            playout_delay: Duration::from_millis(100),
+            engine: EngineConfig {
+                keyframe_interval: fragment,
+                ..engine
+            },
+            link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
+            stats_interval,
+            microphone,
+        };
+        let (ingest, adapter) = mixer::join_sfu(&mixer_config, &url, "recbox demo mixer").await?;
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel();
+        let mixer = tokio::spawn(mixer::run(
+            mixer_config,
+            ingest,
+            adapter,
+            reports_tx,
+            stop_rx,
+        ));
+        Ok(Self {
+            sim_events,
+            reports,
+            mixer,
+            stop: Some(stop),
+            sim,
+            recorder,
+        })
+    }
+
+    /// Asks the mixer to stop the recording (once; later calls do nothing).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_none()
+    }
+}
+
+impl Drop for Meeting {
+    fn drop(&mut self) {
+        self.sim.abort();
+        self.recorder.abort();
     }
 }
 
@@ -194,53 +276,20 @@ pub async fn run(
 ) -> Result<DemoOutcome, DemoError> {
     let place = Place::new(&config)?;
     let key = LinkKey::new(rand::random::<[u8; 32]>().to_vec()).expect("32 bytes is a valid key");
-    let mut rec = RecorderConfig::new(place.primary.clone(), key.clone());
+    let mut rec = RecorderConfig::new(place.primary.clone(), key);
     rec.stats_interval = config.stats_interval;
     rec.spool = place.spool.clone();
     if place.disk.is_some() {
-        // A small disk: warn and fail over on what it really has.
-        rec.health.low_space_bytes = Some(32 << 20);
-        rec.health.full_space_bytes = 8 << 20;
+        rec.health = FaultDisk::health();
     }
-    let listener = recorder::open(&LinkAddr::Tcp("127.0.0.1:0".into()), &rec)
-        .await
-        .map_err(|e| DemoError::Link(e.to_string()))?;
-    let recorder_addr = listener.local_addr();
-    let fragment = rec.writer.max_fragment;
-    let recorder_task = tokio::spawn(recorder::serve(listener, Arc::new(rec)));
-
-    let sim = SfuSim::bind(
-        "127.0.0.1:0".parse().expect("an address"),
-        SimConfig {
-            participants: config.participants,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .map_err(|e| DemoError::Sfu(e.to_string()))?;
-    let url = format!(
-        "ws://{}/",
-        sim.local_addr()
-            .map_err(|e| DemoError::Sfu(e.to_string()))?
-    );
-    let (sim_tx, mut sim_events) = mpsc::unbounded_channel();
-    let sim_task = tokio::spawn(sim.run(sim_tx));
-
-    let recording = format!("demo-{}", crate::link::frame::now_millis());
-    let mixer_config = MixerConfig {
-        ingest: "127.0.0.1:0".parse().expect("an address"),
-        playout_delay: Duration::from_millis(100),
-        engine: EngineConfig {
-            keyframe_interval: fragment,
-            ..config.engine.clone()
-        },
-        link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
-        stats_interval: config.stats_interval,
+    let mut meeting = Meeting::start(MeetingConfig {
+        recorder: rec,
+        participants: config.participants,
+        engine: config.engine.clone(),
+        recording: format!("demo-{}", crate::link::frame::now_millis()),
         microphone: config.microphone.clone(),
-    };
-    let (ingest, adapter) = mixer::join_sfu(&mixer_config, &url, "recbox demo mixer").await?;
-    let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = oneshot::channel();
+    })
+    .await?;
     // Nothing presses the demo's button: its commands have nobody to go to.
     let (panel_io, mut panel_sim) = SimulatedPanel::new();
     let panel = Panel::spawn(
@@ -249,13 +298,6 @@ pub async fn run(
         mpsc::unbounded_channel().0,
     );
     panel.lifecycle(Lifecycle::Starting);
-    let mut mixer_task = tokio::spawn(mixer::run(
-        mixer_config,
-        ingest,
-        adapter,
-        reports_tx,
-        stop_rx,
-    ));
 
     let say = |out: &mut dyn Write, line: String| {
         let _ = writeln!(out, "{line}");
@@ -301,18 +343,17 @@ pub async fn run(
             describe(state)
         )
     };
-    let mut stop = Some(stop_tx);
     let mut fault = config.fault.map(|plan| (plan, FaultStep::Inject));
     let result = loop {
         let fault_due = fault.as_ref().map(|(plan, step)| {
             t0 + match step {
                 FaultStep::Inject => plan.at,
-                FaultStep::Lift => plan.at + plan.lasts,
+                FaultStep::Lift(_) => plan.at + plan.lasts,
             }
         });
         tokio::select! {
-            result = &mut mixer_task => break result,
-            Some(event) = sim_events.recv() => {
+            result = &mut meeting.mixer => break result,
+            Some(event) = meeting.sim_events.recv() => {
                 if let SimEvent::Announcement(a) = event {
                     let who = match a.to {
                         Audience::Terminals => "terminals",
@@ -324,7 +365,7 @@ pub async fn run(
                     announcements.push(a.to_json_line());
                 }
             }
-            Some(report) = reports.recv() => {
+            Some(report) = meeting.reports.recv() => {
                 panel.report(&report);
                 if let Some(line) = chime(&mut cues, &chimes, &report) {
                     say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
@@ -337,30 +378,34 @@ pub async fn run(
             }
             _ = progress.tick() => {
                 say(out, format!("{} | panel: {}", progress_line(&status, t0.elapsed()), panel.state()));
-                if t0.elapsed() >= config.duration {
-                    if let Some(stop) = stop.take() {
-                        say(out, "demo: stopping".into());
-                        panel.lifecycle(Lifecycle::Stopping);
-                        let _ = stop.send(());
-                    }
+                if t0.elapsed() >= config.duration && !meeting.stopping() {
+                    say(out, "demo: stopping".into());
+                    panel.lifecycle(Lifecycle::Stopping);
+                    meeting.stop();
                 }
             }
             _ = sleep_until(fault_due.unwrap_or(t0 + Duration::from_secs(86_400))), if fault_due.is_some() => {
                 let (plan, step) = fault.take().expect("due");
                 let disk = place.disk.as_ref().expect("a fault demo has its disk");
                 let line = match step {
-                    FaultStep::Inject => {
-                        fault = Some((plan, FaultStep::Lift));
-                        inject(plan.fault, disk, &place.primary)
-                    }
-                    FaultStep::Lift => lift(plan.fault, disk, &place.primary),
+                    FaultStep::Inject => match disk.inject(plan.fault) {
+                        Ok(injected) => {
+                            fault = Some((plan, FaultStep::Lift(injected)));
+                            format!("injecting fault: {}", plan.fault)
+                        }
+                        Err(e) => format!("could not inject fault: {}: {e}", plan.fault),
+                    },
+                    FaultStep::Lift(injected) => match disk.repair(&injected) {
+                        Ok(()) => format!("fault repaired: {}", plan.fault),
+                        Err(e) => format!("could not repair fault: {}: {e}", plan.fault),
+                    },
                 };
                 say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
             }
         }
     };
     // Whatever was still on its way.
-    while let Ok(report) = reports.try_recv() {
+    while let Ok(report) = meeting.reports.try_recv() {
         panel.report(&report);
         if let Some(line) = chime(&mut cues, &chimes, &report) {
             say(out, format!("demo: {line}"));
@@ -381,11 +426,10 @@ pub async fn run(
     }
     // The stop chime plays to its end, off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(chimes)).await;
-    while let Ok(SimEvent::Announcement(a)) = sim_events.try_recv() {
+    while let Ok(SimEvent::Announcement(a)) = meeting.sim_events.try_recv() {
         announcements.push(a.to_json_line());
     }
-    sim_task.abort();
-    recorder_task.abort();
+    drop(meeting);
     // Every segment of the recording (failover adds some), in order.
     let mut segments = match status.segments.first() {
         Some(first) => std::fs::read_to_string(first.join(CHAIN_FILE))
@@ -431,43 +475,13 @@ pub async fn run(
 
 enum FaultStep {
     Inject,
-    Lift,
-}
-
-/// Breaks the small disk; the line to print.
-fn inject(fault: DemoFault, disk: &LoopDisk, primary: &Path) -> String {
-    let done = match fault {
-        DemoFault::DiskFull => fill(primary).is_ok(),
-        DemoFault::DiskOffline => disk.lazy_unmount(),
-        DemoFault::ReadOnly => disk.trigger_fs_error(),
-        DemoFault::IndexIo => newest_index(primary).is_some_and(|f| run_on("chattr", &["+i"], &f)),
-    };
-    if done {
-        format!("injecting fault: {fault}")
-    } else {
-        format!("could not inject fault: {fault}")
-    }
+    Lift(Injected),
 }
 
 /// Plays the chime `report` calls for, if any, and says so.
 fn chime(cues: &mut ChimeCues, chimes: &ChimePlayer, report: &MixerReport) -> Option<String> {
     let chime = cues.on_report(report)?;
     chimes.play(chime).then(|| format!("chime: {chime}"))
-}
-
-/// Repairs what [`inject`] broke, as an operator would.
-fn lift(fault: DemoFault, disk: &LoopDisk, primary: &Path) -> String {
-    let done = match fault {
-        DemoFault::DiskFull => std::fs::remove_file(primary.join(FILLER)).is_ok(),
-        DemoFault::DiskOffline => disk.mount_again(),
-        DemoFault::ReadOnly => disk.lazy_unmount() && disk.repair() && disk.mount_again(),
-        DemoFault::IndexIo => newest_index(primary).is_some_and(|f| run_on("chattr", &["-i"], &f)),
-    };
-    if done {
-        format!("fault repaired: {fault}")
-    } else {
-        format!("could not repair fault: {fault}")
-    }
 }
 
 /// Copies a segment directory from the small disk to `<storage>/<room>/`.
@@ -479,33 +493,6 @@ fn keep(dir: &Path, storage: &Path) -> std::io::Result<PathBuf> {
         std::fs::copy(entry.path(), to.join(entry.file_name()))?;
     }
     Ok(to)
-}
-
-const FILLER: &str = "filler";
-
-/// Takes all the free space of the file system at `dir` in one file.
-fn fill(dir: &Path) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(dir.join(FILLER))?;
-    let chunk = vec![0u8; 1 << 20];
-    loop {
-        if let Err(e) = f.write_all(&chunk) {
-            return match e.raw_os_error() {
-                Some(libc::ENOSPC) => Ok(()),
-                _ => Err(e),
-            };
-        }
-    }
-}
-
-/// The index file most recently modified under `root`.
-fn newest_index(root: &Path) -> Option<PathBuf> {
-    let room = root.join(ROOM);
-    std::fs::read_dir(room)
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join(INDEX_FILE)))
-        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p)
 }
 
 fn progress_line(status: &RecordingStatus, elapsed: Duration) -> String {
@@ -530,19 +517,21 @@ mod tests {
         let p: FaultPlan = "disk-full@10s".parse().unwrap();
         assert_eq!(
             (p.fault, p.at),
-            (DemoFault::DiskFull, Duration::from_secs(10))
+            (DiskFault::DiskFull, Duration::from_secs(10))
         );
         for (s, f) in [
-            ("disk-offline@1s", DemoFault::DiskOffline),
-            ("read-only@500ms", DemoFault::ReadOnly),
-            (" index-io@2s ", DemoFault::IndexIo),
+            ("disk-offline@1s", DiskFault::DiskOffline),
+            ("read-only@500ms", DiskFault::ReadOnly),
+            (" index-io@2s ", DiskFault::IndexIo),
+            ("low-space@1s", DiskFault::LowSpace),
+            ("io-error@1s", DiskFault::IoError),
         ] {
             assert_eq!(s.parse::<FaultPlan>().unwrap().fault, f);
         }
         for bad in ["disk-full", "full@1s", "disk-full@soon", "@1s"] {
             let e = bad.parse::<FaultPlan>().unwrap_err().to_string();
             assert!(
-                e.contains("disk-full, disk-offline, read-only, index-io"),
+                e.contains("disk-full, low-space, disk-offline, read-only, index-io, io-error"),
                 "{e}"
             );
         }

@@ -13,6 +13,7 @@ use recbox::appliance::{Appliance, Plan};
 use recbox::bench::mix::ffmpeg::FfmpegSettings;
 use recbox::bench::mix::recbox_side::SideConfig;
 use recbox::bench::mix::MixBenchConfig;
+use recbox::bench::BenchPart;
 use recbox::config::{Config, ConfigError};
 use recbox::demo::{DemoConfig, FaultPlan};
 use recbox::encoder::EncoderKind;
@@ -91,7 +92,7 @@ enum Command {
         spool_max: u64,
         /// How often the storage is checked (free space, mount table, and a probe
         /// write while it is faulted), e.g. 1s or 200ms.
-        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        #[arg(long, default_value = "50ms", value_parser = parse_duration)]
         storage_poll: Duration,
         /// LowSpace warning below this much free space, e.g. 2G (default: the
         /// smaller of 1 GiB and 5% of the storage).
@@ -136,8 +137,8 @@ enum Command {
         #[arg(long, default_value = "auto")]
         encoder: EncoderKind,
         /// Break the recording disk during the demo and repair it a few seconds later:
-        /// disk-full@10s, disk-offline@10s, read-only@10s or index-io@10s (needs root:
-        /// a small ext4 disk on a loop device is what breaks).
+        /// disk-full@10s, low-space@10s, disk-offline@10s, read-only@10s, index-io@10s
+        /// or io-error@10s (needs root: a small ext4 disk on a loop device is what breaks).
         #[arg(long)]
         fault: Option<FaultPlan>,
         /// Chime on this ALSA device (alone: the default one) when the recording
@@ -157,15 +158,10 @@ enum Command {
     /// Run a simulated SFU: once a mixer connects to the control channel, send it N
     /// participants as real H.264 and Opus RTP; print every notice it sends as a JSON line.
     SfuSim(SfuSimArgs),
-    /// Print benchmark figures: without a part, media-link and recording-writer
-    /// throughput and fault latency; `bench mix` compares the mixer with ffmpeg.
-    #[command(args_conflicts_with_subcommands = true)]
-    Bench {
-        #[command(subcommand)]
-        part: Option<BenchPart>,
-        #[command(flatten)]
-        args: BenchArgs,
-    },
+    /// Print benchmark figures: media-link and recording-writer throughput, fault
+    /// latencies (to the link, and end to end to the terminals), and the mixer side
+    /// by side with ffmpeg.
+    Bench(BenchArgs),
     /// The recbox side of `bench mix`: mixer and recorder in one process, for a
     /// fixed roster; stops when stdin closes.
     #[command(hide = true)]
@@ -181,41 +177,34 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BenchArgs {
+    /// Parts to run: link, writer, faults, faults-e2e, mix (default: all of them;
+    /// the fault parts need root, mix needs ffmpeg).
+    parts: Vec<BenchPart>,
     /// Seconds per link case.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
-    /// Directory on the filesystem to measure writes on (default: a temporary one).
+    /// Directory on the filesystem to measure writes on, and to keep the mix
+    /// part's inputs, outputs and logs in (default: a temporary one).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Trials per fault kind in the fault-latency part (needs root).
+    /// Trials per fault kind in the fault-latency parts.
     #[arg(long, default_value_t = 100)]
     trials: usize,
-}
-
-#[derive(Subcommand)]
-enum BenchPart {
-    /// The mixer side by side with ffmpeg (xstack + amix, libx264 + libopus) on the
-    /// same RTP inputs: CPU per second of output, peak memory, latency.
-    Mix {
-        /// Participant counts to measure, e.g. 4,9.
-        #[arg(long, value_delimiter = ',', default_value = "4,9")]
-        participants: Vec<u8>,
-        /// Seconds of input replayed to each side, warm-up included.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// Time at the start that is not measured, e.g. 2s.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
-        warmup: Duration,
-        /// Where inputs, outputs and logs are kept (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// libx264 preset of the ffmpeg side.
-        #[arg(long, default_value = "veryfast")]
-        x264_preset: String,
-        /// Threads of ffmpeg's decoders, filter graph and encoder.
-        #[arg(long, default_value_t = 1)]
-        ffmpeg_threads: u16,
-    },
+    /// Mix: participant counts to measure, e.g. 4,9.
+    #[arg(long, value_delimiter = ',', default_value = "4,9")]
+    participants: Vec<u8>,
+    /// Mix: seconds of input replayed to each side, warm-up included.
+    #[arg(long, default_value_t = 10.0)]
+    mix_seconds: f64,
+    /// Mix: time at the start that is not measured, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Mix: libx264 preset of the ffmpeg side.
+    #[arg(long, default_value = "veryfast")]
+    x264_preset: String,
+    /// Mix: threads of ffmpeg's decoders, filter graph and encoder.
+    #[arg(long, default_value_t = 1)]
+    ffmpeg_threads: u16,
 }
 
 #[derive(Subcommand)]
@@ -501,43 +490,11 @@ fn main() -> Result<()> {
             let listen = args.listen;
             rt.block_on(sfu_sim(listen, args.config()))
         }
-        Command::Bench { part: None, args } => {
-            rt.block_on(bench(args.seconds, args.dir, args.trials))
-        }
-        Command::Bench {
-            part:
-                Some(BenchPart::Mix {
-                    participants,
-                    seconds,
-                    warmup,
-                    dir,
-                    x264_preset,
-                    ffmpeg_threads,
-                }),
-            ..
-        } => {
-            if let Some(&bad) = participants.iter().find(|n| !(1..=16).contains(*n)) {
+        Command::Bench(args) => {
+            if let Some(&bad) = args.participants.iter().find(|n| !(1..=16).contains(*n)) {
                 bail!("--participants must be 1..=16 each, got {bad}");
             }
-            let dir = match dir {
-                Some(d) => d,
-                None => tempfile_dir("mix")?,
-            };
-            let engine = recbox::bench::mix::recbox_side::engine_config();
-            let config = MixBenchConfig {
-                participants,
-                seconds,
-                warmup,
-                dir,
-                ffmpeg: FfmpegSettings {
-                    preset: x264_preset,
-                    threads: ffmpeg_threads,
-                    gop_frames: (engine.keyframe_interval.as_secs_f64() * f64::from(engine.fps))
-                        .round() as u32,
-                },
-            };
-            recbox::bench::mix::run(&mut std::io::stdout(), &config)?;
-            Ok(())
+            rt.block_on(bench(args))
         }
         Command::BenchMixSide {
             roster,
@@ -700,22 +657,64 @@ async fn sfu_sim(listen: SocketAddr, config: SimConfig) -> Result<()> {
     }
 }
 
-async fn bench(seconds: f64, dir: Option<PathBuf>, trials: usize) -> Result<()> {
+async fn bench(args: BenchArgs) -> Result<()> {
     let mut out = std::io::stdout();
-    println!("== media link throughput (loopback) ==");
-    recbox::bench::link::run(&mut out, seconds).await?;
-    println!("\n== recorder write throughput vs plain sequential write ==");
-    let tmp;
-    let dir = match dir {
-        Some(d) => d,
-        None => {
-            tmp = tempfile_dir("write")?;
-            tmp.clone()
-        }
+    let parts = if args.parts.is_empty() {
+        &BenchPart::ALL[..]
+    } else {
+        &args.parts[..]
     };
-    recbox::bench::writer::run(&mut out, &dir)?;
-    println!("\n== fault latency: fault to Fault frame at the link client ==");
-    recbox::bench::faults::run(&mut out, trials).await?;
+    let dir = |part: &str| match &args.dir {
+        Some(d) => Ok(d.join(part)),
+        None => tempfile_dir(part),
+    };
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        match part {
+            BenchPart::Link => {
+                println!("== media link throughput (loopback) ==");
+                recbox::bench::link::run(&mut out, args.seconds).await?;
+            }
+            BenchPart::Writer => {
+                println!("== recorder write throughput vs plain sequential write ==");
+                let dir = match &args.dir {
+                    Some(d) => d.clone(),
+                    None => tempfile_dir("write")?,
+                };
+                recbox::bench::writer::run(&mut out, &dir)?;
+            }
+            BenchPart::Faults => {
+                println!("== fault latency: fault to Fault frame at the link client ==");
+                recbox::bench::faults::run(&mut out, args.trials).await?;
+            }
+            BenchPart::FaultsE2e => {
+                println!("== fault feedback end to end: fault to announcement at the terminals ==");
+                recbox::bench::faults_e2e::run(&mut out, args.trials).await?;
+            }
+            BenchPart::Mix => {
+                let dir = dir("mix")?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let engine = recbox::bench::mix::recbox_side::engine_config();
+                let config = MixBenchConfig {
+                    participants: args.participants.clone(),
+                    seconds: args.mix_seconds,
+                    warmup: args.warmup,
+                    dir,
+                    ffmpeg: FfmpegSettings {
+                        preset: args.x264_preset.clone(),
+                        threads: args.ffmpeg_threads,
+                        gop_frames: (engine.keyframe_interval.as_secs_f64() * f64::from(engine.fps))
+                            .round() as u32,
+                    },
+                };
+                // Blocking work of its own (child processes, replay threads).
+                tokio::task::block_in_place(|| recbox::bench::mix::run(&mut out, &config))?;
+            }
+        }
+    }
     Ok(())
 }
 

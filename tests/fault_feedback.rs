@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use recbox::demo::{self, DemoConfig, DemoError, DemoFault, FaultPlan};
+use recbox::demo::{self, DemoConfig, DemoError, DiskFault, FaultPlan};
 use recbox::mixer::engine::EngineConfig;
 use recbox::panel::PanelState;
 use recbox::recorder::index::{HEADER_SIZE, RECORD_SIZE};
@@ -44,7 +44,17 @@ fn announced(lines: &[String]) -> Vec<Value> {
 
 /// Runs a demo with `fault` and checks that `kind` on `target` is announced once to
 /// both terminals, and later its clearing (`cleared`) or the move back (`recovered`).
-async fn fault_is_announced_then_cleared(fault: DemoFault, kind: &str, target: &str) {
+async fn fault_is_announced_then_cleared(fault: DiskFault, kind: &str, target: &str) {
+    fault_is_announced_then_over(fault, kind, target, true).await
+}
+
+/// [`fault_is_announced_then_cleared`], for a fault the recording fails over for or not.
+async fn fault_is_announced_then_over(
+    fault: DiskFault,
+    kind: &str,
+    target: &str,
+    fails_over: bool,
+) {
     let plan = FaultPlan {
         fault,
         at: Duration::from_secs(2),
@@ -70,10 +80,11 @@ async fn fault_is_announced_then_cleared(fault: DemoFault, kind: &str, target: &
     let raised = raised[0];
     assert_eq!(raised["target"], target);
     assert_eq!(raised["terminals"], serde_json::json!(["p1", "p2"]));
-    assert!(raised["text"]
-        .as_str()
-        .unwrap()
-        .starts_with("Recording problem"));
+    let text = raised["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Recording problem") || text.starts_with("Recording warning"),
+        "{text}"
+    );
     let at = raised["at"].as_u64().unwrap();
     let ended = all.iter().any(|a| {
         a["at"].as_u64().unwrap() >= at
@@ -81,10 +92,24 @@ async fn fault_is_announced_then_cleared(fault: DemoFault, kind: &str, target: &
             && ((a["kind"] == "cleared" && a["fault"] == kind) || a["kind"] == "recovered")
     });
     assert!(ended, "{kind} is announced as over: {all:#?}");
-    // Nothing was lost: the recording continued on the spool and came back.
-    assert!(outcome.segments.len() >= 2, "{:?}", outcome.segments);
+    // Nothing was lost: the recording continued on the spool and came back, or
+    // (only a warning) stayed where it was.
+    if fails_over {
+        assert!(outcome.segments.len() >= 2, "{:?}", outcome.segments);
+    } else {
+        assert_eq!(outcome.segments.len(), 1, "{:?}", outcome.segments);
+    }
     assert!(outcome.summary.media_ms >= 7_000, "{:?}", outcome.summary);
-    panel_followed_the_failover(&outcome.panel, &all);
+    if fails_over {
+        panel_followed_the_failover(&outcome.panel, &all);
+    } else {
+        use PanelState::*;
+        assert_eq!(
+            outcome.panel,
+            [Ready, Starting, Recording, Warning, Recording, Stopping, Ready],
+            "a warning while the fault lasted"
+        );
+    }
     let _ = std::fs::remove_dir_all(storage);
 }
 
@@ -121,22 +146,33 @@ fn panel_followed_the_failover(panel: &[PanelState], all: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_reaches_every_terminal_once_then_clears() {
-    fault_is_announced_then_cleared(DemoFault::DiskFull, "disk_full", "storage").await;
+    fault_is_announced_then_cleared(DiskFault::DiskFull, "disk_full", "storage").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_reaches_every_terminal_once_then_clears() {
-    fault_is_announced_then_cleared(DemoFault::ReadOnly, "read_only", "storage").await;
+    fault_is_announced_then_cleared(DiskFault::ReadOnly, "read_only", "storage").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_offline_reaches_every_terminal_once_then_clears() {
-    fault_is_announced_then_cleared(DemoFault::DiskOffline, "disk_offline", "storage").await;
+    fault_is_announced_then_cleared(DiskFault::DiskOffline, "disk_offline", "storage").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_write_failure_reaches_every_terminal_once_then_clears() {
-    fault_is_announced_then_cleared(DemoFault::IndexIo, "index_write_failed", "index").await;
+    fault_is_announced_then_cleared(DiskFault::IndexIo, "index_write_failed", "index").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_error_reaches_every_terminal_once_then_clears() {
+    // The file system shut down: the recording's next write gets EIO.
+    fault_is_announced_then_cleared(DiskFault::IoError, "io_error", "file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_space_is_a_warning_that_clears_without_failover() {
+    fault_is_announced_then_over(DiskFault::LowSpace, "low_space", "storage", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

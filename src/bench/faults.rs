@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::latency::{ms, Percentiles};
 use super::scratch::{LoopDisk, Mounted, Tmpfs};
 use crate::link::codec::DEFAULT_MAX_FRAME;
 use crate::link::frame::{text, FaultKind};
@@ -156,7 +157,7 @@ async fn read_only_trials(out: &mut dyn Write, root: &Path, trials: usize) -> io
         remount(root, false)?;
         wait_for(&mut uplink, FaultKind::ReadOnly, true).await?;
     }
-    report(out, "mount read-only", &mut latencies)
+    report(out, "mount read-only", &latencies)
 }
 
 async fn uevent_trials(out: &mut dyn Write, disk: &LoopDisk, trials: usize) -> io::Result<()> {
@@ -172,7 +173,7 @@ async fn uevent_trials(out: &mut dyn Write, disk: &LoopDisk, trials: usize) -> i
         // The disk is still there: the probe clears the fault.
         wait_for(&mut uplink, FaultKind::DiskOffline, true).await?;
     }
-    report(out, "uevent remove (loop ext4)", &mut latencies)
+    report(out, "uevent remove (loop ext4)", &latencies)
 }
 
 /// ENOSPC met by the recording's own write: the file system is filled, and the
@@ -197,7 +198,7 @@ async fn write_full_trials(out: &mut dyn Write, root: &Path, trials: usize) -> i
         std::fs::remove_file(&filler)?;
         send_until(&mut uplink, &mut feed, FaultKind::DiskFull, true).await?;
     }
-    report(out, "write ENOSPC (next fragment)", &mut latencies)
+    report(out, "write ENOSPC (next fragment)", &latencies)
 }
 
 /// Writes `path` until the file system is full.
@@ -213,17 +214,17 @@ fn fill(path: &Path) -> io::Result<()> {
     }
 }
 
-fn report(out: &mut dyn Write, what: &str, latencies: &mut [Duration]) -> io::Result<()> {
-    latencies.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+fn report(out: &mut dyn Write, what: &str, latencies: &[Duration]) -> io::Result<()> {
+    let Some(p) = Percentiles::of(latencies) else {
+        return writeln!(out, "{what:<28} no trials");
+    };
     writeln!(
         out,
         "{what:<28} {:>7} {:>9.2} {:>9.2} {:>9.2}",
-        latencies.len(),
-        ms(at(0.50)),
-        ms(at(0.99)),
-        ms(at(1.0))
+        p.count,
+        ms(p.p50),
+        ms(p.p99),
+        ms(p.max)
     )
 }
 

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A fresh, empty directory under the system's temporary directory.
-fn fresh_dir(what: &str) -> Option<PathBuf> {
+pub fn fresh_dir(what: &str) -> Option<PathBuf> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("recbox-{what}-{}-{n}", std::process::id()));

@@ -28,6 +28,9 @@ use crate::storage::space;
 
 /// Name of the file the probe writes (and removes) in the storage root.
 const PROBE_FILE: &str = ".recbox-probe";
+/// Shortest time between two probes: each is a synced write to a disk in trouble,
+/// and knowing a few polls later that it is back costs nothing.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
@@ -41,7 +44,9 @@ impl MonitorConfig {
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
-            poll: Duration::from_millis(200),
+            // A space or super-block change (full disk, ext4 error) has no event;
+            // a poll costs a statvfs and a read of the mount table, tens of µs.
+            poll: Duration::from_millis(50),
             health: HealthConfig::default(),
         }
     }
@@ -135,6 +140,7 @@ struct Poller {
     events: broadcast::Sender<HealthEvent>,
     usable: watch::Sender<bool>,
     active: Arc<Mutex<Vec<HealthEvent>>>,
+    last_probe: Option<Instant>,
 }
 
 impl Poller {
@@ -157,6 +163,7 @@ impl Poller {
             events,
             usable,
             active,
+            last_probe: None,
         };
         if poller
             .mounts
@@ -195,7 +202,11 @@ impl Poller {
             }),
         }
         self.read_mounts();
-        if !self.health.usable() {
+        let due = self
+            .last_probe
+            .is_none_or(|at| at.elapsed() >= PROBE_INTERVAL);
+        if !self.health.usable() && due {
+            self.last_probe = Some(Instant::now());
             let ok = self.probe();
             self.apply(Observation::Probe { ok });
         }

@@ -162,6 +162,10 @@ pub struct WriterOptions {
     pub max_queued_bytes: u64,
     /// Most bytes (media and index) one recording may put on the spool.
     pub spool_max_bytes: u64,
+    /// Shortest stay on the spool after a failover before moving back to a primary
+    /// that is healthy again; doubled (up to a minute) while the primary keeps
+    /// failing before it took a fragment, so a flapping disk is not chased.
+    pub min_spool_stay: Duration,
 }
 
 impl Default for WriterOptions {
@@ -170,6 +174,7 @@ impl Default for WriterOptions {
             max_fragment: Duration::from_secs(2),
             max_queued_bytes: 64 << 20,
             spool_max_bytes: 1 << 30,
+            min_spool_stay: Duration::from_secs(1),
         }
     }
 }

@@ -30,9 +30,9 @@ use crate::link::frame::{
 use crate::storage::errno;
 use crate::storage::health::Observation;
 
-/// Wait after a failed attempt to create a segment, and the shortest stay on the
-/// spool; doubled while the primary keeps failing right after a move back.
+/// Wait after a failed attempt to create a segment.
 const RETRY: Duration = Duration::from_secs(1);
+/// Longest stay on the spool, however often the primary failed right after a move back.
 const MAX_STAY: Duration = Duration::from_secs(60);
 
 /// Where recordings go.
@@ -206,7 +206,7 @@ pub fn write_recording(
         spool_fault: None,
         retry_at: None,
         stay_until: Instant::now(),
-        stay: RETRY,
+        stay: opts.min_spool_stay,
         primary_wrote: true,
         created: false,
         unwritten: Unwritten::default(),
@@ -375,7 +375,7 @@ impl RecordingThread<'_> {
     fn failed_over(&mut self, dir: &Path) {
         // A primary that failed again before taking one fragment is given longer.
         self.stay = if self.primary_wrote {
-            RETRY
+            self.opts.min_spool_stay
         } else {
             (self.stay * 2).min(MAX_STAY)
         };

@@ -53,7 +53,10 @@ impl WsSfuAdapter {
     /// Connects to `url` (`ws://host:port/...`), sends `hello` and waits for the
     /// SFU's welcome.
     pub async fn connect(url: &str, hello: Hello) -> Result<Self, WsAdapterError> {
-        let (ws, _) = connect_async_with_config(url, Some(ws_config()), false)
+        // Nagle off: a notice is one small frame that must go out at once, not wait
+        // for the acknowledgement of the one before.
+        let disable_nagle = true;
+        let (ws, _) = connect_async_with_config(url, Some(ws_config()), disable_nagle)
             .await
             .map_err(|source| WsAdapterError::Connect {
                 url: url.to_owned(),

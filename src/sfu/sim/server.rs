@@ -68,6 +68,9 @@ impl SfuSim {
         peer: SocketAddr,
         events: &mpsc::UnboundedSender<SimEvent>,
     ) -> Result<(), SimError> {
+        // Control messages are small and each is due at once.
+        tcp.set_nodelay(true)
+            .map_err(io("setting TCP_NODELAY on the control channel"))?;
         let ws = accept_async_with_config(tcp, Some(ws_config()))
             .await
             .map_err(|e| SimError::Channel(e.into()))?;
