@@ -167,7 +167,7 @@ async fn index_write_failure_reaches_every_terminal_once_then_clears() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_error_reaches_every_terminal_once_then_clears() {
     // The file system shut down: the recording's next write gets EIO.
-    fault_is_announced_then_cleared(DiskFault::IoError, "io_error", "file").await;
+    fault_is_announced_then_cleared(DiskFault::IoError, "io_error", "storage").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -573,9 +573,12 @@ fn classify(e: &WriteError) -> (FaultKind, FaultTarget) {
         }
     }
     let target = match kind {
-        // The whole storage is full, read-only or gone, whichever file found out:
-        // the same fault the storage monitor raises, so the meeting hears it once.
-        FaultKind::DiskFull | FaultKind::ReadOnly | FaultKind::DiskOffline => FaultTarget::Storage,
+        // The whole storage is full, read-only, failing or gone, whichever file
+        // found out: the same fault the storage monitor raises, so the meeting hears
+        // it once.
+        FaultKind::DiskFull | FaultKind::ReadOnly | FaultKind::DiskOffline | FaultKind::IoError => {
+            FaultTarget::Storage
+        }
         _ => e
             .target()
             .map_or(FaultTarget::Storage, |t| t.fault_target()),

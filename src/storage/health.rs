@@ -216,19 +216,28 @@ impl StorageHealth {
                 self.raise(kind, target, Causes::DEVICE, detail.into(), now, &mut out);
             }
             Observation::Mount(change) => {
-                let (kind, detail) = match change {
-                    MountChange::Unmounted | MountChange::Mounted => {
-                        (FaultKind::DiskOffline, "storage unmounted")
-                    }
-                    MountChange::ReadOnly | MountChange::ReadWrite => {
-                        (FaultKind::ReadOnly, "storage mounted read-only")
-                    }
-                };
                 let target = FaultTarget::Storage;
-                if matches!(change, MountChange::Unmounted | MountChange::ReadOnly) {
+                let raised = match change {
+                    MountChange::Unmounted => Some((FaultKind::DiskOffline, "storage unmounted")),
+                    MountChange::ReadOnly => {
+                        Some((FaultKind::ReadOnly, "storage mounted read-only"))
+                    }
+                    MountChange::ShutDown => Some((
+                        FaultKind::IoError,
+                        "file system shut down: every write fails with EIO",
+                    )),
+                    MountChange::Mounted | MountChange::ReadWrite => None,
+                };
+                if let Some((kind, detail)) = raised {
                     self.raise(kind, target, Causes::MOUNT, detail.into(), now, &mut out);
                 } else {
-                    let this = |f: &ActiveFault| f.kind == kind && f.target == target;
+                    // A fresh mount ends what the old one was; writable again ends
+                    // only read-only.
+                    let ended: &[FaultKind] = match change {
+                        MountChange::Mounted => &[FaultKind::DiskOffline, FaultKind::IoError],
+                        _ => &[FaultKind::ReadOnly],
+                    };
+                    let this = |f: &ActiveFault| ended.contains(&f.kind) && f.target == target;
                     self.drop_causes(this, Causes::MOUNT, now, &mut out);
                 }
             }
@@ -785,6 +794,34 @@ mod tests {
         h.observe(write_error(File, ReadOnly), 7);
         assert!(h.observe(mount(MountChange::ReadWrite), 8).is_empty());
         assert_eq!(active(&h), [(ReadOnly, File)]);
+    }
+
+    #[test]
+    fn a_shut_down_file_system_is_an_io_error_of_the_storage_until_mounted_again() {
+        let mut h = health();
+        let mount = |c| Observation::Mount(c);
+        assert_eq!(
+            summary(&h.observe(mount(MountChange::ShutDown), 1)),
+            [(IoError, Storage, true)]
+        );
+        // The recording's own write meeting EIO is the same fault: no second notice.
+        assert!(h.observe(write_error(Storage, IoError), 2).is_empty());
+        assert!(!h.usable());
+        // Repaired by `umount -l` and a mount: unmounted is raised and both end with
+        // the fresh mount, once the write that found EIO is also past (a probe).
+        assert_eq!(
+            summary(&h.observe(mount(MountChange::Unmounted), 3)),
+            [(DiskOffline, Storage, true)]
+        );
+        assert_eq!(
+            summary(&h.observe(mount(MountChange::Mounted), 4)),
+            [(DiskOffline, Storage, false)]
+        );
+        assert_eq!(
+            summary(&h.observe(Observation::Probe { ok: true }, 5)),
+            [(IoError, Storage, false)]
+        );
+        assert!(h.usable());
     }
 
     #[test]

@@ -90,6 +90,13 @@ impl MountEntry {
         let ro = |opts: &[String], flags: &[&str]| opts.iter().any(|o| flags.contains(&o.as_str()));
         ro(&self.mount_options, &["ro"]) || ro(&self.super_options, &["ro", "emergency_ro"])
     }
+
+    /// The file system was shut down (ext4 `EXT4_IOC_SHUTDOWN`, or the kernel's own
+    /// shutdown after a fatal error): every read and write now fails with `EIO`
+    /// until it is mounted again.
+    pub fn shut_down(&self) -> bool {
+        self.super_options.iter().any(|o| o == "shutdown")
+    }
 }
 
 /// Parses a whole mount table, skipping lines that do not parse (logged), so one odd

@@ -29,6 +29,8 @@ pub enum MountChange {
     ReadOnly,
     /// The storage became writable again.
     ReadWrite,
+    /// The storage's file system was shut down: every write fails with `EIO`.
+    ShutDown,
     /// The storage is mounted again, writable.
     Mounted,
 }
@@ -44,6 +46,8 @@ pub struct MountSnapshot {
     pub present: bool,
     /// That mount refuses writes (meaningful while `present`).
     pub read_only: bool,
+    /// Its file system was shut down (meaningful while `present`).
+    pub shut_down: bool,
 }
 
 impl MountSnapshot {
@@ -57,6 +61,7 @@ impl MountSnapshot {
             mount_id: Some(entry.mount_id),
             present: true,
             read_only: entry.read_only(),
+            shut_down: entry.shut_down(),
         })
     }
 
@@ -70,6 +75,7 @@ impl MountSnapshot {
             mount_id: entry.map(|e| e.mount_id),
             present,
             read_only: present && entry.is_some_and(|e| e.read_only()),
+            shut_down: present && entry.is_some_and(|e| e.shut_down()),
         }
     }
 }
@@ -87,11 +93,14 @@ fn diff(before: &MountSnapshot, now: &MountSnapshot) -> Option<MountChange> {
     match (before.present, now.present) {
         (true, false) => Some(MountChange::Unmounted),
         (true, true) if before.mount_id != now.mount_id => Some(MountChange::Unmounted),
+        // Only a new mount ends a shutdown, and that is seen as unmounted, mounted.
+        (true, true) if now.shut_down && !before.shut_down => Some(MountChange::ShutDown),
         (true, true) if before.read_only != now.read_only => Some(if now.read_only {
             MountChange::ReadOnly
         } else {
             MountChange::ReadWrite
         }),
+        (false, true) if now.shut_down => Some(MountChange::ShutDown),
         (false, true) if now.read_only => Some(MountChange::ReadOnly),
         (false, true) => Some(MountChange::Mounted),
         _ => None,
@@ -210,6 +219,28 @@ mod tests {
             Some(MountChange::ReadWrite)
         );
         assert_eq!(mount_change(&ro, &table(DISK_MOUNT_RO), root()), None);
+    }
+
+    #[test]
+    fn file_system_shut_down() {
+        let shut = "87 21 8:1 / /media/rec rw,nosuid,nodev,relatime shared:45 - ext4 /dev/sda1 rw,shutdown\n";
+        assert_eq!(
+            mount_change(&start(), &table(shut), root()),
+            Some(MountChange::ShutDown)
+        );
+        let down = start().next(&table(shut), root());
+        assert!(down.shut_down && !down.read_only);
+        assert_eq!(mount_change(&down, &table(shut), root()), None);
+        // Mounted again after `umount -l`: a new mount, no longer shut down.
+        assert_eq!(
+            mount_change(&down, &table(DISK_AGAIN), root()),
+            Some(MountChange::Unmounted)
+        );
+        let gone = down.next(&table(""), root());
+        assert_eq!(
+            mount_change(&gone, &table(DISK_AGAIN), root()),
+            Some(MountChange::Mounted)
+        );
     }
 
     #[test]
