@@ -196,6 +196,9 @@ struct BenchArgs {
     /// Mix: seconds of input replayed to each side, warm-up included.
     #[arg(long, default_value_t = 10.0)]
     mix_seconds: f64,
+    /// Mix: runs of each side per participant count (the median's CPU is shown).
+    #[arg(long, default_value_t = 3)]
+    mix_rounds: usize,
     /// Mix: time at the start that is not measured, e.g. 2s.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: Duration,
@@ -702,6 +705,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
                     participants: args.participants.clone(),
                     seconds: args.mix_seconds,
                     warmup: args.warmup,
+                    rounds: args.mix_rounds,
                     dir,
                     ffmpeg: FfmpegSettings {
                         preset: args.x264_preset.clone(),

@@ -29,7 +29,12 @@ impl SoftwareEncoder {
             .rate_control_mode(RateControlMode::Bufferbased)
             // Every input frame must come out: the recorder counts them.
             .skip_frames(false)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(config.gop_frames));
+            .intra_frame_period(IntraFramePeriod::from_num_frames(config.gop_frames))
+            // Keyframes come when the caller's schedule (fragments) or a request
+            // wants them; an IDR of its own on a scene change would begin a group
+            // of pictures that begins no fragment, and the detection costs a pass
+            // over every picture.
+            .scene_change_detect(false);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), settings)?;
         Ok(Self {
             config: config.clone(),

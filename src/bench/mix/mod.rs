@@ -90,6 +90,9 @@ pub struct MixBenchConfig {
     /// Where inputs, recordings and logs go.
     pub dir: PathBuf,
     pub ffmpeg: FfmpegSettings,
+    /// Runs of each side per participant count, alternating; the run with the
+    /// median CPU of each side goes in the table (a shared machine's speed drifts).
+    pub rounds: usize,
 }
 
 /// One side's run, measured.
@@ -166,25 +169,42 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
     for (round, &n) in config.participants.iter().enumerate() {
         w(out, format!("\n-- {n} participants --"))?;
         let inputs = Inputs::record(n, duration, video, u64::from(n))?;
-        let dir = config.dir.join(format!("{n}p"));
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        // Alternate which side goes first, so a drift in the machine's load
-        // favours neither.
-        let mut runs: Vec<SideRun> = Vec::new();
-        for side in 0..2 {
-            let recbox_now = (side + round) % 2 == 0;
-            let run = if recbox_now {
-                run_recbox(&inputs, &dir, config.warmup)?
-            } else {
-                run_ffmpeg(&inputs, &dir, &engine, config)?
-            };
-            runs.push(run);
+        // Alternate which side goes first, round after round, so a drift in the
+        // machine's speed favours neither.
+        let mut sides: [Vec<(Figures, SideRun)>; 2] = [Vec::new(), Vec::new()];
+        for r in 0..config.rounds.max(1) {
+            let dir = config
+                .dir
+                .join(format!("{n}p"))
+                .join(format!("round{}", r + 1));
+            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            for side in 0..2 {
+                let recbox_now = (side + round + r) % 2 == 0;
+                let run = if recbox_now {
+                    run_recbox(&inputs, &dir, config.warmup)?
+                } else {
+                    run_ffmpeg(&inputs, &dir, &engine, config)?
+                };
+                let f = figures_of(&run, &inputs, &engine, config.warmup)?;
+                sides[usize::from(!recbox_now)].push((f, run));
+            }
         }
-        runs.sort_by_key(|r| r.name != "recbox");
         let mut figures = Vec::new();
-        for r in &runs {
-            let f = figures_of(r, &inputs, &engine, config.warmup)?;
-            w(out, detail_line(r, &f))?;
+        for mut runs in sides {
+            let cpus: Vec<String> = runs
+                .iter()
+                .map(|(f, _)| format!("{:.3}", f.cpu_per_output_s))
+                .collect();
+            runs.sort_by(|a, b| a.0.cpu_per_output_s.total_cmp(&b.0.cpu_per_output_s));
+            let (f, run) = runs.swap_remove(runs.len() / 2);
+            w(out, detail_line(&run, &f))?;
+            w(
+                out,
+                format!(
+                    "  CPU s/s by round: {} (the median's run above)",
+                    cpus.join(" ")
+                ),
+            )?;
             figures.push(f);
         }
         rows.push((n, figures));
