@@ -11,14 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::segments::{check_segments, check_segments_but_a_gap_after, segment_contents};
+use common::segments::{
+    check_segments, check_segments_but_a_gap_after, check_segments_from, segment_contents,
+};
 use common::{connect, feed, loop_disk, start_recorder, tmpfs, ROOM};
 use recbox::bench::scratch::Mounted;
 use recbox::link::frame::{FaultKind, FaultTarget, Summary, Track};
 use recbox::link::session::MixerEvent;
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::index::{IndexRecord, HEADER_SIZE, RECORD_SIZE};
-use recbox::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE};
+use recbox::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE};
 use recbox::recorder::recovery::recover;
 use recbox::storage::health::HealthConfig;
 use recbox::synth::SyntheticFeed;
@@ -403,6 +405,45 @@ async fn an_index_only_failure_is_reported_for_the_index_and_fails_over() {
             .any(|e| matches!(e, MixerEvent::Fault(f) if f.target == FaultTarget::File)),
         "the media file never failed: {events:#?}"
     );
+}
+
+/// The recording's media file removed under it: writes into it still succeed, so
+/// only the storage monitor's check of the open file can tell. The fault is
+/// announced, and the recording goes on in new files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_recording_file_is_announced_and_the_recording_goes_on_in_new_files() {
+    let (primary, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut rec = Recording::start(primary.path(), Some(spool.path())).await;
+
+    let first = rec.first_dir.clone().unwrap();
+    rec.mark();
+    std::fs::remove_file(first.join(MP4_FILE)).unwrap();
+    let file_fault = |e: &MixerEvent| matches!(e, MixerEvent::Fault(f) if f.target == FaultTarget::File && f.kind == FaultKind::FileWriteFailed && f.detail.contains("removed"));
+    rec.until("file fault", file_fault).await;
+    rec.until("Failover", fault(FaultKind::Failover)).await;
+    rec.until("Recovered", fault(FaultKind::Recovered)).await;
+    rec.until("file fault cleared", cleared(FaultKind::FileWriteFailed))
+        .await;
+    rec.send(1.0).await;
+
+    let (_, events, sent, first) = rec.stop().await;
+    check_notices(&events);
+    let chain = parse_chain(&std::fs::read_to_string(first.join(CHAIN_FILE)).unwrap()).unwrap();
+    let dirs: Vec<PathBuf> = chain.iter().map(|e| e.dir.clone()).collect();
+    assert!(dirs.len() >= 3, "primary, spool, primary again: {dirs:?}");
+    assert!(dirs[1].starts_with(spool.path()) && dirs[2].starts_with(primary.path()));
+    for dir in &dirs[1..] {
+        recover(dir).unwrap();
+    }
+    // What went into the removed file is gone with it; from the switch on, nothing.
+    let found = check_segments_from(&dirs, 1, None);
+    let count = |track| {
+        sent.iter()
+            .filter(|(t, at)| *t == track && *at >= chain[1].first_us)
+            .count() as u64
+    };
+    assert_eq!(found.0, count(Track::Video));
+    assert!(found.1.abs_diff(count(Track::Audio)) <= 1, "{found:?}");
 }
 
 /// Without a spool, the failing write is retried: the fault is reported once, and

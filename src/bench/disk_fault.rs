@@ -22,12 +22,11 @@ use super::scratch::{LoopDisk, Mounted};
 use crate::link::frame::FaultKind;
 use crate::recorder::recording::INDEX_FILE;
 use crate::storage::health::HealthConfig;
+use crate::storage::inode::{self, FS_IMMUTABLE_FL};
 use crate::storage::{mountinfo, space};
 
 /// The file that takes the disk's free space.
 const FILLER: &str = "filler";
-/// `FS_IMMUTABLE_FL` of `<linux/fs.h>`, as `chattr +i` sets it.
-const FS_IMMUTABLE_FL: libc::c_long = 0x10;
 /// `EXT4_IOC_SHUTDOWN` and `EXT4_GOING_FLAGS_NOLOGFLUSH` of the ext4 headers: what
 /// ext4 does itself when its device dies under it.
 const EXT4_IOC_SHUTDOWN: libc::Ioctl = libc::_IOR::<u32>('X' as u32, 125);
@@ -228,9 +227,9 @@ impl FaultDisk {
                 let path = newest_index(root)
                     .ok_or_else(|| io::Error::other("no recording index on the disk"))?;
                 let file = File::open(&path)?;
-                let flags = file_flags(&file)?;
+                let flags = inode::flags(&file)?;
                 let at = now();
-                set_file_flags(&file, flags | FS_IMMUTABLE_FL)?;
+                inode::set_flags(&file, flags | FS_IMMUTABLE_FL)?;
                 index = Some(path);
                 at
             }
@@ -271,7 +270,7 @@ impl FaultDisk {
                     .as_deref()
                     .expect("an index was made immutable");
                 let file = File::open(path)?;
-                set_file_flags(&file, file_flags(&file)? & !FS_IMMUTABLE_FL)
+                inode::set_flags(&file, inode::flags(&file)? & !FS_IMMUTABLE_FL)
             }
             DiskFault::ReadOnly | DiskFault::IoError => {
                 if !self.disk.lazy_unmount() {
@@ -331,18 +330,6 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-fn file_flags(file: &File) -> io::Result<libc::c_long> {
-    let mut flags: libc::c_long = 0;
-    // SAFETY: a valid descriptor and a pointer to a live c_long the ioctl fills.
-    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) })?;
-    Ok(flags)
-}
-
-fn set_file_flags(file: &File, flags: libc::c_long) -> io::Result<()> {
-    // SAFETY: a valid descriptor and a pointer to a live c_long the ioctl reads.
-    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) })
 }
 
 /// The index file most recently modified in any recording under `root`

@@ -1,14 +1,16 @@
 //! The storage monitor of one storage root: every source of truth about that storage
 //! feeds one `StorageHealth` — the writers' own results, `statvfs` watermarks, the
-//! mount table, block-device uevents, and a probe write while the storage is faulted.
+//! mount table, block-device uevents, checks of the files being recorded, and a
+//! probe write while the storage is faulted.
 //! Sessions subscribe to its events and writers read whether the root is usable.
 //!
 //! Polling runs on a plain thread: `statvfs` or a probe write on a dying disk can
 //! block for long, and must not stall the async runtime that carries the link.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use crate::link::frame::FaultTarget;
 use crate::storage::device::BackingDevice;
 use crate::storage::errno;
 use crate::storage::health::{HealthConfig, HealthEvent, Observation, StorageHealth};
+use crate::storage::inode;
 use crate::storage::mountinfo;
 use crate::storage::mounts::{MountChange, MountWatch};
 use crate::storage::netlink::{NetlinkError, UeventSource};
@@ -57,6 +60,31 @@ enum Msg {
     Observe(Observation),
     /// The mount table changed: read it now rather than at the next poll.
     MountsChanged,
+    Watch(u64, Vec<WatchedFile>),
+    Unwatch(u64),
+}
+
+/// A file the recording writes on the storage, checked at every poll.
+#[derive(Debug)]
+pub struct WatchedFile {
+    pub target: FaultTarget,
+    pub path: PathBuf,
+    /// A descriptor of the very file being written: its path may lead elsewhere
+    /// or nowhere by now.
+    pub file: File,
+}
+
+/// Files checked at every poll while this lives ([`StorageMonitor::watch`]).
+#[must_use = "the files are watched only while the handle lives"]
+pub struct FileWatch {
+    id: u64,
+    observations: mpsc::Sender<Msg>,
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        let _ = self.observations.send(Msg::Unwatch(self.id));
+    }
 }
 
 /// Handle on a running monitor; cheap to clone.
@@ -68,6 +96,7 @@ pub struct StorageMonitor {
     usable: watch::Receiver<bool>,
     /// Faults active now, so a recording that starts late still hears of them.
     active: Arc<Mutex<Vec<HealthEvent>>>,
+    next_watch: Arc<AtomicU64>,
 }
 
 impl StorageMonitor {
@@ -85,6 +114,7 @@ impl StorageMonitor {
             events: events.clone(),
             usable,
             active: active.clone(),
+            next_watch: Arc::default(),
         };
         let root = config.root.clone();
         // Built here, not on the thread: the mount table read now is the baseline,
@@ -118,6 +148,19 @@ impl StorageMonitor {
         let _ = self.observations.send(Msg::Observe(obs));
     }
 
+    /// Checks `files` at every poll until the handle is dropped: a file removed or
+    /// flagged so that it takes no writes is a fault of that file within one poll,
+    /// not only at its next write (which may be a fragment away, or succeed into a
+    /// file nobody will find).
+    pub fn watch(&self, files: Vec<WatchedFile>) -> FileWatch {
+        let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
+        let _ = self.observations.send(Msg::Watch(id, files));
+        FileWatch {
+            id,
+            observations: self.observations.clone(),
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
         self.events.subscribe()
     }
@@ -141,6 +184,7 @@ struct Poller {
     usable: watch::Sender<bool>,
     active: Arc<Mutex<Vec<HealthEvent>>>,
     last_probe: Option<Instant>,
+    watched: Vec<(u64, Vec<WatchedFile>)>,
 }
 
 impl Poller {
@@ -164,6 +208,7 @@ impl Poller {
             usable,
             active,
             last_probe: None,
+            watched: Vec::new(),
         };
         if poller
             .mounts
@@ -182,6 +227,8 @@ impl Poller {
             match observations.recv_timeout(wait) {
                 Ok(Msg::Observe(obs)) => self.apply(obs),
                 Ok(Msg::MountsChanged) => self.read_mounts(),
+                Ok(Msg::Watch(id, files)) => self.watched.push((id, files)),
+                Ok(Msg::Unwatch(id)) => self.unwatch(id),
                 Err(RecvTimeoutError::Timeout) => {
                     self.poll();
                     next_poll = Instant::now() + self.config.poll;
@@ -202,6 +249,7 @@ impl Poller {
             }),
         }
         self.read_mounts();
+        self.check_files();
         let due = self
             .last_probe
             .is_none_or(|at| at.elapsed() >= PROBE_INTERVAL);
@@ -209,6 +257,41 @@ impl Poller {
             self.last_probe = Some(Instant::now());
             let ok = self.probe();
             self.apply(Observation::Probe { ok });
+        }
+    }
+
+    /// One check per target, a problem with any file of it winning: the files of
+    /// two recordings must not clear each other's fault.
+    fn check_files(&mut self) {
+        let mut checks: Vec<(FaultTarget, Option<String>)> = Vec::new();
+        for file in self.watched.iter().flat_map(|(_, files)| files) {
+            let problem = match inode::check(&file.file) {
+                Ok(problem) => problem.map(|p| format!("{}: {p}", file.path.display())),
+                // The storage's own trouble (EIO on a dying disk): the other
+                // sources report it.
+                Err(e) => {
+                    debug!(path = %file.path.display(), error = %e, "file check failed");
+                    continue;
+                }
+            };
+            match checks.iter_mut().find(|(t, _)| *t == file.target) {
+                Some((_, found)) => *found = found.take().or(problem),
+                None => checks.push((file.target, problem)),
+            }
+        }
+        for (target, problem) in checks {
+            self.apply(Observation::FileCheck { target, problem });
+        }
+    }
+
+    fn unwatch(&mut self, id: u64) {
+        let Some(at) = self.watched.iter().position(|(i, _)| *i == id) else {
+            return;
+        };
+        for file in self.watched.remove(at).1 {
+            self.apply(Observation::FileUnwatched {
+                target: file.target,
+            });
         }
     }
 

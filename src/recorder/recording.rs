@@ -33,6 +33,7 @@ use thiserror::Error;
 
 use super::fragmenter::{Fragment, FragmentError, Fragmenter};
 use super::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
+use super::monitor::WatchedFile;
 use super::playlist;
 use super::recovery;
 use super::resume::{self, track_slot, Existing, ResumeError, Tail};
@@ -1006,6 +1007,25 @@ impl RecordingWriter {
     /// Number of the current segment.
     pub fn segment(&self) -> u16 {
         self.current.number
+    }
+
+    /// The media file and the index of the current segment, for the storage
+    /// monitor to check (descriptors of their own).
+    pub fn watched_files(&self) -> io::Result<Vec<WatchedFile>> {
+        let seg = &self.current;
+        [
+            (FaultTarget::File, MP4_FILE, &seg.mp4),
+            (FaultTarget::Index, INDEX_FILE, &seg.index),
+        ]
+        .into_iter()
+        .map(|(target, name, file)| {
+            Ok(WatchedFile {
+                target,
+                path: seg.dir.join(name),
+                file: file.try_clone()?,
+            })
+        })
+        .collect()
     }
 
     /// All segments so far, in order; the last one is the current one.

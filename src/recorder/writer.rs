@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::fragmenter::FragmentError;
-use super::monitor::StorageMonitor;
+use super::monitor::{FileWatch, StorageMonitor};
 use super::recording::{RecordingWriter, WriteError, WriterOptions};
 use super::resume::{self, Plan};
 use crate::link::frame::{
@@ -211,6 +211,7 @@ pub fn write_recording(
         created: false,
         unwritten: Unwritten::default(),
         refused: 0,
+        watch: None,
     }
     .run(cmds);
 }
@@ -234,6 +235,8 @@ struct RecordingThread<'a> {
     created: bool,
     unwritten: Unwritten,
     refused: u64,
+    /// The monitor checks the files of this segment of the primary.
+    watch: Option<(u16, FileWatch)>,
 }
 
 impl RecordingThread<'_> {
@@ -252,6 +255,7 @@ impl RecordingThread<'_> {
         if let Some(w) = writer.as_mut() {
             self.finish(w);
         }
+        self.watch = None;
         self.report_unwritten();
         if self.refused > 1 {
             self.fault(
@@ -308,7 +312,28 @@ impl RecordingThread<'_> {
         });
         self.report_unwritten();
         self.progress.update(&w);
+        self.watch_files(&w);
         w
+    }
+
+    /// Has the monitor check the files of the current segment while it is on the
+    /// primary (the monitor watches only the primary).
+    fn watch_files(&mut self, w: &RecordingWriter) {
+        let segment = (!w.on_spool()).then(|| w.segment());
+        if self.watch.as_ref().map(|(s, _)| *s) == segment {
+            return;
+        }
+        // The old segment's files are unwatched first.
+        self.watch = None;
+        let Some(segment) = segment else {
+            return;
+        };
+        match w.watched_files() {
+            Ok(files) => self.watch = Some((segment, self.storage.monitor.watch(files))),
+            Err(e) => {
+                warn!(recording = %self.start.recording, error = %e, "the recording's files are not checked between writes")
+            }
+        }
     }
 
     fn push(&mut self, w: &mut RecordingWriter, media: &Media) {
@@ -336,6 +361,7 @@ impl RecordingThread<'_> {
             }
         }
         self.progress.update(w);
+        self.watch_files(w);
     }
 
     /// Fails over while the monitor says the primary is faulted (often before any
@@ -450,6 +476,7 @@ impl RecordingThread<'_> {
                     match spool.take() {
                         Some(spool) if !on_spool && w.fail_over(&spool).is_ok() => {
                             self.failed_over(w.dir());
+                            self.watch_files(w);
                         }
                         _ => break,
                     }

@@ -81,6 +81,14 @@ pub enum Observation {
     Mount(MountChange),
     /// A periodic test write of the root after a fault, to detect recovery.
     Probe { ok: bool },
+    /// A check (not a write) of the file of `target` being recorded: `problem` says
+    /// why writing on to it fails or is lost, `None` that nothing is wrong.
+    FileCheck {
+        target: FaultTarget,
+        problem: Option<String>,
+    },
+    /// The recording no longer writes the file of `target` that was being checked.
+    FileUnwatched { target: FaultTarget },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +137,9 @@ impl Causes {
     const DEVICE: Self = Self(2);
     const MOUNT: Self = Self(4);
     const WATERMARK: Self = Self(8);
+    /// A check of the file found it removed or flagged: a write to it would fail
+    /// or be lost, even one that succeeds.
+    const CHECK: Self = Self(16);
 
     fn with(self, other: Self) -> Self {
         Self(self.0 | other.0)
@@ -138,6 +149,9 @@ impl Causes {
     }
     fn is_empty(self) -> bool {
         self.0 == 0
+    }
+    fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
     }
 }
 
@@ -265,6 +279,29 @@ impl StorageHealth {
             }
             Observation::Probe { ok: false } => {
                 tracing::debug!(active = self.active.len(), "storage probe failed");
+            }
+            Observation::FileCheck {
+                target,
+                problem: Some(detail),
+            } => {
+                let kind = match target {
+                    FaultTarget::Index => FaultKind::IndexWriteFailed,
+                    _ => FaultKind::FileWriteFailed,
+                };
+                self.raise(kind, target, Causes::CHECK, detail, now, &mut out);
+            }
+            Observation::FileCheck {
+                target,
+                problem: None,
+            } => self.drop_causes(|f| f.target == target, Causes::CHECK, now, &mut out),
+            Observation::FileUnwatched { target } => {
+                // What a check found stands as if a write had met it: until a write
+                // of that target succeeds (in the recording's next files).
+                for f in &mut self.active {
+                    if f.target == target && f.causes.contains(Causes::CHECK) {
+                        f.causes = f.causes.without(Causes::CHECK).with(Causes::WRITE);
+                    }
+                }
             }
         }
         out
@@ -822,6 +859,79 @@ mod tests {
             [(IoError, Storage, false)]
         );
         assert!(h.usable());
+    }
+
+    fn check(target: FaultTarget, problem: Option<&str>) -> Observation {
+        Observation::FileCheck {
+            target,
+            problem: problem.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_file_found_removed_stays_faulted_through_writes_and_probes() {
+        let mut h = health();
+        assert_eq!(
+            summary(&h.observe(check(File, Some("removed")), 1)),
+            [(FileWriteFailed, File, true)]
+        );
+        assert!(h.observe(check(File, Some("removed")), 2).is_empty());
+        assert!(!h.usable());
+        // Writes into a removed file succeed and mean nothing; the disk itself is fine.
+        assert!(h
+            .observe(Observation::WriteOk { target: File }, 3)
+            .is_empty());
+        assert!(h.observe(Observation::Probe { ok: true }, 4).is_empty());
+        assert!(!h.usable(), "the recording must leave the file first");
+        // The file is fine again (the flag that was found is gone) while still recorded.
+        assert_eq!(
+            summary(&h.observe(check(File, None), 5)),
+            [(FileWriteFailed, File, false)]
+        );
+        assert!(h.usable());
+    }
+
+    #[test]
+    fn a_file_left_after_a_check_found_it_bad_is_a_write_fault() {
+        let mut h = health();
+        h.observe(check(Index, Some("made immutable")), 1);
+        assert_eq!(active(&h), [(IndexWriteFailed, Index)]);
+        // The recording failed over: no more checks of that file.
+        assert!(h
+            .observe(Observation::FileUnwatched { target: Index }, 2)
+            .is_empty());
+        assert!(!h.usable());
+        assert!(h.observe(Observation::Probe { ok: true }, 3).is_empty());
+        assert!(
+            h.usable(),
+            "the disk takes writes: the recording may move back"
+        );
+        assert_eq!(
+            summary(&h.observe(Observation::WriteOk { target: Index }, 4)),
+            [(IndexWriteFailed, Index, false)],
+            "cleared by the index of the recording's next files"
+        );
+    }
+
+    #[test]
+    fn a_check_and_a_write_that_find_the_same_file_are_one_fault() {
+        let mut h = health();
+        h.observe(check(Index, Some("made immutable")), 1);
+        assert!(h
+            .observe(write_error(Index, IndexWriteFailed), 2)
+            .is_empty());
+        assert!(
+            h.observe(check(Index, None), 3).is_empty(),
+            "still unwritten"
+        );
+        assert_eq!(
+            summary(&h.observe(Observation::WriteOk { target: Index }, 4)),
+            [(IndexWriteFailed, Index, false)]
+        );
+        // A check of one file says nothing about the other.
+        h.observe(check(File, Some("removed")), 5);
+        assert!(h.observe(check(Index, None), 6).is_empty());
+        assert_eq!(active(&h), [(FileWriteFailed, File)]);
     }
 
     #[test]

@@ -39,9 +39,15 @@ pub fn check_segments(dirs: &[PathBuf]) -> (u64, u64) {
 /// and the start of the next (what a disk error took after `fdatasync` had
 /// succeeded).
 pub fn check_segments_but_a_gap_after(dirs: &[PathBuf], gap: Option<usize>) -> (u64, u64) {
+    check_segments_from(dirs, 0, gap)
+}
+
+/// [`check_segments_but_a_gap_after`] of the segments from number `from` on, the
+/// earlier ones being gone (still listed in the chain).
+pub fn check_segments_from(dirs: &[PathBuf], from: usize, gap: Option<usize>) -> (u64, u64) {
     let (mut video, mut audio) = (0, 0);
     let mut previous: Option<IndexRecord> = None;
-    for (n, dir) in dirs.iter().enumerate() {
+    for (n, dir) in dirs.iter().enumerate().skip(from) {
         let (v, a, records) = segment_contents(dir);
         video += v;
         audio += a;
@@ -81,7 +87,7 @@ pub fn check_segments_but_a_gap_after(dirs: &[PathBuf], gap: Option<usize>) -> (
     if ffprobe_installed() {
         // Packets, not decoded frames: the synthetic payload is not real H.264.
         let (mut v, mut a) = (0, 0);
-        for dir in dirs {
+        for dir in &dirs[from..] {
             // An empty segment has streams without packets.
             let n = super::packet_counts(&dir.join(MP4_FILE));
             v += n[0];
