@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod fixture;
 
 use fixture::{frames, start};
+use recbox::link::frame::{Media, Track};
+use recbox::media::h264::{nal_type, nal_units, NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS};
 use recbox::recorder::index::{encode_index, IndexFile, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use recbox::recorder::recording::{
     RecordingWriter, WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
@@ -249,6 +251,97 @@ fn ffprobe_sees_h264_and_opus() {
         codecs.contains("h264") && codecs.contains("opus"),
         "{codecs}"
     );
+}
+
+/// A High-profile stream as a hardware encoder emits it (here x264's, through
+/// ffmpeg): its `avcC` must repeat the SPS's chroma format and bit depths, and
+/// ffmpeg must decode every frame of the recording.
+#[test]
+fn a_high_profile_stream_from_x264_is_recorded_and_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = dir.path().join("high.h264");
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30",
+        ])
+        .args(["-frames:v", "60", "-c:v", "libx264", "-profile:v", "high"])
+        .args(["-pix_fmt", "yuv420p", "-g", "30", "-bf", "0"])
+        .args(["-x264-params", "aud=1", "-f", "h264"])
+        .arg(&es)
+        .output()
+        .expect("ffmpeg is installed (tests/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Access units begin at each delimiter.
+    let stream = fs::read(&es).unwrap();
+    let mut units: Vec<Vec<&[u8]>> = Vec::new();
+    for nal in nal_units(&stream) {
+        if nal_type(nal) == NAL_AUD || units.is_empty() {
+            units.push(Vec::new());
+        }
+        units.last_mut().unwrap().push(nal);
+    }
+    assert_eq!(units.len(), 60);
+    let find = |t| *units[0].iter().find(|n| nal_type(n) == t).unwrap();
+    let mut params = start("high");
+    params.video.sps = heapless::Vec::from_slice(find(NAL_SPS)).unwrap();
+    params.video.pps = heapless::Vec::from_slice(find(NAL_PPS)).unwrap();
+    assert_eq!(params.video.sps[1], 100, "x264 wrote High profile");
+
+    let at = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
+    let mut w = RecordingWriter::create(dir.path(), &params, at, WriterOptions::default()).unwrap();
+    for (n, unit) in units.iter().enumerate() {
+        let mut data = Vec::new();
+        for nal in unit {
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(nal);
+        }
+        let pts = n as i64 * 3000;
+        let keyframe = unit.iter().any(|n| nal_type(n) == NAL_IDR);
+        w.push(&Media {
+            track: Track::Video,
+            pts,
+            dts: pts,
+            keyframe,
+            data,
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let mp4 = w.dir().join(MP4_FILE);
+    // 4:2:0 at 8 bits after the PPS, reserved bits set: ffmpeg would play it
+    // without, stricter players may not.
+    let file = fs::read(&mp4).unwrap();
+    let at = file.windows(4).position(|w| w == b"avcC").unwrap();
+    let size = u32::from_be_bytes(file[at - 4..at].try_into().unwrap()) as usize;
+    assert!(file[..at - 4 + size].ends_with(&[0xfd, 0xf8, 0xf8, 0]));
+
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-count_frames"])
+        .args([
+            "-show_entries",
+            "stream=profile,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && probe.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert_eq!(text.trim(), "High,60");
 }
 
 #[test]

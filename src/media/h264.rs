@@ -20,6 +20,109 @@ pub enum H264Error {
     NoPictureData,
     #[error("AVCC sample: a NAL unit length runs past the end")]
     BadLength,
+    #[error("SPS ends before its chroma format and bit depths")]
+    ShortSps,
+    #[error("SPS has an exp-Golomb code longer than 32 bits")]
+    BadGolomb,
+}
+
+/// The fields of a High-family SPS that `avcC` repeats (ISO/IEC 14496-15, 5.3.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpsChroma {
+    pub chroma_format_idc: u8,
+    pub bit_depth_luma_minus8: u8,
+    pub bit_depth_chroma_minus8: u8,
+}
+
+/// Whether an SPS of `profile_idc` carries chroma format and bit depths (H.264
+/// 7.3.2.1.1), which `avcC` must then repeat.
+pub fn has_chroma_fields(profile_idc: u8) -> bool {
+    matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    )
+}
+
+/// Reads chroma format and bit depths from an SPS NAL unit (header byte included);
+/// `None` for profiles without them (Baseline, Main, Extended: 4:2:0, 8 bits).
+pub fn sps_chroma(sps: &[u8]) -> Result<Option<SpsChroma>, H264Error> {
+    let profile_idc = *sps.get(1).ok_or(H264Error::ShortSps)?;
+    if !has_chroma_fields(profile_idc) {
+        return Ok(None);
+    }
+    let rbsp = unescape(sps.get(4..).ok_or(H264Error::ShortSps)?);
+    let mut bits = Bits::new(&rbsp);
+    bits.ue()?; // seq_parameter_set_id
+    let chroma_format_idc = bits.ue()?;
+    if chroma_format_idc == 3 {
+        bits.bit()?; // separate_colour_plane_flag
+    }
+    let luma = bits.ue()?;
+    let chroma = bits.ue()?;
+    // The ranges H.264 allows; anything else is not an SPS worth describing.
+    let small = |v: u32, max: u32| u8::try_from(v).ok().filter(|&v| u32::from(v) <= max);
+    match (
+        small(chroma_format_idc, 3),
+        small(luma, 6),
+        small(chroma, 6),
+    ) {
+        (Some(c), Some(l), Some(ch)) => Ok(Some(SpsChroma {
+            chroma_format_idc: c,
+            bit_depth_luma_minus8: l,
+            bit_depth_chroma_minus8: ch,
+        })),
+        _ => Err(H264Error::ShortSps),
+    }
+}
+
+/// The RBSP of a NAL unit body: every `00 00 03` loses its `03`.
+fn unescape(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut zeros = 0;
+    for &b in body {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// A big-endian bit reader for exp-Golomb fields.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    fn bit(&mut self) -> Result<u32, H264Error> {
+        let byte = self.data.get(self.pos / 8).ok_or(H264Error::ShortSps)?;
+        let bit = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Ok(u32::from(bit))
+    }
+
+    /// An unsigned exp-Golomb code, `ue(v)`.
+    fn ue(&mut self) -> Result<u32, H264Error> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return Err(H264Error::BadGolomb);
+            }
+        }
+        let mut rest = 0u32;
+        for _ in 0..zeros {
+            rest = (rest << 1) | self.bit()?;
+        }
+        Ok((1u32 << zeros) - 1 + rest)
+    }
 }
 
 /// The NAL unit type (low five bits of the first header byte); 0 for an empty unit.
@@ -139,7 +242,7 @@ pub fn parameter_sets(au: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -177,6 +280,64 @@ mod tests {
         assert_eq!(avcc_to_annex_b(&[0, 0]), Err(H264Error::BadLength));
     }
 
+    /// The SPS x264 writes for `-profile:v high` at 1280x720 (4:2:0, 8 bits).
+    pub(crate) const X264_HIGH_SPS: [u8; 26] = [
+        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03,
+        0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+    ];
+
+    #[test]
+    fn chroma_of_a_high_profile_sps() {
+        assert_eq!(
+            sps_chroma(&X264_HIGH_SPS),
+            Ok(Some(SpsChroma {
+                chroma_format_idc: 1,
+                bit_depth_luma_minus8: 0,
+                bit_depth_chroma_minus8: 0,
+            }))
+        );
+        // Constrained Baseline and Main carry none.
+        assert_eq!(sps_chroma(&[0x67, 0x42, 0xc0, 0x1f, 0xda]), Ok(None));
+        assert_eq!(sps_chroma(&[0x67, 0x4d, 0x40, 0x1f, 0xda]), Ok(None));
+        assert_eq!(sps_chroma(&X264_HIGH_SPS[..4]), Err(H264Error::ShortSps));
+        assert_eq!(sps_chroma(&[0x67]), Err(H264Error::ShortSps));
+    }
+
+    #[test]
+    fn chroma_of_high_444_at_10_bits() {
+        // sps_id 0 (1), chroma 3 (00100), separate planes 0, luma 2 (011), chroma 2 (011).
+        let sps = [0x67, 0xf4, 0x00, 0x1f, 0b1001_0000, 0b1101_1000];
+        assert_eq!(
+            sps_chroma(&sps),
+            Ok(Some(SpsChroma {
+                chroma_format_idc: 3,
+                bit_depth_luma_minus8: 2,
+                bit_depth_chroma_minus8: 2,
+            }))
+        );
+    }
+
+    #[test]
+    fn emulation_prevention_is_removed_before_reading_bits() {
+        assert_eq!(
+            unescape(&[0, 0, 3, 1, 0, 0, 3, 0, 3]),
+            [0, 0, 1, 0, 0, 0, 3]
+        );
+        // A High SPS whose sps_id starts with 24 zero bits, so the encoder escaped
+        // them (00 00 03 00): read as bits, the 03 would shift every later field.
+        let sps = [0x67, 0x64, 0x00, 0x1f, 0, 0, 3, 0, 0x80, 0, 0, 0x2e];
+        assert_eq!(
+            sps_chroma(&sps),
+            Ok(Some(SpsChroma {
+                chroma_format_idc: 1,
+                bit_depth_luma_minus8: 0,
+                bit_depth_chroma_minus8: 0,
+            }))
+        );
+        assert_eq!(Bits::new(&[0x00, 0x80, 0x00]).ue(), Ok(255));
+        assert_eq!(Bits::new(&[0, 0, 0, 0, 0]).ue(), Err(H264Error::BadGolomb));
+    }
+
     #[test]
     fn rejects_non_annex_b_and_parameter_set_only_units() {
         assert_eq!(
@@ -212,6 +373,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn sps_chroma_never_panics(sps in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = sps_chroma(&sps);
+        }
+
         #[test]
         fn split_round_trips(
             nals in proptest::collection::vec((nal_payload(), any::<bool>()), 0..12)

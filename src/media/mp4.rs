@@ -11,6 +11,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use thiserror::Error;
 
 use crate::link::frame::{AudioParams, Track, VideoParams};
+use crate::media::h264::{self, H264Error};
 
 /// Track id of the H.264 track in files this module writes.
 pub const VIDEO_TRACK_ID: u32 = 1;
@@ -143,6 +144,8 @@ pub enum InitError {
     Channels(u8),
     #[error("video size {0}x{1} is not valid")]
     Size(u16, u16),
+    #[error("SPS: {0}")]
+    Sps(#[from] H264Error),
 }
 
 /// Builds the init segment: `ftyp` and a `moov` with an H.264 and an Opus track, and
@@ -163,6 +166,7 @@ pub fn init_segment(video: &VideoParams, audio: &AudioParams) -> Result<Vec<u8>,
     if video.width == 0 || video.height == 0 {
         return Err(InitError::Size(video.width, video.height));
     }
+    let chroma = h264::sps_chroma(sps)?;
 
     let mut w = BoxWriter::new();
     w.start(b"ftyp").bytes(b"iso6").u32(0x200);
@@ -217,8 +221,15 @@ pub fn init_segment(video: &VideoParams, audio: &AudioParams) -> Result<Vec<u8>,
         .bytes(sps)
         .u8(1)
         .u16(pps.len() as u16)
-        .bytes(pps)
-        .end();
+        .bytes(pps);
+    if let Some(c) = chroma {
+        // High-family profiles repeat these, reserved bits set (14496-15, 5.3.3.1).
+        w.u8(0xfc | c.chroma_format_idc)
+            .u8(0xf8 | c.bit_depth_luma_minus8)
+            .u8(0xf8 | c.bit_depth_chroma_minus8)
+            .u8(0); // no SPS extensions
+    }
+    w.end();
     w.end().end(); // avc1, stsd
     empty_sample_tables(&mut w);
     w.end().end().end().end(); // stbl, minf, mdia, trak
@@ -1231,6 +1242,36 @@ mod tests {
         for (at, _) in duration_patches(&scan.init, &[(1, 90_000), (2, 48_000)]) {
             assert_eq!(&init[at as usize..at as usize + 8], &[0; 8]);
         }
+    }
+
+    /// The body of the `avcC` box in an init segment.
+    fn avcc(init: &[u8]) -> &[u8] {
+        let at = init.windows(4).position(|w| w == b"avcC").unwrap();
+        let size = u32::from_be_bytes(init[at - 4..at].try_into().unwrap()) as usize;
+        &init[at + 4..at - 4 + size]
+    }
+
+    #[test]
+    fn avcc_repeats_chroma_and_bit_depths_of_a_high_profile_sps() {
+        let (mut v, a) = params();
+        let init = init_segment(&v, &a).unwrap();
+        assert!(
+            avcc(&init).ends_with(&v.pps),
+            "Constrained Baseline: nothing after the PPS"
+        );
+
+        let sps = crate::media::h264::tests::X264_HIGH_SPS;
+        v.sps = heapless::Vec::from_slice(&sps).unwrap();
+        let init = init_segment(&v, &a).unwrap();
+        let body = avcc(&init);
+        assert_eq!(&body[1..4], &sps[1..4], "profile, compatibility, level");
+        assert!(
+            body.ends_with(&[0xfd, 0xf8, 0xf8, 0]),
+            "4:2:0, 8 bits: {body:02x?}"
+        );
+
+        v.sps = heapless::Vec::from_slice(&sps[..4]).unwrap();
+        assert!(matches!(init_segment(&v, &a), Err(InitError::Sps(_))));
     }
 
     #[test]
