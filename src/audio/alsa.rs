@@ -285,11 +285,12 @@ mod tests {
             assert_eq!(log.matches("WARN").count(), 1, "{log}");
             assert!(log.contains("no chimes") && log.contains(device), "{log}");
 
+            // Kept, to be tried again: the microphone may be plugged in later.
             let (microphone, log) = logged(|| Microphone::open(device));
-            assert!(microphone.is_none(), "{device}");
+            assert!(microphone.is_some(), "{device}");
             assert_eq!(log.matches("WARN").count(), 1, "{log}");
             assert!(
-                log.contains("no room microphone, recording without it"),
+                log.contains("no room microphone, recording without it until it can be opened"),
                 "{log}"
             );
             assert!(log.contains(device), "{log}");

@@ -1,13 +1,14 @@
 //! The room microphone: audio captured on the box, converted to the mixer's 20 ms
 //! frames of 48 kHz stereo and stamped with when it was captured, on a thread of its
-//! own. A microphone that fails is logged and capture ends; the mix goes on without it.
+//! own. A microphone that fails or is missing is logged, the mix goes on without it,
+//! and it is opened again when it can be.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::convert::{remix, PcmFormat, Resampler};
 use super::DeviceError;
@@ -65,47 +66,98 @@ impl FrameAssembler {
                 ))
                 .unwrap_or(at);
             let pcm = self.pending[(k - 1) * FRAME_LEN..k * FRAME_LEN].to_vec();
-            frames.push(LocalFrame { pcm, captured });
+            frames.push(LocalFrame {
+                pcm,
+                captured,
+                first: false,
+            });
         }
         self.pending.drain(..whole * FRAME_LEN);
         frames
     }
 }
 
+/// Opens the capture device again after it failed or was missing.
+type Reopen = Box<dyn FnMut() -> Result<Box<dyn CaptureDevice>, DeviceError> + Send>;
+
 /// A capture device, ready to start.
 pub struct Microphone {
-    device: Box<dyn CaptureDevice>,
+    name: String,
+    device: Option<Box<dyn CaptureDevice>>,
+    /// `None`: a device that fails is gone for good.
+    reopen: Option<Reopen>,
+    retry: Duration,
 }
 
 impl std::fmt::Debug for Microphone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Microphone")
-            .field("device", &self.device.name())
-            .field("format", &self.device.format())
+            .field("device", &self.name)
+            .field("open", &self.device.is_some())
+            .field("reopens", &self.reopen.is_some())
             .finish()
     }
 }
 
 impl Microphone {
     /// The ALSA capture PCM `device` (e.g. `hw:1,0`, `plughw:CARD=Mic`). One that is
-    /// missing or cannot be opened, or a build without ALSA, is logged as a warning
-    /// and gives `None`: the box records without it.
+    /// missing or cannot be opened is logged as a warning, the box records without
+    /// it, and it is tried again every [`REOPEN`] (a USB microphone plugged in
+    /// later, or pulled and put back). A build without ALSA logs that and gives
+    /// `None`.
     pub fn open(device: &str) -> Option<Self> {
-        match open_device(device) {
-            Ok(device) => Some(Self::new(device)),
-            Err(e) => {
+        let first = match open_device(device) {
+            Err(e @ DeviceError::NoAlsa) => {
                 warn!(device, "no room microphone, recording without it: {e}");
+                return None;
+            }
+            Err(e) => {
+                warn!(
+                    device,
+                    "no room microphone, recording without it until it can be opened: {e}"
+                );
                 None
             }
+            Ok(d) => Some(d),
+        };
+        let name = device.to_owned();
+        Some(Self::reopening(
+            device,
+            first,
+            move || open_device(&name),
+            REOPEN,
+        ))
+    }
+
+    /// A device used until it fails.
+    pub fn new(device: Box<dyn CaptureDevice>) -> Self {
+        Self {
+            name: device.name().to_owned(),
+            device: Some(device),
+            reopen: None,
+            retry: REOPEN,
         }
     }
 
-    pub fn new(device: Box<dyn CaptureDevice>) -> Self {
-        Self { device }
+    /// `device` if it is open already, else opened by `reopen`, which is also called
+    /// every `retry` after the device failed, until it opens again.
+    pub fn reopening(
+        name: &str,
+        device: Option<Box<dyn CaptureDevice>>,
+        reopen: impl FnMut() -> Result<Box<dyn CaptureDevice>, DeviceError> + Send + 'static,
+        retry: Duration,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            device,
+            reopen: Some(Box::new(reopen)),
+            retry,
+        }
     }
 
     /// Captures on a thread of its own and hands every frame to `sink`, until `sink`
-    /// returns false, the returned [`Capturing`] is dropped, or the device fails.
+    /// returns false, the returned [`Capturing`] is dropped, or the device fails
+    /// for good.
     pub fn start(self, sink: impl FnMut(LocalFrame) -> bool + Send + 'static) -> Capturing {
         let stop = Arc::new(AtomicBool::new(false));
         // The thread logs where its creator does.
@@ -114,15 +166,64 @@ impl Microphone {
             .name("microphone".into())
             .spawn({
                 let stop = stop.clone();
-                move || {
-                    tracing::dispatcher::with_default(&log, || capture(self.device, &stop, sink))
-                }
+                move || tracing::dispatcher::with_default(&log, || self.capture(&stop, sink))
             })
             .expect("spawning the microphone thread");
         Capturing {
             stop,
             thread: Some(thread),
         }
+    }
+
+    fn capture(mut self, stop: &AtomicBool, mut sink: impl FnMut(LocalFrame) -> bool) {
+        let mut device = self.device.take();
+        while !stop.load(Ordering::Relaxed) {
+            let Some(open) = device.take() else {
+                let Some(reopen) = self.reopen.as_mut() else {
+                    return;
+                };
+                if !sleep_unless(stop, self.retry) {
+                    return;
+                }
+                match reopen() {
+                    Ok(d) => {
+                        info!(device = %self.name, "room microphone is back in the mix");
+                        device = Some(d);
+                    }
+                    Err(e) => debug!(device = %self.name, "room microphone still unavailable: {e}"),
+                }
+                continue;
+            };
+            match capture_from(open, stop, &mut sink) {
+                Ok(()) => return,
+                Err(e) => {
+                    let again = if self.reopen.is_some() {
+                        format!("; trying again every {:?}", self.retry)
+                    } else {
+                        String::new()
+                    };
+                    warn!(device = %self.name, "room microphone failed, the mix goes on without it{again}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// How often a failed or missing microphone is tried again.
+pub const REOPEN: Duration = Duration::from_secs(5);
+
+/// Sleeps `d` in short steps; false if `stop` was set meanwhile.
+fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(READ_TIMEOUT));
     }
 }
 
@@ -134,7 +235,8 @@ pub struct Capturing {
 }
 
 impl Capturing {
-    /// False once capture has ended (the device failed, or the sink wanted no more).
+    /// False once capture has ended (the device failed for good, or the sink wanted
+    /// no more).
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
@@ -149,11 +251,14 @@ impl Drop for Capturing {
     }
 }
 
-fn capture(
+/// Captures from one opened device until `stop`, the sink wants no more (`Ok`), or
+/// the device fails (`Err`). Its first frame is marked as such: the timeline places
+/// it by the clock, not after whatever an earlier device gave.
+fn capture_from(
     mut device: Box<dyn CaptureDevice>,
     stop: &AtomicBool,
-    mut sink: impl FnMut(LocalFrame) -> bool,
-) {
+    sink: &mut impl FnMut(LocalFrame) -> bool,
+) -> Result<(), DeviceError> {
     let format = device.format();
     info!(
         device = device.name(),
@@ -163,34 +268,28 @@ fn capture(
     );
     let mut frames = FrameAssembler::new(format);
     let mut heard = Instant::now();
+    let mut first = true;
     while !stop.load(Ordering::Relaxed) {
-        let samples = match device.read(READ_TIMEOUT) {
-            Ok(samples) => samples,
-            Err(e) => {
-                return warn!(
-                    device = device.name(),
-                    "room microphone failed, the mix goes on without it: {e}"
-                );
-            }
-        };
+        let samples = device.read(READ_TIMEOUT)?;
         let now = Instant::now();
         if samples.is_empty() {
             if now.duration_since(heard) >= STALL {
-                let e = DeviceError::Stalled {
+                return Err(DeviceError::Stalled {
                     device: device.name().to_owned(),
                     waited: STALL,
-                };
-                return warn!("room microphone failed, the mix goes on without it: {e}");
+                });
             }
             continue;
         }
         heard = now;
-        for frame in frames.push(&samples, now) {
+        for mut frame in frames.push(&samples, now) {
+            frame.first = std::mem::take(&mut first);
             if !sink(frame) {
-                return;
+                return Ok(());
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(feature = "alsa")]
@@ -320,6 +419,53 @@ mod tests {
             "{log}"
         );
         assert!(log.contains("the microphone is gone"), "{log}");
+    }
+
+    #[test]
+    fn a_microphone_missing_then_failing_is_opened_again_each_time() {
+        let format = PcmFormat {
+            rate: 48_000,
+            channels: 2,
+        };
+        // Missing at the start, then twice a device that gives three frames and fails.
+        let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reopen = {
+            let opens = opens.clone();
+            move || -> Result<Box<dyn CaptureDevice>, DeviceError> {
+                match opens.fetch_add(1, Ordering::Relaxed) {
+                    0 => Err(DeviceError::Simulated("not plugged in".into())),
+                    _ => Ok(Box::new(SimulatedCapture::new(
+                        format,
+                        std::iter::repeat_n(vec![5; FRAME_LEN], 3),
+                    ))),
+                }
+            }
+        };
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let ((), log) = logged(|| {
+            let mic = Microphone::reopening("usb mic", None, reopen, MS);
+            let capturing = mic.start({
+                let got = got.clone();
+                move |frame| {
+                    got.lock().unwrap().push(frame.first);
+                    true
+                }
+            });
+            wait_until(|| got.lock().unwrap().len() >= 6);
+            drop(capturing);
+        });
+        let firsts = got.lock().unwrap()[..6].to_vec();
+        assert_eq!(
+            firsts,
+            [true, false, false, true, false, false],
+            "each capture marks its first frame"
+        );
+        assert!(opens.load(Ordering::Relaxed) >= 3);
+        assert!(log.contains("room microphone is back in the mix"), "{log}");
+        assert!(
+            log.contains("room microphone failed, the mix goes on without it; trying again"),
+            "{log}"
+        );
     }
 
     #[test]

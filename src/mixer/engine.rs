@@ -100,6 +100,8 @@ pub enum EngineOutput {
 pub struct LocalFrame {
     pub pcm: Vec<i16>,
     pub captured: Instant,
+    /// The first frame of a capture (the microphone opened, or opened again).
+    pub first: bool,
 }
 
 /// Audio captured on the box, in the mix like a participant without a tile.
@@ -366,6 +368,10 @@ impl Engine {
                 timeline: LocalTimeline::default(),
             }
         });
+        if frame.first {
+            // A new capture owes nothing to where the last one ended.
+            local.timeline = LocalTimeline::default();
+        }
         let end = frame.captured.saturating_duration_since(self.start);
         let at = local.timeline.place(frame.pcm.len() / CHANNELS, end);
         if let Err(e) = self.audio.push(local.source, at, &frame.pcm) {
@@ -563,8 +569,7 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn local_audio_is_mixed_by_when_it_was_captured() {
+    fn local_engine(start: Instant) -> Engine {
         let config = EngineConfig {
             width: 160,
             height: 90,
@@ -572,24 +577,39 @@ mod tests {
             encoder: EncoderKind::Software,
             ..EngineConfig::default()
         };
+        Engine::new(config, start).unwrap()
+    }
+
+    /// Gives the engine frame `k` of a 1 kHz tone, captured at `captured`, and polls
+    /// it then; returns the Opus packets of the mix that came out.
+    fn local_frame(engine: &mut Engine, k: usize, captured: Instant, first: bool) -> Vec<Vec<u8>> {
+        engine.on_local_audio(&LocalFrame {
+            pcm: tone_frame(k, 1000.0),
+            captured,
+            first,
+        });
+        let mut packets = Vec::new();
+        for out in engine.poll(captured).unwrap() {
+            if let EngineOutput::Media(m) = out {
+                if m.track == Track::Audio {
+                    packets.push(m.data);
+                }
+            }
+        }
+        packets
+    }
+
+    #[test]
+    fn local_audio_is_mixed_by_when_it_was_captured() {
         let start = Instant::now();
-        let mut engine = Engine::new(config, start).unwrap();
+        let mut engine = local_engine(start);
         assert_eq!(engine.local_audio_stats(), None, "no local audio yet");
         let mut decoder = OpusDecoder::new().unwrap();
         let mut left = Vec::new();
         for k in 0..100 {
             let captured = start + FRAME * (k as u32 + 1);
-            engine.on_local_audio(&LocalFrame {
-                pcm: tone_frame(k, 1000.0),
-                captured,
-            });
-            for out in engine.poll(captured).unwrap() {
-                if let EngineOutput::Media(m) = out {
-                    if m.track == Track::Audio {
-                        let pcm = decoder.decode(&m.data).unwrap();
-                        left.extend(pcm.iter().step_by(2));
-                    }
-                }
+            for packet in local_frame(&mut engine, k, captured, k == 0) {
+                left.extend(decoder.decode(&packet).unwrap().iter().step_by(2));
             }
         }
         // Mixed 80 ms behind the clock: 96 frames out by the 100th captured.
@@ -599,5 +619,27 @@ mod tests {
         let stats = engine.local_audio_stats().unwrap();
         assert_eq!((stats.late, stats.overflowed), (0, 0), "{stats:?}");
         assert_eq!(stats.mixed, 96 * FRAME_SAMPLES as u64);
+    }
+
+    #[test]
+    fn a_microphone_opened_again_is_mixed_from_its_first_frame() {
+        let start = Instant::now();
+        let mut engine = local_engine(start);
+        let at = |k: usize| start + FRAME * (k as u32 + 1);
+        for k in 0..50 {
+            local_frame(&mut engine, k, at(k), k == 0);
+        }
+        // Unplugged for two seconds, the mix going on without it.
+        for k in 50..150 {
+            engine.poll(at(k)).unwrap();
+        }
+        for k in 150..200 {
+            local_frame(&mut engine, k, at(k), k == 150);
+        }
+        let stats = engine.local_audio_stats().unwrap();
+        // Placed after the frame before the gap, every one would be two seconds late.
+        assert_eq!((stats.late, stats.overflowed), (0, 0), "{stats:?}");
+        assert!(stats.mixed >= 90 * FRAME_SAMPLES as u64, "{stats:?}");
+        assert!(stats.silent_frames >= 99, "the gap is silence: {stats:?}");
     }
 }
