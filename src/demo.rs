@@ -30,7 +30,8 @@ use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport}
 use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
 use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
-use crate::recorder::recording::{parse_chain, CHAIN_FILE};
+use crate::recorder::recording::{encode_chain, parse_chain, CHAIN_FILE};
+use crate::recorder::resume;
 use crate::recorder::service::{self as recorder, RecorderConfig};
 use crate::sfu::notice::Audience;
 use crate::sfu::sim::{SfuSim, SimConfig, SimError, SimEvent};
@@ -282,11 +283,12 @@ pub async fn run(
     if place.disk.is_some() {
         rec.health = FaultDisk::health();
     }
+    let recording = format!("demo-{}", crate::link::frame::now_millis());
     let mut meeting = Meeting::start(MeetingConfig {
         recorder: rec,
         participants: config.participants,
         engine: config.engine.clone(),
-        recording: format!("demo-{}", crate::link::frame::now_millis()),
+        recording: recording.clone(),
         microphone: config.microphone.clone(),
     })
     .await?;
@@ -430,17 +432,15 @@ pub async fn run(
         announcements.push(a.to_json_line());
     }
     drop(meeting);
-    // Every segment of the recording (failover adds some), in order.
-    let mut segments = match status.segments.first() {
-        Some(first) => std::fs::read_to_string(first.join(CHAIN_FILE))
-            .ok()
-            .and_then(|chain| parse_chain(&chain).ok())
-            .map(|chain| chain.into_iter().map(|e| e.dir).collect())
-            .unwrap_or_else(|| vec![first.clone()]),
-        None => Vec::new(),
-    };
-    // The small disk goes away with the demo: what was recorded on it is kept.
+    // Every segment of the recording (failover adds some), in order, wherever it is.
+    let roots: Vec<&Path> = std::iter::once(place.primary.as_path())
+        .chain(place.spool.as_deref())
+        .collect();
+    let mut segments = resume::segment_dirs(&roots, ROOM, &recording);
+    // The small disk goes away with the demo: what was recorded on it is kept, and
+    // the chain in every segment names the copies.
     if place.disk.is_some() {
+        let before = segments.clone();
         for dir in &mut segments {
             if dir.starts_with(&place.primary) {
                 match keep(dir, &config.storage) {
@@ -448,6 +448,12 @@ pub async fn run(
                     Err(e) => say(out, format!("demo: could not keep {}: {e}", dir.display())),
                 }
             }
+        }
+        if let Err(e) = relocate_chain(&before, &segments) {
+            say(
+                out,
+                format!("demo: could not update the segment chain: {e}"),
+            );
         }
     }
     let summary = match result {
@@ -495,15 +501,37 @@ fn keep(dir: &Path, storage: &Path) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
+/// Rewrites the chain file of every segment in `now` so that each segment `was`
+/// names is named by where it is now.
+fn relocate_chain(was: &[PathBuf], now: &[PathBuf]) -> std::io::Result<()> {
+    if was == now {
+        return Ok(());
+    }
+    for dir in now {
+        let path = dir.join(CHAIN_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            // A recording of one segment has no chain.
+            continue;
+        };
+        let mut chain = parse_chain(&text).map_err(std::io::Error::other)?;
+        for entry in &mut chain {
+            if let Some(at) = was.iter().position(|d| *d == entry.dir) {
+                entry.dir = now[at].clone();
+            }
+        }
+        std::fs::write(&path, encode_chain(&chain))?;
+    }
+    Ok(())
+}
+
 fn progress_line(status: &RecordingStatus, elapsed: Duration) -> String {
     format!(
-        "demo: [{:>5.1}s] participants {} | {} | segments {} | faults: {}",
+        "demo: [{:>5.1}s] participants {} | {} | faults: {}",
         elapsed.as_secs_f64(),
         status.participants,
         status
             .recorded_text()
             .unwrap_or_else(|| "recorded -".into()),
-        status.segments.len(),
         status.faults_text(),
     )
 }

@@ -623,8 +623,22 @@ async fn demo(config: DemoConfig) -> Result<()> {
     for dir in &outcome.segments {
         println!("\n{}", inspect::inspect(dir)?);
     }
-    if let Some(first) = outcome.segments.first() {
-        println!("play it: ffplay {}", first.join("recording.mp4").display());
+    let files: Vec<String> = outcome
+        .segments
+        .iter()
+        .map(|dir| dir.join("recording.mp4").display().to_string())
+        .collect();
+    match files.as_slice() {
+        [] => {}
+        [one] => println!("play it: ffplay {one}"),
+        [first, rest @ ..] => println!(
+            "play it: ffplay {first}\n  the recording goes on in {}, in order: {}",
+            match rest.len() {
+                1 => "one more segment".to_string(),
+                n => format!("{n} more segments"),
+            },
+            rest.join(" ")
+        ),
     }
     Ok(())
 }

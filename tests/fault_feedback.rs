@@ -13,7 +13,7 @@ use recbox::demo::{self, DemoConfig, DemoError, DiskFault, FaultPlan};
 use recbox::mixer::engine::EngineConfig;
 use recbox::panel::PanelState;
 use recbox::recorder::index::{HEADER_SIZE, RECORD_SIZE};
-use recbox::recorder::recording::MP4_FILE;
+use recbox::recorder::recording::{parse_chain, CHAIN_FILE, MP4_FILE};
 use serde_json::Value;
 
 fn small(duration: Duration, fault: Option<FaultPlan>) -> DemoConfig {
@@ -96,6 +96,27 @@ async fn fault_is_announced_then_over(
     // (only a warning) stayed where it was.
     if fails_over {
         assert!(outcome.segments.len() >= 2, "{:?}", outcome.segments);
+        // Kept off the demo's disk, the segments name each other where they are now.
+        for dir in &outcome.segments {
+            if let Ok(text) = std::fs::read_to_string(dir.join(CHAIN_FILE)) {
+                let listed: Vec<_> = parse_chain(&text)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.dir)
+                    .collect();
+                assert_eq!(listed, outcome.segments, "chain of {}", dir.display());
+            }
+        }
+        let fragments: usize = outcome
+            .segments
+            .iter()
+            .map(|d| common::segments::segment_contents(d).2.len())
+            .sum();
+        assert_eq!(
+            fragments, outcome.summary.fragments as usize,
+            "{:?}",
+            outcome.segments
+        );
     } else {
         assert_eq!(outcome.segments.len(), 1, "{:?}", outcome.segments);
     }

@@ -166,6 +166,15 @@ pub fn plan(roots: &[&Path], start: &StartParams, now: SystemTime) -> Plan {
     }
 }
 
+/// The segment directories of the latest recording of `id` in `room` under the
+/// storage `roots`, in segment order: what the chain lists and what is on disk (a
+/// segment on a disk that failed may not have been told of the later ones).
+pub fn segment_dirs(roots: &[&Path], room: &str, id: &str) -> Vec<PathBuf> {
+    find(roots, room, id).map_or_else(Vec::new, |found| {
+        chain_of(&found).into_iter().map(|e| e.dir).collect()
+    })
+}
+
 /// The segment directories of a recording found on disk, before any repair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Found {
@@ -232,6 +241,22 @@ fn latest(dirs: &[(PathBuf, bool)], id: &str) -> Option<Found> {
     })
 }
 
+/// The chain of a recording found on disk (see [`merge_chain`]).
+fn chain_of(found: &Found) -> Vec<ChainEntry> {
+    let listed = found
+        .dirs
+        .iter()
+        .rev()
+        .find_map(|(_, dir, _)| {
+            let text = fs::read_to_string(dir.join(CHAIN_FILE)).ok()?;
+            parse_chain(&text)
+                .inspect_err(|e| warn!(dir = %dir.display(), error = %e, "chain unreadable"))
+                .ok()
+        })
+        .unwrap_or_default();
+    merge_chain(listed, &found.dirs)
+}
+
 /// The chain of a recording: the one the newest segment that has a readable chain
 /// file lists, plus segments found on disk that it lacks (one made just before a
 /// crash), in order.
@@ -255,18 +280,7 @@ fn merge_chain(listed: Vec<ChainEntry>, found: &[(u16, PathBuf, bool)]) -> Vec<C
 /// Repairs the segments of `found` that were not finished and reads what they hold
 /// and where the new segment picks up.
 fn prepare(found: &Found) -> Result<Existing, ResumeError> {
-    let listed = found
-        .dirs
-        .iter()
-        .rev()
-        .find_map(|(_, dir, _)| {
-            let text = fs::read_to_string(dir.join(CHAIN_FILE)).ok()?;
-            parse_chain(&text)
-                .inspect_err(|e| warn!(dir = %dir.display(), error = %e, "chain unreadable"))
-                .ok()
-        })
-        .unwrap_or_default();
-    let chain = merge_chain(listed, &found.dirs);
+    let chain = chain_of(found);
     for e in &chain {
         let ended =
             fs::read_to_string(e.dir.join(PLAYLIST_FILE)).is_ok_and(|t| playlist::is_ended(&t));
