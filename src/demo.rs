@@ -31,8 +31,8 @@ use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
 use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
 use crate::recorder::recording::{encode_chain, parse_chain, CHAIN_FILE};
-use crate::recorder::resume;
 use crate::recorder::service::{self as recorder, RecorderConfig};
+use crate::recorder::{recovery, resume};
 use crate::sfu::notice::Audience;
 use crate::sfu::sim::{SfuSim, SimConfig, SimError, SimEvent};
 
@@ -432,6 +432,17 @@ pub async fn run(
         announcements.push(a.to_json_line());
     }
     drop(meeting);
+    // A fault the demo outlasted is repaired now, so that what is on the disk is kept.
+    if let (Some((plan, FaultStep::Lift(injected))), Some(disk)) = (fault, place.disk.as_ref()) {
+        let line = match disk.repair(&injected) {
+            Ok(()) => format!("fault repaired after the recording: {}", plan.fault),
+            Err(e) => format!("could not repair fault: {}: {e}", plan.fault),
+        };
+        say(
+            out,
+            format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()),
+        );
+    }
     // Every segment of the recording (failover adds some), in order, wherever it is.
     let roots: Vec<&Path> = std::iter::once(place.primary.as_path())
         .chain(place.spool.as_deref())
@@ -454,6 +465,23 @@ pub async fn run(
                 out,
                 format!("demo: could not update the segment chain: {e}"),
             );
+        }
+        // A segment that could not be closed on the broken disk is repaired, as the
+        // recorder would at its next start.
+        for dir in &segments {
+            match recovery::recover(dir) {
+                Ok(r) if !r.was_finished => say(
+                    out,
+                    format!(
+                        "demo: {} was left unfinished by the fault; recovered: {} fragments, {:.1} s",
+                        dir.display(),
+                        r.fragments,
+                        r.media_duration_us as f64 / 1e6
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => say(out, format!("demo: could not recover {}: {e}", dir.display())),
+            }
         }
     }
     let summary = match result {

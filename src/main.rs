@@ -620,8 +620,19 @@ async fn demo(config: DemoConfig) -> Result<()> {
         bail!("--participants must be 1..=16, got {}", config.participants);
     }
     let outcome = recbox::demo::run(config, &mut std::io::stdout()).await?;
-    for dir in &outcome.segments {
-        println!("\n{}", inspect::inspect(dir)?);
+    for (n, dir) in outcome.segments.iter().enumerate() {
+        let mut inspection = match inspect::inspect(dir) {
+            Ok(inspection) => inspection,
+            Err(e) => {
+                println!("\nrecording  {}: {e}", dir.display());
+                continue;
+            }
+        };
+        // The chain is the same in every segment: shown once, under the last.
+        if n + 1 < outcome.segments.len() {
+            inspection.chain.clear();
+        }
+        println!("\n{inspection}");
     }
     let files: Vec<String> = outcome
         .segments

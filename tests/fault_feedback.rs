@@ -14,6 +14,7 @@ use recbox::mixer::engine::EngineConfig;
 use recbox::panel::PanelState;
 use recbox::recorder::index::{HEADER_SIZE, RECORD_SIZE};
 use recbox::recorder::recording::{parse_chain, CHAIN_FILE, MP4_FILE};
+use recbox::recorder::recovery::recover;
 use serde_json::Value;
 
 fn small(duration: Duration, fault: Option<FaultPlan>) -> DemoConfig {
@@ -32,6 +33,27 @@ fn small(duration: Duration, fault: Option<FaultPlan>) -> DemoConfig {
         stats_interval: Duration::from_millis(500),
         ..DemoConfig::default()
     }
+}
+
+/// Runs a small demo of `duration` with `plan`: its outcome, what it printed and its
+/// storage; `None` where no loop disk can be mounted (not root), said so.
+async fn fault_demo(
+    duration: Duration,
+    plan: FaultPlan,
+) -> Option<(demo::DemoOutcome, String, std::path::PathBuf)> {
+    let config = small(duration, Some(plan));
+    let storage = config.storage.clone();
+    let mut out = Vec::new();
+    let outcome = match demo::run(config, &mut out).await {
+        Err(DemoError::NoScratchDisk) => {
+            eprintln!("SKIPPED: cannot mount a loop disk here (needs root)");
+            return None;
+        }
+        other => other.unwrap(),
+    };
+    let out = String::from_utf8_lossy(&out).into_owned();
+    eprintln!("{out}");
+    Some((outcome, out, storage))
 }
 
 /// The announcements as JSON values.
@@ -60,17 +82,9 @@ async fn fault_is_announced_then_over(
         at: Duration::from_secs(2),
         lasts: Duration::from_secs(3),
     };
-    let config = small(Duration::from_secs(8), Some(plan));
-    let storage = config.storage.clone();
-    let mut out = Vec::new();
-    let outcome = match demo::run(config, &mut out).await {
-        Err(DemoError::NoScratchDisk) => {
-            eprintln!("SKIPPED: cannot mount a loop disk here (needs root)");
-            return;
-        }
-        other => other.unwrap(),
+    let Some((outcome, _, storage)) = fault_demo(Duration::from_secs(8), plan).await else {
+        return;
     };
-    eprintln!("{}", String::from_utf8_lossy(&out));
     let all = announced(&outcome.announcements);
     let raised: Vec<&Value> = all
         .iter()
@@ -96,27 +110,7 @@ async fn fault_is_announced_then_over(
     // (only a warning) stayed where it was.
     if fails_over {
         assert!(outcome.segments.len() >= 2, "{:?}", outcome.segments);
-        // Kept off the demo's disk, the segments name each other where they are now.
-        for dir in &outcome.segments {
-            if let Ok(text) = std::fs::read_to_string(dir.join(CHAIN_FILE)) {
-                let listed: Vec<_> = parse_chain(&text)
-                    .unwrap()
-                    .into_iter()
-                    .map(|e| e.dir)
-                    .collect();
-                assert_eq!(listed, outcome.segments, "chain of {}", dir.display());
-            }
-        }
-        let fragments: usize = outcome
-            .segments
-            .iter()
-            .map(|d| common::segments::segment_contents(d).2.len())
-            .sum();
-        assert_eq!(
-            fragments, outcome.summary.fragments as usize,
-            "{:?}",
-            outcome.segments
-        );
+        check_kept_segments(&outcome);
     } else {
         assert_eq!(outcome.segments.len(), 1, "{:?}", outcome.segments);
     }
@@ -131,6 +125,59 @@ async fn fault_is_announced_then_over(
             "a warning while the fault lasted"
         );
     }
+    let _ = std::fs::remove_dir_all(storage);
+}
+
+/// Kept off the demo's disk, the segments name each other where they are now, are
+/// all closed or recovered, and hold every fragment the recording reported.
+fn check_kept_segments(outcome: &demo::DemoOutcome) {
+    for dir in &outcome.segments {
+        if let Ok(text) = std::fs::read_to_string(dir.join(CHAIN_FILE)) {
+            let listed: Vec<_> = parse_chain(&text)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.dir)
+                .collect();
+            assert_eq!(listed, outcome.segments, "chain of {}", dir.display());
+        }
+        assert!(
+            recover(dir).unwrap().was_clean(),
+            "{} was repaired",
+            dir.display()
+        );
+    }
+    let fragments: usize = outcome
+        .segments
+        .iter()
+        .map(|d| common::segments::segment_contents(d).2.len())
+        .sum();
+    assert_eq!(
+        fragments, outcome.summary.fragments as usize,
+        "{:?}",
+        outcome.segments
+    );
+}
+
+/// A fault that lasts past the end of the demo is repaired then, and what the
+/// broken disk held is kept (recovered where it could not be closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_the_demo_outlasts_is_repaired_and_every_segment_kept() {
+    let plan = FaultPlan {
+        fault: DiskFault::ReadOnly,
+        at: Duration::from_secs(2),
+        lasts: Duration::from_secs(60),
+    };
+    let Some((outcome, out, storage)) = fault_demo(Duration::from_secs(5), plan).await else {
+        return;
+    };
+    assert!(out.contains("fault repaired after the recording"), "{out}");
+    assert!(outcome.segments.len() >= 2, "{:?}", outcome.segments);
+    assert!(
+        outcome.segments.iter().all(|d| d.starts_with(&storage)),
+        "kept under the demo's storage: {:?}",
+        outcome.segments
+    );
+    check_kept_segments(&outcome);
     let _ = std::fs::remove_dir_all(storage);
 }
 
