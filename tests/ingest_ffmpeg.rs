@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::rtp::{self, frames, Ingest};
+use common::{access_units, ffmpeg};
 use recbox::ingest::MediaKind;
 use recbox::media::h264::{nal_type, nal_units, NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS};
 use ropus::{Channels, DecodeMode, Decoder};
@@ -17,40 +17,6 @@ const VIDEO: u32 = 0x1111_0001;
 const AUDIO: u32 = 0x1111_0002;
 const VIDEO_FRAMES: usize = 30;
 const AUDIO_PACKETS: usize = 50;
-
-/// Runs ffmpeg with a command line of whitespace-separated arguments (the paths are
-/// in a temporary directory, without spaces).
-fn ffmpeg(args: &str) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(args.split_whitespace())
-        .output()
-        .expect("ffmpeg is installed (tests/run installs ffmpeg)");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Splits an Annex B stream into access units (lists of NAL units): a unit starts at
-/// the first slice of a picture (first_mb_in_slice 0, whose ue(v) code is a single 1
-/// bit) or at the non-slice units that precede one.
-fn access_units(stream: &[u8]) -> Vec<Vec<&[u8]>> {
-    let mut units: Vec<Vec<&[u8]>> = Vec::new();
-    let mut has_slice = false;
-    for nal in nal_units(stream) {
-        let slice = matches!(nal_type(nal), 1..=5);
-        let first_slice = slice && nal.get(1).is_some_and(|b| b & 0x80 != 0);
-        if units.is_empty() || (has_slice && (first_slice || !slice)) {
-            units.push(Vec::new());
-            has_slice = false;
-        }
-        has_slice |= slice;
-        units.last_mut().unwrap().push(nal);
-    }
-    units
-}
 
 fn without_parameter_sets<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
     nals.into_iter()

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod common;
 mod fixture;
 
+use common::{access_units, ffmpeg};
 use fixture::{frames, start};
 use recbox::link::frame::{Media, Track};
-use recbox::media::h264::{nal_type, nal_units, NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS};
+use recbox::media::h264::{nal_type, NAL_IDR, NAL_PPS, NAL_SPS};
 use recbox::recorder::index::{encode_index, IndexFile, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use recbox::recorder::recording::{
     RecordingWriter, WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
@@ -260,35 +262,13 @@ fn ffprobe_sees_h264_and_opus() {
 fn a_high_profile_stream_from_x264_is_recorded_and_decodes() {
     let dir = tempfile::tempdir().unwrap();
     let es = dir.path().join("high.h264");
-    let out = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=30",
-        ])
-        .args(["-frames:v", "60", "-c:v", "libx264", "-profile:v", "high"])
-        .args(["-pix_fmt", "yuv420p", "-g", "30", "-bf", "0"])
-        .args(["-x264-params", "aud=1", "-f", "h264"])
-        .arg(&es)
-        .output()
-        .expect("ffmpeg is installed (tests/run installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Access units begin at each delimiter.
+    ffmpeg(&format!(
+        "-f lavfi -i testsrc=size=320x240:rate=30 -frames:v 60 -c:v libx264 -profile:v high \
+         -pix_fmt yuv420p -g 30 -bf 0 -x264-params aud=1 -f h264 {}",
+        es.display()
+    ));
     let stream = fs::read(&es).unwrap();
-    let mut units: Vec<Vec<&[u8]>> = Vec::new();
-    for nal in nal_units(&stream) {
-        if nal_type(nal) == NAL_AUD || units.is_empty() {
-            units.push(Vec::new());
-        }
-        units.last_mut().unwrap().push(nal);
-    }
+    let units = access_units(&stream);
     assert_eq!(units.len(), 60);
     let find = |t| *units[0].iter().find(|n| nal_type(n) == t).unwrap();
     let mut params = start("high");

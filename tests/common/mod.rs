@@ -18,6 +18,7 @@ use recbox::link::frame::{text, Summary};
 use recbox::link::handshake::LinkKey;
 use recbox::link::session::MixerEvent;
 use recbox::link::transport::{LinkAddr, LinkListener, TransportError};
+use recbox::media::h264::{nal_type, nal_units};
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
@@ -245,4 +246,38 @@ pub fn loop_disk(size: u64) -> Option<LoopDisk> {
         eprintln!("SKIPPED: no loop device, mkfs.ext4 or right to mount here");
     }
     disk
+}
+
+/// Runs ffmpeg with a command line of whitespace-separated arguments (the paths are
+/// in a temporary directory, without spaces).
+pub fn ffmpeg(args: &str) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(args.split_whitespace())
+        .output()
+        .expect("ffmpeg is installed (tests/run installs ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Splits an Annex B stream into access units (lists of NAL units): a unit starts at
+/// the first slice of a picture (first_mb_in_slice 0, whose ue(v) code is a single 1
+/// bit) or at the non-slice units that precede one.
+pub fn access_units(stream: &[u8]) -> Vec<Vec<&[u8]>> {
+    let mut units: Vec<Vec<&[u8]>> = Vec::new();
+    let mut has_slice = false;
+    for nal in nal_units(stream) {
+        let slice = matches!(nal_type(nal), 1..=5);
+        let first_slice = slice && nal.get(1).is_some_and(|b| b & 0x80 != 0);
+        if units.is_empty() || (has_slice && (first_slice || !slice)) {
+            units.push(Vec::new());
+            has_slice = false;
+        }
+        has_slice |= slice;
+        units.last_mut().unwrap().push(nal);
+    }
+    units
 }
