@@ -76,18 +76,28 @@ impl RecordingStatus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::link::frame::{text, Fault, FaultTarget};
 
-    fn fault(kind: FaultKind) -> MixerReport {
+    /// The recorder's fault of the storage, as the mixer relayed it.
+    pub(crate) fn fault(kind: FaultKind) -> MixerReport {
         MixerReport::Relayed(Notice::Fault(Fault {
             recording: text("rec-1"),
             kind,
             target: FaultTarget::Storage,
             detail: text(""),
-            at: 1,
+            at: 0,
         }))
+    }
+
+    /// Its end, as the mixer relayed it.
+    pub(crate) fn cleared(kind: FaultKind) -> MixerReport {
+        MixerReport::Relayed(Notice::Cleared {
+            kind,
+            target: FaultTarget::Storage,
+            at: 0,
+        })
     }
 
     #[test]

@@ -178,10 +178,10 @@ fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::frame::{text, Fault, FaultKind, FaultTarget};
+    use crate::link::frame::FaultKind;
     use crate::mixer::link::LinkReport;
+    use crate::mixer::status::tests::{cleared, fault};
     use crate::panel::backend::{SimulatedPanel, SimulatedPanelHandle};
-    use crate::sfu::Notice;
     use tokio::time::sleep;
 
     fn spawn() -> (
@@ -193,24 +193,6 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let panel = Panel::spawn(Box::new(io), PanelTiming::default(), tx);
         (panel, handle, rx)
-    }
-
-    fn fault(kind: FaultKind) -> MixerReport {
-        MixerReport::Relayed(Notice::Fault(Fault {
-            recording: text("rec-1"),
-            kind,
-            target: FaultTarget::Storage,
-            detail: text(""),
-            at: 0,
-        }))
-    }
-
-    fn cleared(kind: FaultKind) -> MixerReport {
-        MixerReport::Relayed(Notice::Cleared {
-            kind,
-            target: FaultTarget::Storage,
-            at: 0,
-        })
     }
 
     #[tokio::test(start_paused = true)]

@@ -347,26 +347,9 @@ fn is_storage_fault(kind: FaultKind) -> bool {
 mod tests {
     use super::*;
     use crate::link::frame::{text, Fault, FaultTarget, Stats};
+    use crate::mixer::status::tests::{cleared, fault};
 
     const GRACE: Duration = Duration::from_secs(2);
-
-    fn fault(kind: FaultKind) -> MixerReport {
-        MixerReport::Relayed(Notice::Fault(Fault {
-            recording: text("rec-1"),
-            kind,
-            target: FaultTarget::Storage,
-            detail: text("detail"),
-            at: 0,
-        }))
-    }
-
-    fn cleared(kind: FaultKind) -> MixerReport {
-        MixerReport::Relayed(Notice::Cleared {
-            kind,
-            target: FaultTarget::Storage,
-            at: 0,
-        })
-    }
 
     fn stats(faults: &[FaultKind]) -> MixerReport {
         MixerReport::Relayed(Notice::Stats {
