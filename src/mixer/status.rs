@@ -1,12 +1,9 @@
-//! A recording as the mixer's reports show it: participants, the latest stats, the
-//! faults that still apply and the segments being written. Progress lines, the
-//! service status and the front panel are drawn from it.
+//! A recording as the mixer's reports show it: participants, the latest stats and
+//! the faults that still apply. Progress lines and the service status are drawn
+//! from it.
 
-use std::path::PathBuf;
-
-use super::link::LinkReport;
 use super::service::MixerReport;
-use crate::link::frame::{FaultKind, Stats, Summary};
+use crate::link::frame::{FaultKind, Stats};
 use crate::sfu::notice::track_active;
 use crate::sfu::Notice;
 
@@ -16,10 +13,6 @@ pub struct RecordingStatus {
     pub stats: Option<Stats>,
     /// Faults that apply now, in the order they came.
     pub faults: Vec<FaultKind>,
-    /// Segment directories the recorder reported, in order.
-    pub segments: Vec<PathBuf>,
-    /// The recorder confirmed the end of the recording.
-    pub summary: Option<Summary>,
 }
 
 impl RecordingStatus {
@@ -33,11 +26,7 @@ impl RecordingStatus {
                     self.stats = Some(*stats);
                 }
             }
-            MixerReport::Link(LinkReport::Started { path }) => {
-                self.segments.push(PathBuf::from(path));
-            }
-            MixerReport::Link(LinkReport::Stopped(summary)) => self.summary = Some(summary.clone()),
-            MixerReport::Link(LinkReport::Notice(_) | LinkReport::Resent { .. }) => {}
+            MixerReport::Link(_) => {}
         }
     }
 
@@ -101,14 +90,11 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn follows_faults_stats_and_segments() {
+    fn follows_faults_and_stats() {
         let mut s = RecordingStatus::default();
         assert_eq!(s.faults_text(), "none");
         assert_eq!(s.recorded_text(), None);
         s.update(&MixerReport::Participants(2));
-        s.update(&MixerReport::Link(LinkReport::Started {
-            path: "/srv/r/a".into(),
-        }));
         s.update(&fault(FaultKind::DiskFull));
         s.update(&fault(FaultKind::Failover));
         s.update(&fault(FaultKind::DiskFull));
@@ -138,6 +124,5 @@ pub(crate) mod tests {
             "0:05:00 recorded, 37.5 MB, 9000 MB free"
         );
         assert_eq!(s.participants, 2);
-        assert_eq!(s.segments, [PathBuf::from("/srv/r/a")]);
     }
 }
