@@ -84,9 +84,9 @@ type Reopen = Box<dyn FnMut() -> Result<Box<dyn CaptureDevice>, DeviceError> + S
 pub struct Microphone {
     name: String,
     device: Option<Box<dyn CaptureDevice>>,
-    /// `None`: a device that fails is gone for good.
-    reopen: Option<Reopen>,
-    retry: Duration,
+    /// How to open the device again, and how often to try; `None`: a device that
+    /// fails is gone for good.
+    reopen: Option<(Reopen, Duration)>,
 }
 
 impl std::fmt::Debug for Microphone {
@@ -135,7 +135,6 @@ impl Microphone {
             name: device.name().to_owned(),
             device: Some(device),
             reopen: None,
-            retry: REOPEN,
         }
     }
 
@@ -150,8 +149,7 @@ impl Microphone {
         Self {
             name: name.to_owned(),
             device,
-            reopen: Some(Box::new(reopen)),
-            retry,
+            reopen: Some((Box::new(reopen), retry)),
         }
     }
 
@@ -179,10 +177,10 @@ impl Microphone {
         let mut device = self.device.take();
         while !stop.load(Ordering::Relaxed) {
             let Some(open) = device.take() else {
-                let Some(reopen) = self.reopen.as_mut() else {
+                let Some((reopen, retry)) = self.reopen.as_mut() else {
                     return;
                 };
-                if !sleep_unless(stop, self.retry) {
+                if !sleep_unless(stop, *retry) {
                     return;
                 }
                 match reopen() {
@@ -197,11 +195,11 @@ impl Microphone {
             match capture_from(open, stop, &mut sink) {
                 Ok(()) => return,
                 Err(e) => {
-                    let again = if self.reopen.is_some() {
-                        format!("; trying again every {:?}", self.retry)
-                    } else {
-                        String::new()
-                    };
+                    let again = self
+                        .reopen
+                        .as_ref()
+                        .map(|(_, retry)| format!("; trying again every {retry:?}"))
+                        .unwrap_or_default();
                     warn!(device = %self.name, "room microphone failed, the mix goes on without it{again}: {e}");
                 }
             }
