@@ -397,10 +397,7 @@ pub async fn run(
                         }
                         Err(e) => format!("could not inject fault: {}: {e}", plan.fault),
                     },
-                    FaultStep::Lift(injected) => match disk.repair(&injected) {
-                        Ok(()) => format!("fault repaired: {}", plan.fault),
-                        Err(e) => format!("could not repair fault: {}: {e}", plan.fault),
-                    },
+                    FaultStep::Lift(injected) => repair(disk, &injected, "fault repaired"),
                 };
                 say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
             }
@@ -433,11 +430,8 @@ pub async fn run(
     }
     drop(meeting);
     // A fault the demo outlasted is repaired now, so that what is on the disk is kept.
-    if let (Some((plan, FaultStep::Lift(injected))), Some(disk)) = (fault, place.disk.as_ref()) {
-        let line = match disk.repair(&injected) {
-            Ok(()) => format!("fault repaired after the recording: {}", plan.fault),
-            Err(e) => format!("could not repair fault: {}: {e}", plan.fault),
-        };
+    if let (Some((_, FaultStep::Lift(injected))), Some(disk)) = (fault, place.disk.as_ref()) {
+        let line = repair(disk, &injected, "fault repaired after the recording");
         say(
             out,
             format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()),
@@ -527,6 +521,14 @@ fn keep(dir: &Path, storage: &Path) -> std::io::Result<PathBuf> {
         std::fs::copy(entry.path(), to.join(entry.file_name()))?;
     }
     Ok(to)
+}
+
+/// Repairs what was injected, and says so: `done` if it worked.
+fn repair(disk: &FaultDisk, injected: &Injected, done: &str) -> String {
+    match disk.repair(injected) {
+        Ok(()) => format!("{done}: {}", injected.fault),
+        Err(e) => format!("could not repair fault: {}: {e}", injected.fault),
+    }
 }
 
 /// Rewrites the chain file of every segment in `now` so that each segment `was`

@@ -22,6 +22,7 @@ use recbox::link::handshake::LinkKey;
 use recbox::link::transport::LinkAddr;
 use recbox::media::picture::VideoSize;
 use recbox::mixer::engine::EngineConfig;
+use recbox::recorder::recording::MP4_FILE;
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::recorder::{inspect, recovery};
 use recbox::sfu::sim::{ImpairmentConfig, Schedule, SfuSim, SimConfig, SimEvent};
@@ -637,7 +638,7 @@ async fn demo(config: DemoConfig) -> Result<()> {
     let files: Vec<String> = outcome
         .segments
         .iter()
-        .map(|dir| dir.join("recording.mp4").display().to_string())
+        .map(|dir| dir.join(MP4_FILE).display().to_string())
         .collect();
     match files.as_slice() {
         [] => {}
