@@ -3,7 +3,7 @@
 //! The SFU forwards every participant's RTP to the mixer, the mixer sends one mixed
 //! stream over the media link to the recorder, and the recorder writes a fragmented
 //! MP4, an index and an HLS playlist, sending every fault and periodic stats back on
-//! the same link. See `DESIGN.md` in the shared folder and `README.md`.
+//! the same link. See `README.md` and `docs/design/overview.md`.
 
 pub mod appliance;
 pub mod audio;
