@@ -91,6 +91,18 @@ fn is_cleared(r: &LinkReport, kind: FaultKind) -> bool {
     matches!(r, LinkReport::Notice(Notice::Cleared { kind: k, target: FaultTarget::Recorder, .. }) if *k == kind)
 }
 
+/// Why the first `recorder_unreachable` in the log said the recorder was away.
+fn unreachable_detail(log: &[(Instant, LinkReport)]) -> String {
+    log.iter()
+        .find_map(|(_, r)| match r {
+            LinkReport::Notice(Notice::Fault(f)) if f.kind == FaultKind::RecorderUnreachable => {
+                Some(f.detail.to_string())
+            }
+            _ => None,
+        })
+        .expect("a recorder_unreachable fault")
+}
+
 fn count(log: &[(Instant, LinkReport)], f: impl Fn(&LinkReport) -> bool) -> usize {
     log.iter().filter(|(_, r)| f(r)).count()
 }
@@ -128,24 +140,16 @@ async fn link_cut_is_reported_at_once_and_the_recording_continues() {
     assert!(mixer.link.is_up());
 
     proxy.set(Mode::Cut);
-    let cut_at = Instant::now();
     mixer
         .run_until(true, |log| {
             log.iter()
                 .any(|(_, r)| is_fault(r, FaultKind::RecorderUnreachable))
         })
         .await;
-    let (reported_at, _) = mixer
-        .log
-        .iter()
-        .find(|(_, r)| is_fault(r, FaultKind::RecorderUnreachable))
-        .unwrap();
-    // A cut closes the connection: no need to wait for a ping to go unanswered.
-    assert!(
-        *reported_at - cut_at < Duration::from_secs(2),
-        "reported after {:?}",
-        *reported_at - cut_at
-    );
+    // A cut closes the connection: the link went down for that, not because a ping
+    // went unanswered.
+    let detail = unreachable_detail(&mixer.log);
+    assert!(!detail.starts_with("no answer to ping"), "{detail}");
     // Media keeps coming while the recorder is away.
     mixer.run_for(Duration::from_millis(400)).await;
     assert!(!mixer.link.is_up());
@@ -202,21 +206,21 @@ async fn a_link_that_stops_moving_is_reported_after_the_pong_timeout() {
     mixer.run_for(Duration::from_millis(300)).await;
 
     proxy.set(Mode::Freeze);
-    let frozen_at = Instant::now();
     mixer
         .run_until(false, |log| {
             log.iter()
                 .any(|(_, r)| is_fault(r, FaultKind::RecorderUnreachable))
         })
         .await;
-    let (reported_at, _) = mixer
-        .log
-        .iter()
-        .find(|(_, r)| is_fault(r, FaultKind::RecorderUnreachable))
-        .unwrap();
-    let after = *reported_at - frozen_at;
-    // Not before a pong is overdue; the upper bound is the test's patience.
-    assert!(after >= pong_timeout, "reported after {after:?}");
+    let detail = unreachable_detail(&mixer.log);
+    // The link went down because a pong was overdue (not because the socket broke),
+    // counted from the ping it awaited: what the mixer decided, not a wall-clock
+    // distance that a slow machine stretches or shrinks.
+    assert!(
+        detail.starts_with("no answer to ping")
+            && detail.ends_with(&format!("within {pong_timeout:?}")),
+        "{detail}"
+    );
 
     proxy.set(Mode::Pass);
     mixer
