@@ -30,7 +30,7 @@ use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport}
 use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
 use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
-use crate::recorder::recording::{encode_chain, parse_chain, CHAIN_FILE};
+use crate::recorder::layout::{encode_chain, parse_chain, CHAIN_FILE};
 use crate::recorder::service::{self as recorder, RecorderConfig};
 use crate::recorder::{recovery, resume};
 use crate::sfu::notice::Audience;

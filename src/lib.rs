@@ -18,6 +18,7 @@ pub mod link;
 pub mod media;
 pub mod mixer;
 pub mod panel;
+pub mod path_component;
 pub mod recorder;
 pub mod sfu;
 pub mod size;

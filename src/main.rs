@@ -22,7 +22,7 @@ use recbox::link::handshake::LinkKey;
 use recbox::link::transport::LinkAddr;
 use recbox::media::picture::VideoSize;
 use recbox::mixer::engine::EngineConfig;
-use recbox::recorder::recording::MP4_FILE;
+use recbox::recorder::layout::MP4_FILE;
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::recorder::{inspect, recovery};
 use recbox::sfu::sim::{ImpairmentConfig, Schedule, SfuSim, SimConfig, SimEvent};

@@ -21,7 +21,7 @@ use recbox::audio::ChimePlayer;
 use recbox::config::Config;
 use recbox::mixer::service::MixerReport;
 use recbox::panel::{PanelState, SimulatedPanel};
-use recbox::recorder::recording::{INDEX_FILE, MP4_FILE};
+use recbox::recorder::layout::{INDEX_FILE, MP4_FILE};
 use recbox::sfu::sim::{SfuSim, SimConfig};
 use recbox::sfu::Notice;
 use recbox::synth::PatternSpec;

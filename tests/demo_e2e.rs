@@ -13,7 +13,7 @@ use std::time::Duration;
 use recbox::demo::{self, DemoConfig};
 use recbox::mixer::layout;
 use recbox::mixer::tone::tone_power;
-use recbox::recorder::recording::MP4_FILE;
+use recbox::recorder::layout::MP4_FILE;
 use recbox::synth::video::rgb_to_yuv;
 use recbox::synth::{PALETTE, TONES_HZ};
 

@@ -13,7 +13,7 @@ use recbox::demo::{self, DemoConfig, DemoError, DiskFault, FaultPlan};
 use recbox::mixer::engine::EngineConfig;
 use recbox::panel::PanelState;
 use recbox::recorder::index::{HEADER_SIZE, RECORD_SIZE};
-use recbox::recorder::recording::{parse_chain, CHAIN_FILE, MP4_FILE};
+use recbox::recorder::layout::{parse_chain, CHAIN_FILE, MP4_FILE};
 use recbox::recorder::recovery::recover;
 use serde_json::Value;
 

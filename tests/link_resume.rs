@@ -17,7 +17,7 @@ use recbox::link::frame::{Media, StartParams, Stats, Track};
 use recbox::link::session::MixerEvent;
 use recbox::link::transport::LinkAddr;
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
-use recbox::recorder::recording::{parse_chain, CHAIN_FILE, MP4_FILE, PLAYLIST_FILE};
+use recbox::recorder::layout::{parse_chain, CHAIN_FILE, MP4_FILE, PLAYLIST_FILE};
 use recbox::recorder::service::recover_unfinished;
 use recbox::synth::SyntheticFeed;
 

@@ -14,7 +14,7 @@ use common::{key, start_recorder, ROOM};
 use recbox::link::frame::{FaultKind, FaultTarget};
 use recbox::link::transport::LinkAddr;
 use recbox::mixer::link::{LinkConfig, LinkReport, RecorderLink};
-use recbox::recorder::recording::{parse_chain, CHAIN_FILE};
+use recbox::recorder::layout::{parse_chain, CHAIN_FILE};
 use recbox::sfu::Notice;
 use recbox::synth::SyntheticFeed;
 use tokio::sync::mpsc;

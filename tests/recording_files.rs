@@ -15,9 +15,8 @@ use fixture::{frames, start};
 use recbox::link::frame::{Media, Track};
 use recbox::media::h264::{nal_type, NAL_IDR, NAL_PPS, NAL_SPS};
 use recbox::recorder::index::{encode_index, IndexFile, IndexRecord, HEADER_SIZE, RECORD_SIZE};
-use recbox::recorder::recording::{
-    RecordingWriter, WriterOptions, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
-};
+use recbox::recorder::layout::{INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
+use recbox::recorder::recording::{RecordingWriter, WriterOptions};
 use recbox::recorder::recovery::{find_unfinished, index_from_file, recover};
 
 struct Live {

@@ -16,10 +16,8 @@ use recbox::bench::scratch::Mounted;
 use recbox::link::frame::{Media, Track};
 use recbox::recorder::index::{encode_index, IndexFile};
 use recbox::recorder::inspect::inspect;
-use recbox::recorder::recording::{
-    parse_chain, RecordingWriter, SegmentState, WriteError, WriterOptions, CHAIN_FILE, INDEX_FILE,
-    MP4_FILE,
-};
+use recbox::recorder::layout::{parse_chain, SegmentState, CHAIN_FILE, INDEX_FILE, MP4_FILE};
+use recbox::recorder::recording::{RecordingWriter, WriteError, WriterOptions};
 use recbox::recorder::recovery::{find_unfinished, recover};
 
 fn create(primary: &Path, opts: WriterOptions) -> RecordingWriter {

@@ -20,7 +20,7 @@ use recbox::link::frame::{FaultKind, FaultTarget, Summary, Track};
 use recbox::link::session::MixerEvent;
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::index::{IndexRecord, HEADER_SIZE, RECORD_SIZE};
-use recbox::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE};
+use recbox::recorder::layout::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE};
 use recbox::recorder::recovery::recover;
 use recbox::storage::health::HealthConfig;
 use recbox::synth::SyntheticFeed;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::scratch::{LoopDisk, Mounted};
 use crate::link::frame::FaultKind;
-use crate::recorder::recording::INDEX_FILE;
+use crate::recorder::layout::INDEX_FILE;
 use crate::storage::health::HealthConfig;
 use crate::storage::inode::{self, FS_IMMUTABLE_FL};
 use crate::storage::{mountinfo, space};

@@ -513,7 +513,7 @@ impl TrialClock {
 mod tests {
     use super::*;
     use crate::link::frame::{text, Fault, FaultTarget, Stats};
-    use crate::recorder::recording::INDEX_FILE;
+    use crate::recorder::layout::INDEX_FILE;
 
     fn fault(kind: FaultKind) -> Said {
         Said::Fault { kind, at: 0 }

@@ -12,7 +12,8 @@ use crate::link::frame::{
     AudioCodec, AudioParams, Media, StartParams, Track, VideoCodec, VideoParams,
 };
 use crate::recorder::index::IndexFile;
-use crate::recorder::recording::{RecordingWriter, WriterOptions, INDEX_FILE};
+use crate::recorder::layout::INDEX_FILE;
+use crate::recorder::recording::{RecordingWriter, WriterOptions};
 use crate::synth::filler;
 
 const SECONDS: i64 = 20;

@@ -27,8 +27,9 @@ use crate::mixer::link::LinkConfig;
 use crate::mixer::service::MixerConfig;
 use crate::panel::button::ButtonTiming;
 use crate::panel::{PanelBackend, PanelPins, PanelTiming};
+use crate::path_component::{self, UnsafeName};
 use crate::recorder::monitor::MonitorConfig;
-use crate::recorder::recording::{validate_component, WriteError, WriterOptions};
+use crate::recorder::recording::WriterOptions;
 use crate::recorder::service::{check_spool, RecorderConfig, DEFAULT_STATS_INTERVAL};
 use crate::storage::health::HealthConfig;
 
@@ -497,7 +498,7 @@ impl Config {
         }
 
         let m = &self.mixer;
-        if let Err(WriteError::InvalidName { reason, .. }) = validate_component("room", &m.room) {
+        if let Err(UnsafeName { reason, .. }) = path_component::check("room", &m.room) {
             p.add(
                 "mixer.room",
                 &m.room,

@@ -10,6 +10,7 @@ use super::frame::{
     Summary, Text, UnixMillis, PROTOCOL_VERSION,
 };
 use super::handshake::{hello_mac, verify_hello_mac, LinkKey};
+use crate::path_component;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -29,8 +30,12 @@ pub enum SessionError {
     #[error("start for recording {got:?}, but the session was opened for {want:?}")]
     RecordingMismatch { got: String, want: String },
     /// Recording ids and rooms name directories on the recorder's disk.
-    #[error("{field} {value:?} cannot be used as a directory name")]
-    UnsafeName { field: &'static str, value: String },
+    #[error("{field} {value:?} cannot be used as a directory name: {reason}")]
+    UnsafeName {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("rejected by the peer: {reason}")]
     PeerRejected { reason: String },
     #[error("the session has already ended")]
@@ -71,22 +76,12 @@ fn unexpected(expected: &'static str, got: &Frame) -> SessionError {
     }
 }
 
-/// A name that becomes one path component: no separators, no `.`/`..`, no control
-/// characters, not empty.
 fn check_name(field: &'static str, value: &str) -> Result<(), SessionError> {
-    let unsafe_name = value.is_empty()
-        || value == "."
-        || value == ".."
-        || value
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control());
-    if unsafe_name {
-        return Err(SessionError::UnsafeName {
-            field,
-            value: value.to_owned(),
-        });
-    }
-    Ok(())
+    path_component::check(field, value).map_err(|e| SessionError::UnsafeName {
+        field,
+        value: e.value,
+        reason: e.reason,
+    })
 }
 
 #[derive(Debug)]
@@ -721,7 +716,8 @@ mod tests {
         // Long reasons are cut to fit, never fail.
         let long = SessionError::UnsafeName {
             field: "room",
-            value: "x".repeat(500),
+            value: "x/".repeat(250),
+            reason: "contains a path separator",
         };
         assert!(matches!(reject_frame(&long), Frame::Reject { reason } if reason.len() == 128));
     }

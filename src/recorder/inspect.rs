@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::index::{IndexError, IndexFile, IndexRecord};
-use super::playlist;
-use super::recording::{
+use super::layout::{
     parse_chain, segment_of_dir, ChainEntry, CHAIN_FILE, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
+use super::playlist;
 use crate::media::mp4::{self, fourcc_str, ReadError, TornTail, TrackInfo, MOVIE_TIMESCALE};
 
 #[derive(Debug, Error)]

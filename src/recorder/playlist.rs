@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::index::IndexRecord;
-use super::recording::MP4_FILE;
+use super::layout::MP4_FILE;
 
 pub const END: &str = "#EXT-X-ENDLIST\n";
 

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::index::{encode_index, IndexFile, IndexRecord};
-use super::playlist;
-use super::recording::{
-    parse_chain, replace_file, segment_of_dir, FileOpError, WriterOptions, CHAIN_FILE, INDEX_FILE,
-    MP4_FILE, PLAYLIST_FILE,
+use super::layout::{
+    parse_chain, replace_file, segment_of_dir, FileOpError, CHAIN_FILE, DEFAULT_MAX_FRAGMENT,
+    INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
+use super::playlist;
 use crate::media::mp4::{self, FileScan, ReadError, TornTail};
 
 #[derive(Debug, Error)]
@@ -295,7 +295,7 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     let target = old_playlist
         .as_deref()
         .and_then(playlist::parse_target_duration)
-        .unwrap_or_else(|| playlist::target_duration_secs(WriterOptions::default().max_fragment))
+        .unwrap_or_else(|| playlist::target_duration_secs(DEFAULT_MAX_FRAGMENT))
         .max(playlist::covering_target_duration(&records));
     let text = playlist::playlist(target, scan.init.len, &records, true);
     let playlist_rewritten = old_playlist.as_deref() != Some(text.as_str());

@@ -34,11 +34,11 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::index::IndexRecord;
-use super::playlist;
-use super::recording::{
+use super::layout::{
     parse_chain, parse_utc_stamp, replace_file, segment_suffix, ChainEntry, FileOpError,
     SegmentInfo, SegmentState, CHAIN_FILE, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
+use super::playlist;
 use super::recovery;
 use crate::link::frame::{Media, StartParams, Track};
 use crate::media::h264::{self, H264Error};
@@ -549,7 +549,8 @@ pub(crate) fn reopen(dir: &Path) -> Result<(), ResumeError> {
 mod tests {
     use super::*;
     use crate::recorder::fragmenter::tests::start_params;
-    use crate::recorder::recording::{utc_stamp, RecordingWriter, WriterOptions};
+    use crate::recorder::layout::utc_stamp;
+    use crate::recorder::recording::{RecordingWriter, WriterOptions};
     use std::time::UNIX_EPOCH;
 
     const T0: u64 = 1_709_210_096; // 2024-02-29 12:34:56

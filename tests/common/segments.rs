@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use recbox::media::mp4;
 use recbox::recorder::index::{encode_index, IndexRecord};
-use recbox::recorder::recording::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE};
+use recbox::recorder::layout::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE};
 use recbox::recorder::recovery::{index_from_file, recover};
 
 /// What one segment's mp4 holds: (video samples, audio samples, records).

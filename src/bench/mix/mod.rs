@@ -45,7 +45,7 @@ use self::recbox_side::{engine_config, parse_side_line, parse_tap, SideLine};
 use self::replay::{replay, Destination, ReplayLog};
 use crate::mixer::engine::EngineConfig;
 use crate::recorder::index::{IndexRecord, HEADER_SIZE, RECORD_SIZE};
-use crate::recorder::recording::INDEX_FILE;
+use crate::recorder::layout::INDEX_FILE;
 use crate::synth::PatternSpec;
 
 /// How long a side may take to be ready for RTP, and to stop.
@@ -407,7 +407,7 @@ fn run_recbox(inputs: &Inputs, dir: &Path, warmup: Duration) -> Result<SideRun, 
         .collect();
     Ok(SideRun {
         name: SIDE,
-        output: recording.join(crate::recorder::recording::MP4_FILE),
+        output: recording.join(crate::recorder::layout::MP4_FILE),
         arrived_ns: video.iter().map(|&(_, ns)| ns).collect(),
         durable_ns: Some(durable),
         replay: replay_log,
