@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use recbox::audio::alsa::{AlsaCapture, AlsaSpeaker};
-use recbox::audio::capture::CaptureDevice;
 use recbox::audio::chime::{melody, A5_HZ, E5_HZ, E6_HZ};
 use recbox::audio::convert::PcmFormat;
+use recbox::audio::CaptureDevice;
 use recbox::audio::{Chime, ChimePlayer, Microphone};
 use recbox::decoder::opus::OpusDecoder;
 use recbox::demo::{self, DemoConfig};

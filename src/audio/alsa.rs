@@ -12,9 +12,8 @@ use ::alsa::pcm::{Access, Format, HwParams, IoFormat, State, PCM};
 use ::alsa::{Direction, ValueOr};
 use tracing::info;
 
-use super::capture::CaptureDevice;
 use super::convert::{remix, PcmFormat, Resampler, Sample};
-use super::playback::Speaker;
+use super::device::{CaptureDevice, Speaker};
 use super::DeviceError;
 use crate::ingest::depacketize::opus::CLOCK_RATE;
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::convert::{remix, PcmFormat, Resampler};
+use super::device::CaptureDevice;
 use super::DeviceError;
 use crate::ingest::depacketize::opus::CLOCK_RATE;
 use crate::mixer::audio_encoder::{CHANNELS, FRAME_LEN};
@@ -20,17 +21,6 @@ use crate::mixer::engine::LocalFrame;
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 /// A device that gives nothing for this long has failed (a wedged driver).
 const STALL: Duration = Duration::from_secs(2);
-
-/// Where captured audio comes from.
-pub trait CaptureDevice: Send {
-    /// The device, for logs.
-    fn name(&self) -> &str;
-    /// What [`read`](Self::read) gives: interleaved i16 at this rate and channel count.
-    fn format(&self) -> PcmFormat;
-    /// Waits up to `timeout` for captured audio and returns what there is, possibly
-    /// nothing.
-    fn read(&mut self, timeout: Duration) -> Result<Vec<i16>, DeviceError>;
-}
 
 /// Captured audio in the device's format in, the mixer's frames out (sans-IO).
 #[derive(Debug)]
@@ -106,7 +96,7 @@ impl Microphone {
     /// later, or pulled and put back). A build without ALSA logs that and gives
     /// `None`.
     pub fn open(device: &str) -> Option<Self> {
-        let first = match open_device(device) {
+        let first = match super::open_capture(device) {
             Err(e @ DeviceError::NoAlsa) => {
                 warn!(device, "no room microphone, recording without it: {e}");
                 return None;
@@ -124,7 +114,7 @@ impl Microphone {
         Some(Self::reopening(
             device,
             first,
-            move || open_device(&name),
+            move || super::open_capture(&name),
             REOPEN,
         ))
     }
@@ -288,16 +278,6 @@ fn capture_from(
         }
     }
     Ok(())
-}
-
-#[cfg(feature = "alsa")]
-fn open_device(device: &str) -> Result<Box<dyn CaptureDevice>, DeviceError> {
-    Ok(Box::new(super::alsa::AlsaCapture::open(device)?))
-}
-
-#[cfg(not(feature = "alsa"))]
-fn open_device(_device: &str) -> Result<Box<dyn CaptureDevice>, DeviceError> {
-    Err(DeviceError::NoAlsa)
 }
 
 /// A capture device that gives prepared audio, for tests: `chunks` one read each,

@@ -4,8 +4,8 @@
 //! What decides and computes is plain code built everywhere: the chimes ([`chime`]),
 //! when to play them ([`cue`]), sample conversion ([`convert`]), and captured audio
 //! cut into the mixer's 20 ms frames ([`capture::FrameAssembler`]). Playing and
-//! capturing run on threads of their own behind traits ([`playback::Speaker`],
-//! [`capture::CaptureDevice`]); the ALSA devices (`alsa`) need the cargo feature
+//! capturing run on threads of their own behind traits ([`device::Speaker`],
+//! [`device::CaptureDevice`]); the ALSA devices (`alsa`) need the cargo feature
 //! `alsa`, which links libasound. A sound card that is missing or fails is logged and
 //! the box carries on without it, as it does when built without the feature.
 
@@ -15,6 +15,7 @@ pub mod capture;
 pub mod chime;
 pub mod convert;
 pub mod cue;
+pub mod device;
 pub mod playback;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ use thiserror::Error;
 pub use capture::{Capturing, Microphone};
 pub use chime::Chime;
 pub use cue::{ChimeCues, Lifecycle};
+pub use device::{CaptureDevice, Speaker};
 pub use playback::ChimePlayer;
 
 /// The ALSA device the box plays its chimes on unless configured otherwise.
@@ -50,4 +52,26 @@ pub enum DeviceError {
     Stalled { device: String, waited: Duration },
     #[error("simulated device: {0}")]
     Simulated(String),
+}
+
+/// Opens the ALSA capture device `device` (the room microphone).
+fn open_capture(device: &str) -> Result<Box<dyn CaptureDevice>, DeviceError> {
+    #[cfg(feature = "alsa")]
+    return Ok(Box::new(alsa::AlsaCapture::open(device)?));
+    #[cfg(not(feature = "alsa"))]
+    {
+        let _ = device;
+        Err(DeviceError::NoAlsa)
+    }
+}
+
+/// Opens the ALSA playback device `device` (the chime speaker).
+fn open_speaker(device: &str) -> Result<Box<dyn Speaker>, DeviceError> {
+    #[cfg(feature = "alsa")]
+    return Ok(Box::new(alsa::AlsaSpeaker::open(device)?));
+    #[cfg(not(feature = "alsa"))]
+    {
+        let _ = device;
+        Err(DeviceError::NoAlsa)
+    }
 }

@@ -11,15 +11,8 @@ use std::thread::JoinHandle;
 use tracing::{debug, warn};
 
 use super::chime::Chime;
+use super::device::Speaker;
 use super::DeviceError;
-
-/// Where chimes are played.
-pub trait Speaker: Send {
-    /// The device, for logs.
-    fn name(&self) -> &str;
-    /// Plays 48 kHz mono samples to the end.
-    fn play(&mut self, pcm: &[i16]) -> Result<(), DeviceError>;
-}
 
 #[derive(Debug, Default)]
 struct Slots {
@@ -55,7 +48,7 @@ impl ChimePlayer {
     /// device that cannot be opened or a build without ALSA is logged once, as a
     /// warning, and gives a silent player.
     pub fn open(device: &str) -> Self {
-        match open_device(device) {
+        match super::open_speaker(device) {
             Ok(speaker) => Self::new(speaker),
             Err(e) => {
                 warn!(device, "no chimes: {e}");
@@ -154,16 +147,6 @@ fn play_chimes(shared: &Shared, mut speaker: Box<dyn Speaker>) {
             return;
         }
     }
-}
-
-#[cfg(feature = "alsa")]
-fn open_device(device: &str) -> Result<Box<dyn Speaker>, DeviceError> {
-    Ok(Box::new(super::alsa::AlsaSpeaker::open(device)?))
-}
-
-#[cfg(not(feature = "alsa"))]
-fn open_device(_device: &str) -> Result<Box<dyn Speaker>, DeviceError> {
-    Err(DeviceError::NoAlsa)
 }
 
 /// A speaker that keeps what it is given, for tests. Each play can be held until the

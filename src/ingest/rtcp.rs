@@ -12,8 +12,6 @@ use rtcp_types::{
 };
 use thiserror::Error;
 
-use super::stream::IngestOutput;
-
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RtcpError {
     #[error("malformed RTCP: {0}")]
@@ -281,16 +279,6 @@ impl ClockSync {
         let p = self.points.get(&ssrc)?;
         let ticks = i64::from((ts as u32).wrapping_sub(p.rtp_ts) as i32);
         Some(p.ntp_us + ticks * 1_000_000 / i64::from(p.clock_rate))
-    }
-
-    /// Fills in the wall-clock time of every frame whose stream has been reported.
-    pub fn stamp(&self, mut outputs: Vec<IngestOutput>) -> Vec<IngestOutput> {
-        for o in &mut outputs {
-            if let IngestOutput::Frame(f) = o {
-                f.wallclock_us = self.wallclock_us(f.ssrc, f.ts);
-            }
-        }
-        outputs
     }
 }
 

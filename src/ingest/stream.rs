@@ -355,7 +355,7 @@ impl Demux {
             }
         };
         match self.streams.get_mut(&packet.ssrc) {
-            Some(stream) => self.sync.stamp(stream.push_packet(packet, now)),
+            Some(stream) => stamp(&self.sync, stream.push_packet(packet, now)),
             None => {
                 self.stats.unknown_ssrc += 1;
                 debug!(ssrc = packet.ssrc, "dropping packet of unknown SSRC");
@@ -392,7 +392,7 @@ impl Demux {
             .values_mut()
             .flat_map(|s| s.poll(now))
             .collect();
-        self.sync.stamp(out)
+        stamp(&self.sync, out)
     }
 
     /// A receiver report covering the given streams (unknown SSRCs are skipped; at most
@@ -414,6 +414,16 @@ impl Demux {
     pub fn pli(&self, media_ssrc: u32) -> Result<Vec<u8>, RtcpError> {
         rtcp::pli(self.local_ssrc, media_ssrc)
     }
+}
+
+/// Fills in the wall-clock time of every frame whose stream has been reported.
+fn stamp(sync: &ClockSync, mut outputs: Vec<IngestOutput>) -> Vec<IngestOutput> {
+    for o in &mut outputs {
+        if let IngestOutput::Frame(f) = o {
+            f.wallclock_us = sync.wallclock_us(f.ssrc, f.ts);
+        }
+    }
+    outputs
 }
 
 #[cfg(test)]
