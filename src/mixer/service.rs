@@ -239,6 +239,7 @@ pub async fn run<A: SfuAdapter>(
     while let Ok(report) = link_reports.try_recv() {
         relay(&adapter, &reports, report);
     }
+    adapter.close().await;
     outcome.map(|()| summary)
 }
 
