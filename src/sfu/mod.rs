@@ -8,6 +8,7 @@ pub mod control;
 pub mod janus;
 pub mod notice;
 pub mod roster;
+#[cfg(feature = "lab")]
 pub mod sim;
 pub mod ws_adapter;
 
