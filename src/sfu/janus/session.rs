@@ -661,6 +661,8 @@ impl Session {
                 );
                 self.retry_forward(id, now);
             }
+            // Janus drops a leaving publisher's forwards itself.
+            Pending::StopForward => debug!("Janus refused stop_rtp_forward: {}", error.reason),
             p if p.is_setup() => self.fail(SessionError::Refused {
                 request: p.name(),
                 error,
