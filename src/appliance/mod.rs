@@ -36,6 +36,7 @@ use crate::link::transport::{LinkAddr, TransportError};
 use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
 use crate::mixer::status::RecordingStatus;
 use crate::recorder::service::{self as recorder, RecorderConfig, StartError};
+use crate::sfu::janus::JanusConfig;
 use crate::systemd::Notifier;
 use controller::{Action, Ended};
 
@@ -65,6 +66,8 @@ pub struct Plan {
     pub mixer: MixerConfig,
     /// The SFU's control channel.
     pub sfu_url: String,
+    /// The Janus room, when the SFU is Janus (else the box's own protocol).
+    pub janus: Option<JanusConfig>,
     /// The mixer's name at the SFU.
     pub name: String,
     /// Record from the start.
@@ -90,6 +93,7 @@ impl Plan {
             recorder: None,
             mixer: config.mixer_config(recorder, key),
             sfu_url: config.sfu.url.clone(),
+            janus: config.janus_config(),
             name: config.mixer.name.clone(),
             autostart: config.recording.autostart,
         }
@@ -357,10 +361,11 @@ impl Shell {
         config.link.recording = recording.clone();
         let (stop_tx, stop) = oneshot::channel();
         let (url, name) = (ctx.plan.sfu_url.clone(), ctx.plan.name.clone());
+        let janus = ctx.plan.janus.clone();
         let (reports, joined) = (ctx.reports.clone(), ctx.joined.clone());
         info!(%recording, %url, "joining the meeting to record");
         let task = tokio::spawn(async move {
-            record(config, url, name, reports, stop, || {
+            record(config, url, name, janus, reports, stop, || {
                 let _ = joined.send(generation);
             })
             .await
@@ -433,15 +438,28 @@ async fn record(
     config: MixerConfig,
     url: String,
     name: String,
+    janus: Option<JanusConfig>,
     reports: mpsc::UnboundedSender<MixerReport>,
     mut stop: oneshot::Receiver<()>,
     joined: impl FnOnce(),
 ) -> Result<Option<Summary>, MixerError> {
-    let join = tokio::time::timeout(JOIN_TIMEOUT, mixer::join_sfu(&config, &url, &name));
+    let Some(janus) = janus else {
+        let join = tokio::time::timeout(JOIN_TIMEOUT, mixer::join_sfu(&config, &url, &name));
+        let (ingest, adapter) = tokio::select! {
+            joined = join => match joined {
+                Ok(joined) => joined?,
+                Err(_) => return Err(MixerError::Sfu(format!("no welcome from {url} within {JOIN_TIMEOUT:?}"))),
+            },
+            _ = &mut stop => return Ok(None),
+        };
+        joined();
+        return mixer::run(config, ingest, adapter, reports, stop).await;
+    };
+    let join = tokio::time::timeout(JOIN_TIMEOUT, mixer::join_janus(&config, janus));
     let (ingest, adapter) = tokio::select! {
         joined = join => match joined {
             Ok(joined) => joined?,
-            Err(_) => return Err(MixerError::Sfu(format!("no welcome from {url} within {JOIN_TIMEOUT:?}"))),
+            Err(_) => return Err(MixerError::Sfu(format!("not in the Janus room at {url} within {JOIN_TIMEOUT:?}"))),
         },
         _ = &mut stop => return Ok(None),
     };

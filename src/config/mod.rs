@@ -31,6 +31,7 @@ use crate::path_component::{self, UnsafeName};
 use crate::recorder::monitor::MonitorConfig;
 use crate::recorder::recording::WriterOptions;
 use crate::recorder::service::{check_spool, RecorderConfig, DEFAULT_STATS_INTERVAL};
+use crate::sfu::janus::JanusConfig;
 use crate::storage::health::HealthConfig;
 
 /// Where the box reads its configuration.
@@ -166,17 +167,46 @@ impl Default for MixerSection {
     }
 }
 
+/// Which SFU the mixer joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SfuKind {
+    /// The box's own control protocol (`recbox sfu-sim`, the demo).
+    Recbox,
+    /// A Janus VideoRoom over the Janus WebSocket API.
+    Janus,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SfuSection {
+    pub kind: SfuKind,
     /// The SFU's control channel (a WebSocket).
     pub url: String,
+    /// Janus: the VideoRoom to record.
+    pub room: u64,
+    /// Janus: the room's secret and the VideoRoom's admin key (`rtp_forward` needs
+    /// both when the plugin has `lock_rtp_forward`).
+    #[serde(with = "value::text_or_empty")]
+    pub secret: Option<String>,
+    #[serde(with = "value::text_or_empty")]
+    pub admin_key: Option<String>,
+    /// Janus: the TextRoom of the meeting's notices (same secret); 0 for none.
+    pub textroom: u64,
+    /// Janus: the mixer's name in the room.
+    pub display_name: String,
 }
 
 impl Default for SfuSection {
     fn default() -> Self {
         Self {
+            kind: SfuKind::Recbox,
             url: "ws://127.0.0.1:8188/".into(),
+            room: 1234,
+            secret: None,
+            admin_key: None,
+            textroom: 1234,
+            display_name: "recbox".into(),
         }
     }
 }
@@ -399,6 +429,19 @@ impl Config {
     }
 
     /// The address of the local socket between the roles.
+    /// The Janus room to join, when the SFU is Janus.
+    pub fn janus_config(&self) -> Option<JanusConfig> {
+        let sfu = &self.sfu;
+        (sfu.kind == SfuKind::Janus).then(|| JanusConfig {
+            url: sfu.url.clone(),
+            room: sfu.room,
+            display_name: sfu.display_name.clone(),
+            secret: sfu.secret.clone(),
+            admin_key: sfu.admin_key.clone(),
+            textroom: (sfu.textroom != 0).then_some(sfu.textroom),
+        })
+    }
+
     pub fn local_link(&self) -> LinkAddr {
         LinkAddr::Unix(self.link.socket.clone())
     }
@@ -551,6 +594,16 @@ impl Config {
 
         if let Err(problem) = check_ws_url(&self.sfu.url) {
             p.add("sfu.url", &self.sfu.url, problem);
+        }
+        if self.sfu.room == 0 {
+            p.add(
+                "sfu.room",
+                "0",
+                "must be a Janus room number, more than zero",
+            );
+        }
+        if self.sfu.display_name.is_empty() {
+            p.add("sfu.display_name", "", "must not be empty");
         }
 
         let panel = &self.panel;

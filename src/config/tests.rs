@@ -358,3 +358,23 @@ fn a_missing_file_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn janus_section_names_its_bad_keys() {
+    let c = Config::parse(
+        "[sfu]\nkind = \"janus\"\nurl = \"ws://10.0.0.1:8188/\"\nroom = 7\nsecret = \"s\"\nadmin_key = \"k\"\ntextroom = 0\n",
+    )
+    .unwrap();
+    let j = c.janus_config().unwrap();
+    assert_eq!((j.room, j.textroom), (7, None));
+    assert_eq!(
+        (j.secret.as_deref(), j.admin_key.as_deref()),
+        (Some("s"), Some("k"))
+    );
+    assert_eq!(j.display_name, "recbox");
+    assert!(Config::default().janus_config().is_none());
+    let err = |toml: &str| Config::parse(toml).unwrap_err().to_string();
+    assert!(err("[sfu]\nkind = \"zoom\"\n").contains("sfu.kind"));
+    assert!(err("[sfu]\nroom = 0\n").contains("sfu.room"));
+    assert!(err("[sfu]\ndisplay_name = \"\"\n").contains("sfu.display_name"));
+}

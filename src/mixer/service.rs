@@ -19,6 +19,7 @@ use crate::ingest::udp::{IngestCommand, UdpError, UdpIngest};
 use crate::ingest::{Demux, IngestOutput, MediaKind, StreamConfig};
 use crate::link::frame::{now_millis, text, Summary, Track};
 use crate::sfu::control::{Hello, ParticipantInfo, CONTROL_VERSION};
+use crate::sfu::janus::{JanusAdapter, JanusConfig, JanusError};
 use crate::sfu::notice::StreamReport;
 use crate::sfu::ws_adapter::WsAdapterError;
 use crate::sfu::{Notice, RosterEvent, SfuAdapter, WsSfuAdapter};
@@ -58,6 +59,8 @@ pub enum MixerError {
     Sfu(String),
     #[error(transparent)]
     SfuConnect(#[from] WsAdapterError),
+    #[error(transparent)]
+    JanusConnect(#[from] JanusError),
     #[error("ingest address: {0}")]
     IngestAddress(#[source] std::io::Error),
     #[error("the SFU closed the control channel")]
@@ -114,6 +117,20 @@ pub async fn join_sfu(
         video_port: Some(port),
     };
     let adapter = WsSfuAdapter::connect(url, hello).await?;
+    Ok((ingest, adapter))
+}
+
+/// Binds the ingest and joins the Janus room, its forwards aimed at the ingest's port.
+pub async fn join_janus(
+    config: &MixerConfig,
+    janus: JanusConfig,
+) -> Result<(UdpIngest, JanusAdapter), MixerError> {
+    let ingest = bind_ingest(config).await?;
+    let port = ingest
+        .local_addr()
+        .map_err(MixerError::IngestAddress)?
+        .port();
+    let adapter = JanusAdapter::connect(janus, port).await?;
     Ok((ingest, adapter))
 }
 
@@ -239,6 +256,7 @@ pub async fn run<A: SfuAdapter>(
     while let Ok(report) = link_reports.try_recv() {
         relay(&adapter, &reports, report);
     }
+    adapter.close().await;
     outcome.map(|()| summary)
 }
 

@@ -25,4 +25,10 @@ pub trait SfuAdapter {
 
     /// Report a fault, its clearing or stats to the meeting.
     fn send_notice(&self, notice: Notice) -> Result<(), Self::Error>;
+
+    /// Leave the meeting: what was sent before goes out, then the SFU's resources
+    /// for the mixer (forwards, sessions) are released.
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

@@ -5,6 +5,7 @@
 pub mod adapter;
 pub mod channel;
 pub mod control;
+pub mod janus;
 pub mod notice;
 pub mod roster;
 #[cfg(feature = "lab")]
