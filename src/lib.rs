@@ -27,3 +27,4 @@ pub mod synth;
 pub mod systemd;
 #[cfg(test)]
 mod test_log;
+pub mod web;

@@ -118,6 +118,9 @@ enum Command {
     /// Check a configuration file, or print the documented defaults.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The web page's admin password.
+    #[command(subcommand)]
+    Web(WebCommand),
     /// Run a meeting end to end on this machine with built-in defaults: a simulated
     /// SFU sends N participants as real RTP, the mixer mixes and composites them, the
     /// recorder writes the recording; progress and every notice are shown.
@@ -217,6 +220,13 @@ enum ConfigCommand {
     Check { file: PathBuf },
     /// Print the documented default configuration (board/recbox.toml).
     Defaults,
+}
+
+#[derive(Subcommand)]
+enum WebCommand {
+    /// Read a password from the first line of stdin and print its argon2 hash, for
+    /// web.admin_password_hash.
+    HashPassword,
 }
 
 #[derive(clap::Args)]
@@ -447,6 +457,13 @@ fn main() -> Result<()> {
             print!("{}", loaded.config.to_toml());
             Ok(())
         }
+        Command::Web(WebCommand::HashPassword) => {
+            println!(
+                "{}",
+                recbox::web::hash_password_from(std::io::stdin().lock())?
+            );
+            Ok(())
+        }
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", recbox::config::DOCUMENTED_DEFAULTS);
             Ok(())
@@ -600,12 +617,20 @@ async fn run_box(config: Config) -> Result<()> {
     };
     let plan = Plan::both(&config, key);
     let shutdown = shutdown_signal()?;
+    let web = match config.web.listen {
+        Some(addr) => Some(recbox::web::Web::bind(addr, recbox::web::Settings::of(&config)).await?),
+        None => None,
+    };
     let (appliance, handle) = Appliance::new(plan, notifier());
-    let front = Front::open(&config).spawn(&handle);
+    let (front, panel) = Front::open(&config).spawn_watched(&handle);
+    let web = web.map(|web| web.spawn(handle.commands(), handle.subscribe(), panel));
     drop(handle);
     let result = appliance.run(shutdown).await.context("recbox");
     // The front ends with the appliance's events, after the last chime.
     let _ = front.await;
+    if let Some(web) = web {
+        web.abort();
+    }
     result
 }
 

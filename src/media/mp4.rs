@@ -1141,6 +1141,20 @@ pub fn duration_patches(init: &InitInfo, track_ends: &[(u32, u64)]) -> Vec<(u64,
     patches
 }
 
+/// An init segment with its duration fields zeroed: equal for two segments of one
+/// recording (durations are patched when each is closed), different when the codec
+/// configuration, size or tracks differ.
+pub fn stream_configuration(init: &[u8]) -> Result<Vec<u8>, ReadError> {
+    let info = read_init(&mut std::io::Cursor::new(init), init.len() as u64)?;
+    let mut bytes = init[..(info.len as usize).min(init.len())].to_vec();
+    for (at, zero) in duration_patches(&info, &[]) {
+        if let Some(field) = bytes.get_mut(at as usize..at as usize + zero.len()) {
+            field.copy_from_slice(&zero);
+        }
+    }
+    Ok(bytes)
+}
+
 /// Movie duration in microseconds for the given track ends.
 pub fn movie_duration_us(init: &InitInfo, track_ends: &[(u32, u64)]) -> u64 {
     track_ends
