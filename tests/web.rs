@@ -581,6 +581,13 @@ fn the_web_page_serves_status_recordings_and_commands() {
     let local = dir.path().join("downloaded.mp4");
     std::fs::write(&local, &whole.body).unwrap();
     assert_eq!(common::stream_codecs(&local), ["h264", "opus"]);
+    // A later segment has no Opus pre-skip: decoded, none of its audio is dropped
+    // (players drop the pre-skip at the start of every file).
+    assert_eq!(
+        decoded_samples(&local),
+        common::packet_counts(&local)[1] * 960,
+        "20 ms packets at 48 kHz"
+    );
     let playlist = authed(last["playlist"].as_str().unwrap(), &[]);
     assert_eq!(playlist.status, 200);
     assert!(String::from_utf8_lossy(&playlist.body).contains("#EXT-X-ENDLIST"));
@@ -650,6 +657,24 @@ fn the_web_page_serves_status_recordings_and_commands() {
         }
     });
     drop(recbox);
+}
+
+/// Audio samples (48 kHz, mono) ffmpeg decodes from `file`.
+fn decoded_samples(file: &Path) -> u64 {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-map", "0:a", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.len() as u64 / 2
 }
 
 /// Standard base64 (the screenshot DevTools sends).

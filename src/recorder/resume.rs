@@ -388,6 +388,7 @@ pub fn compare_init(existing: &[u8], start: &StartParams) -> Result<(), Mismatch
     }
     let unpatched =
         mp4::stream_configuration(existing).map_err(|e| Mismatch::Unreadable(e.to_string()))?;
+    let fresh = mp4::stream_configuration(&fresh).map_err(|e| Mismatch::Invalid(e.to_string()))?;
     if unpatched == fresh {
         Ok(())
     } else {
