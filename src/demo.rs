@@ -10,33 +10,29 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio::time::{interval, sleep_until, Instant};
 
 use crate::audio::{ChimeCues, ChimePlayer};
-pub use crate::bench::disk_fault::DiskFault;
-use crate::bench::disk_fault::{FaultDisk, Injected};
 use crate::link::frame::Summary;
 use crate::link::handshake::LinkKey;
-use crate::link::transport::{LinkAddr, TransportError};
 use crate::mixer::engine::EngineConfig;
-use crate::mixer::link::LinkConfig;
-use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
+use crate::mixer::service::{self as mixer, MixerReport};
 use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
 use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
 use crate::recorder::layout::{encode_chain, parse_chain, CHAIN_FILE};
-use crate::recorder::service::{self as recorder, RecorderConfig};
+use crate::recorder::service::RecorderConfig;
 use crate::recorder::{recovery, resume};
 use crate::sfu::notice::Audience;
-use crate::sfu::sim::{SfuSim, SimConfig, SimError, SimEvent};
-
-pub const ROOM: &str = "demo-room";
+use crate::sfu::sim::SimEvent;
+pub use crate::testbed::disk_fault::DiskFault;
+use crate::testbed::disk_fault::{FaultDisk, Injected};
+pub use crate::testbed::meeting::ROOM;
+use crate::testbed::meeting::{Meeting, MeetingConfig, MeetingError};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -44,12 +40,12 @@ pub enum DemoError {
     NoScratchDisk,
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
-    #[error("simulated SFU: {0}")]
-    Sfu(String),
+    #[error(transparent)]
+    Meeting(#[from] MeetingError),
     #[error("mixer: {0}")]
     Mixer(#[from] mixer::MixerError),
-    #[error("media link: {0}")]
-    Link(String),
+    #[error("the mixer task ended abnormally: {0}")]
+    MixerTask(#[from] tokio::task::JoinError),
     #[error("the recorder did not confirm the end of the recording")]
     NoSummary,
 }
@@ -155,119 +151,6 @@ impl Place {
             spool: Some(spool),
             disk: Some(disk),
         })
-    }
-}
-
-/// What a [`Meeting`] runs.
-#[derive(Debug, Clone)]
-pub struct MeetingConfig {
-    /// The recorder; its fragment duration is also the mixer's keyframe interval.
-    pub recorder: RecorderConfig,
-    pub participants: u8,
-    pub engine: EngineConfig,
-    pub recording: String,
-    /// ALSA capture device mixed in as the room microphone.
-    pub microphone: Option<String>,
-}
-
-/// A meeting on this machine over loopback, running: the simulated SFU sending the
-/// participants as RTP, the mixer (with the SFU's control channel through a
-/// [`WsSfuAdapter`]) and the recorder. The SFU and the recorder stop when it is
-/// dropped.
-pub struct Meeting {
-    /// Everything the simulated SFU reports, the announcements to the meeting among it.
-    pub sim_events: mpsc::UnboundedReceiver<SimEvent>,
-    /// What the mixer did.
-    pub reports: mpsc::UnboundedReceiver<MixerReport>,
-    /// Ends after [`stop`](Self::stop) with the recorder's summary.
-    pub mixer: JoinHandle<Result<Option<Summary>, MixerError>>,
-    stop: Option<oneshot::Sender<()>>,
-    sim: JoinHandle<Result<(), SimError>>,
-    recorder: JoinHandle<Result<(), TransportError>>,
-}
-
-impl Meeting {
-    pub async fn start(config: MeetingConfig) -> Result<Self, DemoError> {
-        let MeetingConfig {
-            recorder: rec,
-            participants,
-            engine,
-            recording,
-            microphone,
-        } = config;
-        let key = rec.key.clone();
-        let listener = recorder::open(&LinkAddr::Tcp("127.0.0.1:0".into()), &rec)
-            .await
-            .map_err(|e| DemoError::Link(e.to_string()))?;
-        let recorder_addr = listener.local_addr();
-        let (fragment, stats_interval) = (rec.writer.max_fragment, rec.stats_interval);
-        let recorder = tokio::spawn(recorder::serve(listener, Arc::new(rec)));
-
-        let sim = SfuSim::bind(
-            "127.0.0.1:0".parse().expect("an address"),
-            SimConfig {
-                participants,
-                ..SimConfig::default()
-            },
-        )
-        .await
-        .map_err(|e| DemoError::Sfu(e.to_string()))?;
-        let url = format!(
-            "ws://{}/",
-            sim.local_addr()
-                .map_err(|e| DemoError::Sfu(e.to_string()))?
-        );
-        let (sim_tx, sim_events) = mpsc::unbounded_channel();
-        let sim = tokio::spawn(sim.run(sim_tx));
-
-        let mixer_config = MixerConfig {
-            ingest: "127.0.0.1:0".parse().expect("an address"),
-            playout_delay: Duration::from_millis(100),
-            engine: EngineConfig {
-                keyframe_interval: fragment,
-                ..engine
-            },
-            link: LinkConfig::new(recorder_addr, key, &recording, ROOM),
-            stats_interval,
-            microphone,
-        };
-        let (ingest, adapter) = mixer::join_sfu(&mixer_config, &url, "recbox demo mixer").await?;
-        let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = oneshot::channel();
-        let mixer = tokio::spawn(mixer::run(
-            mixer_config,
-            ingest,
-            adapter,
-            reports_tx,
-            stop_rx,
-        ));
-        Ok(Self {
-            sim_events,
-            reports,
-            mixer,
-            stop: Some(stop),
-            sim,
-            recorder,
-        })
-    }
-
-    /// Asks the mixer to stop the recording (once; later calls do nothing).
-    pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-
-    /// Whether [`stop`](Self::stop) was called.
-    pub fn stopping(&self) -> bool {
-        self.stop.is_none()
-    }
-}
-
-impl Drop for Meeting {
-    fn drop(&mut self) {
-        self.sim.abort();
-        self.recorder.abort();
     }
 }
 
@@ -482,7 +365,7 @@ pub async fn run(
         Ok(Ok(Some(summary))) => summary,
         Ok(Ok(None)) => return Err(DemoError::NoSummary),
         Ok(Err(e)) => return Err(e.into()),
-        Err(e) => return Err(DemoError::Sfu(format!("mixer task: {e}"))),
+        Err(e) => return Err(e.into()),
     };
     say(
         out,

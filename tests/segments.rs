@@ -12,13 +12,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use common::segments::{check_segments, segment_contents};
 use fixture::{frames, start};
-use recbox::bench::scratch::Mounted;
 use recbox::link::frame::{Media, Track};
 use recbox::recorder::index::{encode_index, IndexFile};
 use recbox::recorder::inspect::inspect;
 use recbox::recorder::layout::{parse_chain, SegmentState, CHAIN_FILE, INDEX_FILE, MP4_FILE};
 use recbox::recorder::recording::{RecordingWriter, WriteError, WriterOptions};
 use recbox::recorder::recovery::{find_unfinished, recover};
+use recbox::testbed::scratch::Mounted;
 
 fn create(primary: &Path, opts: WriterOptions) -> RecordingWriter {
     let at = UNIX_EPOCH + Duration::from_secs(1_709_210_096);

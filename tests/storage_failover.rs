@@ -15,7 +15,6 @@ use common::segments::{
     check_segments, check_segments_but_a_gap_after, check_segments_from, segment_contents,
 };
 use common::{connect, feed, loop_disk, start_recorder, tmpfs, ROOM};
-use recbox::bench::scratch::Mounted;
 use recbox::link::frame::{FaultKind, FaultTarget, Summary, Track};
 use recbox::link::session::MixerEvent;
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
@@ -24,6 +23,7 @@ use recbox::recorder::layout::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE};
 use recbox::recorder::recovery::recover;
 use recbox::storage::health::HealthConfig;
 use recbox::synth::SyntheticFeed;
+use recbox::testbed::scratch::Mounted;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;

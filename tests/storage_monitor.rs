@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use recbox::bench::scratch::Mounted;
 use recbox::link::frame::{FaultKind, FaultTarget};
 use recbox::recorder::monitor::{MonitorConfig, StorageMonitor};
 use recbox::storage::health::{HealthConfig, HealthEvent};
+use recbox::testbed::scratch::Mounted;
 use tokio::sync::broadcast::Receiver;
 
 async fn next(events: &mut Receiver<HealthEvent>) -> (bool, FaultKind, FaultTarget) {

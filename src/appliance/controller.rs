@@ -46,11 +46,12 @@ pub enum Action {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Ended {
     /// It was asked to stop and did.
     Stopped,
-    Failed(String),
+    /// It failed: the mixer's error, or the task's panic.
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,7 +152,8 @@ impl Controller {
                 if lasted {
                     self.backoff = MIN_BACKOFF;
                 }
-                self.retry = Some((now + self.backoff, reason));
+                // What waits for the retry is told why, in words.
+                self.retry = Some((now + self.backoff, reason.to_string()));
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
         }

@@ -32,7 +32,7 @@ pub use liveness::{Liveness, Wedged};
 use crate::config::Config;
 use crate::link::frame::{now_millis, Summary};
 use crate::link::handshake::LinkKey;
-use crate::link::transport::LinkAddr;
+use crate::link::transport::{LinkAddr, TransportError};
 use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
 use crate::mixer::status::RecordingStatus;
 use crate::recorder::service::{self as recorder, RecorderConfig, StartError};
@@ -112,8 +112,12 @@ pub enum Event {
 pub enum ApplianceError {
     #[error("recorder: {0}")]
     RecorderStart(#[from] StartError),
+    #[error("the recorder stopped: its accept loop ended")]
+    RecorderEnded,
     #[error("the recorder stopped: {0}")]
-    RecorderStopped(String),
+    RecorderFailed(#[from] TransportError),
+    #[error("the recorder stopped: {0}")]
+    RecorderPanicked(#[from] tokio::task::JoinError),
 }
 
 /// Where commands go in and events come out.
@@ -260,11 +264,11 @@ impl Appliance {
                         }
                         Ok(Err(e)) => {
                             warn!(recording = %run.recording, "recording run ended: {e}");
-                            Ended::Failed(e.to_string())
+                            Ended::Failed(e.into())
                         }
                         Err(e) => {
                             error!(recording = %run.recording, "recording run failed: {e}");
-                            Ended::Failed(e.to_string())
+                            Ended::Failed(e.into())
                         }
                     };
                     controller.ended(ended, Instant::now().into_std())
@@ -290,12 +294,11 @@ impl Appliance {
                     Vec::new()
                 }
                 stopped = wait(recorder_task.as_mut()) => {
-                    let reason = match stopped {
-                        Ok(Ok(())) => "its accept loop ended".to_owned(),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    return Err(ApplianceError::RecorderStopped(reason));
+                    return Err(match stopped {
+                        Ok(Ok(())) => ApplianceError::RecorderEnded,
+                        Ok(Err(e)) => e.into(),
+                        Err(e) => e.into(),
+                    });
                 }
             };
             shell.perform(actions, &mut ctx);

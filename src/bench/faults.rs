@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::latency::{ms, Percentiles};
-use super::scratch::{LoopDisk, Mounted, Tmpfs};
 use crate::link::codec::DEFAULT_MAX_FRAME;
 use crate::link::frame::{text, FaultKind};
 use crate::link::handshake::LinkKey;
@@ -20,6 +19,7 @@ use crate::mixer::uplink::{Uplink, UplinkEvent};
 use crate::recorder::service::{self, RecorderConfig};
 use crate::storage::health::HealthConfig;
 use crate::synth::{PatternSpec, SyntheticFeed, ToneSpec};
+use crate::testbed::scratch::{LoopDisk, Mounted, Tmpfs};
 
 /// How long one trial may wait for its notice before the bench gives up.
 const WAIT: Duration = Duration::from_secs(10);

@@ -17,10 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
-use super::disk_fault::{newest_index, DiskFault, FaultDisk, Injected};
 use super::latency::{ms, Percentiles};
-use super::scratch::fresh_dir;
-use crate::demo::{Meeting, MeetingConfig};
 use crate::link::frame::{FaultKind, UnixMillis};
 use crate::link::handshake::LinkKey;
 use crate::mixer::engine::EngineConfig;
@@ -31,6 +28,9 @@ use crate::recorder::service::RecorderConfig;
 use crate::sfu::notice::{Announcement, Audience};
 use crate::sfu::sim::SimEvent;
 use crate::sfu::Notice;
+use crate::testbed::disk_fault::{newest_index, DiskFault, FaultDisk, Injected};
+use crate::testbed::meeting::{Meeting, MeetingConfig};
+use crate::testbed::scratch::fresh_dir;
 
 /// What the issue asks: p99 under this.
 pub const TARGET_P99: Duration = Duration::from_millis(100);

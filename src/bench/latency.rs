@@ -3,19 +3,26 @@
 
 use std::time::Duration;
 
+/// Count, median, 99th percentile and maximum of a set of samples, by nearest rank
+/// (the sample at rank ⌈q · n⌉): so the 99th percentile of 100 samples is the 99th
+/// smallest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Percentiles {
+pub struct Percentiles<T> {
     pub count: usize,
-    pub p50: Duration,
-    pub p99: Duration,
-    pub max: Duration,
+    pub p50: T,
+    pub p99: T,
+    pub max: T,
 }
 
-impl Percentiles {
-    /// `None` without samples.
-    pub fn of(samples: &[Duration]) -> Option<Self> {
-        let mut sorted = samples.to_vec();
-        sorted.sort_unstable();
+impl<T: Copy + PartialOrd> Percentiles<T> {
+    /// `None` without samples (samples that do not compare, a NaN, are left out).
+    pub fn of(samples: &[T]) -> Option<Self> {
+        let mut sorted: Vec<T> = samples
+            .iter()
+            .copied()
+            .filter(|s| s.partial_cmp(s).is_some())
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.partial_cmp(b).expect("comparable"));
         Some(Self {
             count: sorted.len(),
             p50: quantile(&sorted, 0.50)?,
@@ -25,13 +32,10 @@ impl Percentiles {
     }
 }
 
-/// The sample at quantile `q` (0..=1) of `sorted`: the one at rank `q · (n − 1)`,
-/// rounded to the nearest, so that the 99th of 100 samples is the second largest.
-pub fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
-    let last = sorted.len().checked_sub(1)?;
-    sorted
-        .get((last as f64 * q.clamp(0.0, 1.0)).round() as usize)
-        .copied()
+/// The sample at quantile `q` (0..=1) of `sorted`, by nearest rank.
+pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.max(1) - 1).copied()
 }
 
 /// Milliseconds, for printing.
@@ -55,8 +59,8 @@ mod tests {
         v.swap(3, 70);
         let p = Percentiles::of(&ms_list(&v)).unwrap();
         assert_eq!(p.count, 100);
-        // Rank 49.5 rounds to 50: the 51st sample.
-        assert_eq!(p.p50, Duration::from_millis(51));
+        // Rank ⌈0.5 · 100⌉: the 50th sample.
+        assert_eq!(p.p50, Duration::from_millis(50));
         assert_eq!(p.p99, Duration::from_millis(99));
         assert_eq!(p.max, Duration::from_millis(100));
     }
@@ -68,8 +72,19 @@ mod tests {
             (one.p50, one.p99, one.max),
             (ms_list(&[7])[0], ms_list(&[7])[0], ms_list(&[7])[0])
         );
-        assert_eq!(Percentiles::of(&[]), None);
-        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(Percentiles::<Duration>::of(&[]), None);
+        assert_eq!(quantile::<Duration>(&[], 0.5), None);
+    }
+
+    #[test]
+    fn percentiles_of_milliseconds() {
+        let samples: Vec<f64> = (1..=200).map(f64::from).collect();
+        let p = Percentiles::of(&samples).unwrap();
+        assert_eq!((p.count, p.p50, p.p99, p.max), (200, 100.0, 198.0, 200.0));
+        let one = Percentiles::of(&[7.5]).unwrap();
+        assert_eq!((one.p50, one.p99, one.max), (7.5, 7.5, 7.5));
+        assert_eq!(Percentiles::<f64>::of(&[]), None);
+        assert_eq!(Percentiles::of(&[f64::NAN]), None);
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! Benchmarks behind `recbox bench`: they print figures, they do not assert timing.
 
-pub mod disk_fault;
 pub mod faults;
 pub mod faults_e2e;
 pub mod latency;
 pub mod link;
 pub mod mix;
-pub mod scratch;
 pub mod writer;
 
 use std::str::FromStr;

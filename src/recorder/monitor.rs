@@ -44,12 +44,14 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
+    /// A space or super-block change (full disk, ext4 error) has no event; a poll
+    /// costs a statvfs and a read of the mount table, tens of µs.
+    pub const DEFAULT_POLL: Duration = Duration::from_millis(50);
+
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
-            // A space or super-block change (full disk, ext4 error) has no event;
-            // a poll costs a statvfs and a read of the mount table, tens of µs.
-            poll: Duration::from_millis(50),
+            poll: Self::DEFAULT_POLL,
             health: HealthConfig::default(),
         }
     }

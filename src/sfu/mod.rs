@@ -7,6 +7,7 @@ pub mod channel;
 pub mod control;
 pub mod notice;
 pub mod roster;
+#[cfg(feature = "lab")]
 pub mod sim;
 pub mod ws_adapter;
 

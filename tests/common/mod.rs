@@ -12,7 +12,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use recbox::bench::scratch::{LoopDisk, Tmpfs};
 use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::frame::{text, Summary};
 use recbox::link::handshake::LinkKey;
@@ -22,6 +21,7 @@ use recbox::media::h264::{nal_type, nal_units};
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::service::{self, RecorderConfig};
 use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
+use recbox::testbed::scratch::{LoopDisk, Tmpfs};
 use tokio::task::JoinHandle;
 
 pub const ROOM: &str = "room-1";

@@ -94,36 +94,6 @@ pub fn wait_child(pid: u32) -> io::Result<Exit> {
     })
 }
 
-/// Percentiles of a set of samples, by nearest rank.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Percentiles {
-    pub count: usize,
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    /// `None` for no samples.
-    pub fn of(samples: &[f64]) -> Option<Self> {
-        let mut sorted: Vec<f64> = samples.iter().copied().filter(|s| s.is_finite()).collect();
-        if sorted.is_empty() {
-            return None;
-        }
-        sorted.sort_by(f64::total_cmp);
-        let rank = |p: f64| {
-            let i = (p * sorted.len() as f64).ceil() as usize;
-            sorted[i.clamp(1, sorted.len()) - 1]
-        };
-        Some(Self {
-            count: sorted.len(),
-            p50: rank(0.50),
-            p99: rank(0.99),
-            max: sorted[sorted.len() - 1],
-        })
-    }
-}
-
 /// The local ports of UDP sockets in the text of `/proc/net/udp` (or `udp6`).
 pub fn parse_udp_ports(table: &str) -> Vec<u16> {
     table
@@ -169,17 +139,6 @@ mod tests {
         assert_eq!(parse_status_field(status, "Threads"), Some(7));
         assert_eq!(parse_status_field(status, "VmRSS"), None);
         assert!(threads(std::process::id()).is_some_and(|n| n >= 1));
-    }
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let samples: Vec<f64> = (1..=200).map(f64::from).collect();
-        let p = Percentiles::of(&samples).unwrap();
-        assert_eq!((p.count, p.p50, p.p99, p.max), (200, 100.0, 198.0, 200.0));
-        let one = Percentiles::of(&[7.5]).unwrap();
-        assert_eq!((one.p50, one.p99, one.max), (7.5, 7.5, 7.5));
-        assert_eq!(Percentiles::of(&[]), None);
-        assert_eq!(Percentiles::of(&[f64::NAN]), None);
     }
 
     #[test]

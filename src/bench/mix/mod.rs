@@ -40,9 +40,10 @@ use thiserror::Error;
 use self::ffmpeg::{FfmpegSettings, TsClock};
 use self::inputs::{InputError, Inputs};
 use self::marker::{MarkerLayout, MarkerReader};
-use self::measure::{cpu_time, monotonic_ns, threads, wait_child, Exit, Percentiles};
+use self::measure::{cpu_time, monotonic_ns, threads, wait_child, Exit};
 use self::recbox_side::{engine_config, parse_side_line, parse_tap, SideLine};
 use self::replay::{replay, Destination, ReplayLog};
+use super::latency::Percentiles;
 use crate::mixer::engine::EngineConfig;
 use crate::recorder::index::{IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use crate::recorder::layout::INDEX_FILE;
@@ -121,8 +122,8 @@ struct CpuWindow {
 struct Figures {
     cpu_per_output_s: f64,
     peak_rss_mb: f64,
-    latency: Option<Percentiles>,
-    durable: Option<Percentiles>,
+    latency: Option<Percentiles<f64>>,
+    durable: Option<Percentiles<f64>>,
     /// Output frames decoded, and stamped on their way out.
     decoded: usize,
     stamped: usize,
@@ -671,7 +672,7 @@ fn write_samples(
 }
 
 fn detail_line(run: &SideRun, f: &Figures) -> String {
-    let samples = |p: &Option<Percentiles>| p.map_or(0, |p| p.count);
+    let samples = |p: &Option<Percentiles<f64>>| p.map_or(0, |p| p.count);
     format!(
         "{}: output {} ({} decoded, {} stamped), {:.0} kbit/s; {} threads; {} latency samples; \
          replay {} send errors, {:.1} ms worst lag; {} ({})",
@@ -695,7 +696,7 @@ fn table(rows: &[(u8, Vec<Figures>)]) -> String {
         "{:<6} {:<8} {:>9} {:>10} {:>10} {:>10} {:>12} {:>12}\n",
         "people", "side", "CPU s/s", "peak MB", "lat p50", "lat p99", "durable p50", "durable p99"
     );
-    let ms = |p: Option<Percentiles>, f: fn(&Percentiles) -> f64| {
+    let ms = |p: Option<Percentiles<f64>>, f: fn(&Percentiles<f64>) -> f64| {
         p.map_or("-".to_owned(), |p| format!("{:.0} ms", f(&p)))
     };
     for (n, figures) in rows {
@@ -717,7 +718,7 @@ fn table(rows: &[(u8, Vec<Figures>)]) -> String {
                 (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
                 _ => "-".into(),
             };
-            let lat = |f: &Figures, p: fn(&Percentiles) -> f64| f.latency.map(|l| p(&l));
+            let lat = |f: &Figures, p: fn(&Percentiles<f64>) -> f64| f.latency.map(|l| p(&l));
             s.push_str(&format!(
                 "{:<6} {:<8} {:>9} {:>10} {:>10} {:>10}\n",
                 n,

@@ -3,8 +3,8 @@
 //! Everything that decides (negotiation, buffer queue, raw layout, discovery, the
 //! encoding loop in [`M2mEncoder`]) is plain Rust built everywhere and drives an
 //! [`M2mDevice`]. The ioctls live in `device` (feature `v4l2`, which needs libclang
-//! to build); `sim` is a device that encodes with openh264, so the whole path runs
-//! on hosts.
+//! to build); the tests' `sim` is a device that encodes with openh264, so the whole
+//! path runs on hosts.
 
 pub mod abi;
 #[cfg(feature = "v4l2")]
@@ -14,7 +14,8 @@ pub mod m2m;
 pub mod negotiate;
 pub mod queue;
 pub mod raw;
-pub mod sim;
+#[cfg(test)]
+mod sim;
 
 use std::path::Path;
 use std::time::Duration;

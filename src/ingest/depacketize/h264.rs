@@ -19,8 +19,9 @@ const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
 /// Start code written before every NAL unit of an output access unit.
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
-/// Largest access unit reassembled: the media link's default frame limit.
-pub const MAX_ACCESS_UNIT: usize = 4 << 20;
+/// Largest access unit reassembled: the media link's default frame limit, which a
+/// frame of the mix must fit in too.
+pub const MAX_ACCESS_UNIT: usize = crate::link::codec::DEFAULT_MAX_FRAME;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum H264Error {
