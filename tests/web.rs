@@ -273,23 +273,35 @@ impl Chromium {
         }
     }
 
-    async fn eval(&mut self, expression: &str) -> Value {
+    /// The value of `expression` in the page, or the exception it threw.
+    async fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
         let r = self
             .call(
                 "Runtime.evaluate",
                 json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
             )
             .await;
-        assert!(r.get("exceptionDetails").is_none(), "{expression}: {r}");
-        r["result"]["value"].clone()
+        match r.get("exceptionDetails") {
+            Some(e) => Err(e.clone()),
+            None => Ok(r["result"]["value"].clone()),
+        }
     }
 
+    async fn eval(&mut self, expression: &str) -> Value {
+        let r = self.try_eval(expression).await;
+        r.unwrap_or_else(|e| panic!("{expression}: {e}"))
+    }
+
+    /// Until `expression` is truthy; exceptions count as not yet (the page may
+    /// still be loading).
     async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let v = self.eval(expression).await;
-            if v != Value::Null && v != json!(false) {
-                return v;
+            let v = self.try_eval(expression).await;
+            match v {
+                Ok(v) if v != Value::Null && v != json!(false) => return v,
+                Ok(_) => {}
+                Err(e) => assert!(Instant::now() < deadline, "{what}: {e}"),
             }
             assert!(Instant::now() < deadline, "page never showed {what}");
             tokio::time::sleep(Duration::from_millis(100)).await;
