@@ -37,3 +37,4 @@ pub mod systemd;
 mod test_log;
 #[cfg(feature = "lab")]
 pub mod testbed;
+pub mod web;

@@ -26,6 +26,9 @@ enum Command {
     /// Check a configuration file, or print the documented defaults.
     #[command(subcommand)]
     Config(cmd::config::Args),
+    /// The web page's admin password.
+    #[command(subcommand)]
+    Web(cmd::web::Args),
     /// Print what a recording directory holds: tracks, fragments, time span, health.
     Inspect(cmd::inspect::Args),
     /// Recover a recording by hand: truncate a torn tail, rebuild the index and playlist.
@@ -80,6 +83,7 @@ fn main() -> Result<()> {
         Command::Run(args) => rt.block_on(cmd::run::run(args)),
         Command::Mixer(args) => rt.block_on(cmd::mixer::run(args)),
         Command::Config(args) => cmd::config::run(args),
+        Command::Web(args) => cmd::web::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Repair(args) => cmd::repair::run(args),
         #[cfg(feature = "lab")]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -17,7 +17,7 @@ use super::{Command, Event, Handle, RecordingState};
 use crate::audio::{ChimeCues, ChimePlayer};
 use crate::config::Config;
 use crate::panel::{
-    self, Lifecycle, Panel, PanelCommand, PanelIo, PanelTiming, SimulatedPanelHandle,
+    self, Lifecycle, Panel, PanelCommand, PanelIo, PanelState, PanelTiming, SimulatedPanelHandle,
 };
 
 /// What the front is made of.
@@ -48,18 +48,43 @@ impl Front {
 
     /// Follows `handle`'s events until the appliance ends.
     pub fn spawn(self, handle: &Handle) -> JoinHandle<()> {
-        let events = handle.subscribe();
-        let commands = handle.commands();
-        tokio::spawn(self.run(events, commands))
+        self.spawn_watched(handle).0
     }
 
+    /// As [`Front::spawn`], and the state the panel shows, to follow it (the web page).
+    pub fn spawn_watched(self, handle: &Handle) -> (JoinHandle<()>, watch::Receiver<PanelState>) {
+        let events = handle.subscribe();
+        let commands = handle.commands();
+        let (gestures_tx, gestures) = mpsc::unbounded_channel();
+        let panel = Panel::spawn(self.panel, self.timing, gestures_tx);
+        let state = panel.watch();
+        let front = Parts {
+            chimes: self.chimes,
+            button: self.button,
+            timing: self.timing,
+        };
+        (
+            tokio::spawn(front.run(panel, gestures, events, commands)),
+            state,
+        )
+    }
+}
+
+/// What the front's task runs besides the panel.
+struct Parts {
+    chimes: ChimePlayer,
+    button: Option<SimulatedPanelHandle>,
+    timing: PanelTiming,
+}
+
+impl Parts {
     async fn run(
         self,
+        panel: Panel,
+        mut gestures: mpsc::UnboundedReceiver<PanelCommand>,
         mut events: broadcast::Receiver<Event>,
         commands: mpsc::UnboundedSender<Command>,
     ) {
-        let (gestures_tx, mut gestures) = mpsc::unbounded_channel();
-        let panel = Panel::spawn(self.panel, self.timing, gestures_tx);
         let chimes = self.chimes;
         let mut cues = ChimeCues::new();
         let mut signals = self.button.map(Arc::new).map(|button| {

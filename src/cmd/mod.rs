@@ -8,6 +8,7 @@ pub mod mixer;
 pub mod recorder;
 pub mod repair;
 pub mod run;
+pub mod web;
 
 #[cfg(feature = "lab")]
 pub mod bench;

@@ -26,11 +26,19 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let plan = Plan::both(&config, key);
     let shutdown = shutdown_signal()?;
+    let web = match config.web.listen {
+        Some(addr) => Some(recbox::web::Web::bind(addr, recbox::web::Settings::of(&config)).await?),
+        None => None,
+    };
     let (appliance, handle) = Appliance::new(plan, notifier());
-    let front = Front::open(&config).spawn(&handle);
+    let (front, panel) = Front::open(&config).spawn_watched(&handle);
+    let web = web.map(|web| web.spawn(handle.commands(), handle.subscribe(), panel));
     drop(handle);
     let result = appliance.run(shutdown).await.context("recbox");
     // The front ends with the appliance's events, after the last chime.
     let _ = front.await;
+    if let Some(web) = web {
+        web.abort();
+    }
     result
 }

@@ -59,6 +59,7 @@ pub struct Config {
     pub recording: RecordingSection,
     pub panel: PanelSection,
     pub audio: AudioSection,
+    pub web: WebSection,
 }
 
 /// The media link between mixer and recorder.
@@ -296,6 +297,35 @@ impl Default for AudioSection {
             chime: true,
             playback: "default".into(),
             microphone: None,
+        }
+    }
+}
+
+/// The box's web page and its API (`crate::web`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Where the page listens; off by default.
+    #[serde(with = "value::addr_or_empty")]
+    pub listen: Option<SocketAddr>,
+    /// Argon2 PHC string of the admin password (`recbox web hash-password`); without
+    /// it only the status is served.
+    #[serde(with = "value::text_or_empty")]
+    pub admin_password_hash: Option<String>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: u32,
+    /// Largest request body taken.
+    #[serde(with = "value::size")]
+    pub max_request_body: u64,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            admin_password_hash: None,
+            max_connections: 32,
+            max_request_body: 16 << 10,
         }
     }
 }
@@ -658,6 +688,30 @@ impl Config {
                 "audio.microphone",
                 audio.microphone.as_deref().unwrap_or_default(),
                 "must name an ALSA device, or be \"\" for none",
+            );
+        }
+        let web = &self.web;
+        if let Some(hash) = &web.admin_password_hash {
+            if let Err(e) = crate::web::auth::check_hash(hash) {
+                p.push(
+                    "web.admin_password_hash",
+                    None,
+                    format!("{e} (make one with `recbox web hash-password`)"),
+                );
+            }
+        }
+        if !(1..=1024).contains(&web.max_connections) {
+            p.push(
+                "web.max_connections",
+                Some(web.max_connections.to_string()),
+                "must be 1 to 1024",
+            );
+        }
+        if !(1024..=(1 << 20)).contains(&web.max_request_body) {
+            p.add(
+                "web.max_request_body",
+                &crate::size::format(web.max_request_body),
+                "must be 1K to 1M",
             );
         }
         p.0

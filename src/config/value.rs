@@ -113,6 +113,31 @@ pub mod size_or_auto {
     }
 }
 
+/// An optional socket address: `""` for none.
+pub mod addr_or_empty {
+    use super::*;
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "" => Ok(None),
+            a => a.parse().map(Some).map_err(|_| {
+                de::Error::custom(
+                    "not an address (examples: 127.0.0.1:8080, [::]:80, \"\" for off)",
+                )
+            }),
+        }
+    }
+}
+
 /// An optional path: `""` for none.
 pub mod path_or_empty {
     use super::*;

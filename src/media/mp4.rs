@@ -607,6 +607,8 @@ pub struct TrackInfo {
     pub sample_rate: u32,
     /// File offset of this track's 64-bit `tkhd` duration, if the `tkhd` is version 1.
     pub tkhd_duration_at: Option<u64>,
+    /// File offset of the 16-bit Opus `PreSkip` in `dOps`.
+    pub pre_skip_at: Option<u64>,
 }
 
 /// What the reader learns from `moov`.
@@ -686,6 +688,7 @@ fn parse_trak(trak: &[u8], trak_offset: u64) -> Result<TrackInfo, ReadError> {
         channels: 0,
         sample_rate: 0,
         tkhd_duration_at: None,
+        pre_skip_at: None,
     };
     for b in boxes(trak) {
         let (h, b) = b?;
@@ -735,7 +738,11 @@ fn parse_trak(trak: &[u8], trak_offset: u64) -> Result<TrackInfo, ReadError> {
                 .flatten()
             {
                 let mut f = Fields::new(dops, "dOps");
-                f.take(4)?;
+                f.take(2)?;
+                // `dops` lies inside `trak`: its place there is the pointers' distance.
+                let at = dops.as_ptr() as usize - trak.as_ptr() as usize + f.pos;
+                t.pre_skip_at = Some(trak_offset + at as u64);
+                f.take(2)?;
                 t.sample_rate = f.u32()?;
             }
         }
@@ -1141,6 +1148,41 @@ pub fn duration_patches(init: &InitInfo, track_ends: &[(u32, u64)]) -> Vec<(u64,
     patches
 }
 
+/// An init segment with its duration fields zeroed: equal for two segments of one
+/// recording (durations are patched when each is closed), different when the codec
+/// configuration, size or tracks differ.
+pub fn stream_configuration(init: &[u8]) -> Result<Vec<u8>, ReadError> {
+    let info = read_init(&mut std::io::Cursor::new(init), init.len() as u64)?;
+    let mut bytes = init[..(info.len as usize).min(init.len())].to_vec();
+    for (at, zero) in duration_patches(&info, &[]) {
+        if let Some(field) = bytes.get_mut(at as usize..at as usize + zero.len()) {
+            field.copy_from_slice(&zero);
+        }
+    }
+    zero_pre_skip(&info, &mut bytes);
+    Ok(bytes)
+}
+
+/// The init segment for the segments of a recording after its first: the Opus
+/// `PreSkip` is 0. The encoder's warm-up samples are at the very start of the
+/// recording only; players drop `PreSkip` samples at the start of every file (ffmpeg
+/// and the browsers built on it do), which would cut real audio from each later
+/// segment. Same length and layout as `init`, so one [`InitInfo`] serves both.
+pub fn continuation_init(init: &[u8]) -> Result<Vec<u8>, ReadError> {
+    let info = read_init(&mut std::io::Cursor::new(init), init.len() as u64)?;
+    let mut bytes = init.to_vec();
+    zero_pre_skip(&info, &mut bytes);
+    Ok(bytes)
+}
+
+fn zero_pre_skip(info: &InitInfo, bytes: &mut [u8]) {
+    for at in info.tracks.iter().filter_map(|t| t.pre_skip_at) {
+        if let Some(field) = bytes.get_mut(at as usize..at as usize + 2) {
+            field.fill(0);
+        }
+    }
+}
+
 /// Movie duration in microseconds for the given track ends.
 pub fn movie_duration_us(init: &InitInfo, track_ends: &[(u32, u64)]) -> u64 {
     track_ends
@@ -1213,6 +1255,29 @@ mod tests {
                 },
             ],
         )
+    }
+
+    #[test]
+    fn a_continuation_init_has_no_pre_skip_and_the_same_layout() {
+        let (video, audio) = params();
+        let first = init_segment(&video, &audio).unwrap();
+        let next = continuation_init(&first).unwrap();
+        assert_eq!(first.len(), next.len());
+        let read = |b: &[u8]| read_init(&mut Cursor::new(b), b.len() as u64).unwrap();
+        let info = read(&first);
+        assert_eq!(info, read(&next));
+        let at = info.tracks[1].pre_skip_at.unwrap() as usize;
+        assert_eq!(
+            u16::from_be_bytes([first[at], first[at + 1]]),
+            audio.pre_skip
+        );
+        assert_eq!(&next[at..at + 2], [0, 0]);
+        let differ: Vec<usize> = (0..first.len()).filter(|&i| first[i] != next[i]).collect();
+        assert!(differ.iter().all(|&i| i == at || i == at + 1), "{differ:?}");
+        assert_eq!(
+            stream_configuration(&first).unwrap(),
+            stream_configuration(&next).unwrap()
+        );
     }
 
     #[test]

@@ -91,6 +91,15 @@ impl Inspection {
     pub fn is_healthy(&self) -> bool {
         self.torn.is_none() && self.index.is_consistent() && self.finished
     }
+
+    /// The health line of `recbox inspect`.
+    pub fn health_text(&self) -> &'static str {
+        match (self.finished, self.is_healthy()) {
+            (_, true) => "finished cleanly",
+            (true, false) => "finished, but damaged since: run `recbox repair`",
+            (false, _) => "NOT finished: run `recbox repair`",
+        }
+    }
 }
 
 /// Inspects a recording directory and, if it is one segment of several, every
@@ -117,7 +126,8 @@ pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
     Ok(inspection)
 }
 
-fn inspect_segment(dir: &Path) -> Result<Inspection, InspectError> {
+/// One segment alone (its chain not followed).
+pub(crate) fn inspect_segment(dir: &Path) -> Result<Inspection, InspectError> {
     let path = dir.join(MP4_FILE);
     let io = |source| InspectError::Io {
         path: path.clone(),
@@ -279,12 +289,7 @@ impl fmt::Display for Inspection {
                 writeln!(f)?;
             }
         }
-        let state = match (self.finished, self.is_healthy()) {
-            (_, true) => "finished cleanly",
-            (true, false) => "finished, but damaged since: run `recbox repair`",
-            (false, _) => "NOT finished: run `recbox repair`",
-        };
-        writeln!(f, "  health   {state}")?;
+        writeln!(f, "  health   {}", self.health_text())?;
         if self.chain.is_empty() {
             return Ok(());
         }

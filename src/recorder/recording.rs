@@ -473,6 +473,7 @@ pub struct RecordingWriter {
     opts: WriterOptions,
     fragmenter: Fragmenter,
     init: InitInfo,
+    /// The init segment of the segments after the first (no Opus pre-skip).
     init_bytes: Vec<u8>,
     current: Segment,
     /// Earlier segments, in order.
@@ -581,8 +582,10 @@ impl RecordingWriter {
         } = origin;
         let mut fragmenter = Fragmenter::new(start, opts.max_fragment)?;
         fragmenter.number_from(tail.sequence);
-        let init_bytes = fragmenter.init_segment();
-        let init = mp4::read_init(&mut Cursor::new(&init_bytes), init_bytes.len() as u64)?;
+        let first_init = fragmenter.init_segment();
+        let init = mp4::read_init(&mut Cursor::new(&first_init), first_init.len() as u64)?;
+        // Only segment 0 holds the encoder's warm-up (the Opus pre-skip).
+        let init_bytes = mp4::continuation_init(&first_init)?;
         // Through the fragmenter before any file is made, so a refusal leaves none.
         let mut carried = Vec::new();
         for m in &tail.media {
@@ -607,7 +610,11 @@ impl RecordingWriter {
                 first_us: tail.start_us,
                 budget: spool.then(|| opts.spool_max_bytes.saturating_sub(spool_used)),
             },
-            &init_bytes,
+            if number == 0 {
+                &first_init
+            } else {
+                &init_bytes
+            },
             &init,
             &opts,
         )?;

@@ -386,12 +386,9 @@ pub fn compare_init(existing: &[u8], start: &StartParams) -> Result<(), Mismatch
             now: format!("{} tracks", now.tracks.len()),
         });
     }
-    let mut unpatched = existing.to_vec();
-    for (at, zero) in mp4::duration_patches(&was, &[]) {
-        if let Some(field) = unpatched.get_mut(at as usize..at as usize + zero.len()) {
-            field.copy_from_slice(&zero);
-        }
-    }
+    let unpatched =
+        mp4::stream_configuration(existing).map_err(|e| Mismatch::Unreadable(e.to_string()))?;
+    let fresh = mp4::stream_configuration(&fresh).map_err(|e| Mismatch::Invalid(e.to_string()))?;
     if unpatched == fresh {
         Ok(())
     } else {

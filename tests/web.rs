@@ -1,0 +1,711 @@
+//! The box's web page against `recbox run` as a real process, over real sockets:
+//! the JSON API and its authentication, byte ranges with `curl -r`, path traversal
+//! refused, a live server-sent status event when a real storage fault is injected
+//! (the recording file removed under the recorder), and headless Chromium (Debian's,
+//! driven over the DevTools protocol) showing the state and the fault and playing a
+//! finished recording in the page's `<video>`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use recbox::recorder::layout::MP4_FILE;
+use recbox::sfu::sim::{SfuSim, SimConfig};
+use recbox::synth::PatternSpec;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Generous: the machine is shared and busy.
+const PATIENCE: Duration = Duration::from_secs(120);
+const PASSWORD: &str = "room 4 admin";
+
+struct Recbox {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Recbox {
+    fn spawn(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_recbox"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("recbox: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn wait_line(&self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("recbox never logged {text:?}"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Recbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hash_password() -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recbox"))
+        .args(["web", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// One curl call: status, headers, body.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+fn curl(args: &[&str]) -> Reply {
+    let dir = tempfile::tempdir().unwrap();
+    let (body, headers) = (dir.path().join("body"), dir.path().join("headers"));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&headers)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Reply {
+        status: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+        headers: std::fs::read_to_string(headers).unwrap_or_default(),
+        body: std::fs::read(body).unwrap_or_default(),
+    }
+}
+
+fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Server-sent events of `/api/events`, read from a raw socket.
+struct Events {
+    reader: BufReader<TcpStream>,
+}
+
+impl Events {
+    fn open(addr: &str) -> Self {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(
+            s,
+            "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(s);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        Self { reader }
+    }
+
+    /// The next status event's data.
+    fn next(&mut self) -> Value {
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.reader.read_line(&mut line).unwrap() > 0,
+                "events ended"
+            );
+            // Chunked framing lines are not `data:` lines.
+            if let Some(data) = line.trim().strip_prefix("data:") {
+                return serde_json::from_str(data.trim()).unwrap();
+            }
+        }
+    }
+}
+
+/// Headless Chromium over the DevTools protocol, one page.
+struct Chromium {
+    child: Child,
+    _profile: tempfile::TempDir,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    session: String,
+    next_id: u64,
+}
+
+impl Chromium {
+    async fn launch() -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                "--window-size=1280,1400",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium (tests/run installs it)");
+        let port_file = profile.path().join("DevToolsActivePort");
+        let text = until("DevToolsActivePort", || {
+            std::fs::read_to_string(&port_file)
+                .ok()
+                .filter(|t| t.lines().count() >= 2)
+        });
+        let mut lines = text.lines();
+        let (port, path) = (lines.next().unwrap(), lines.next().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}"))
+            .await
+            .unwrap();
+        let mut me = Self {
+            child,
+            _profile: profile,
+            ws,
+            session: String::new(),
+            next_id: 0,
+        };
+        let target = me
+            .call("Target.createTarget", json!({"url": "about:blank"}))
+            .await;
+        let attached = me
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        me.session = attached["sessionId"].as_str().unwrap().to_owned();
+        me
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({"id": id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            message["sessionId"] = json!(self.session);
+        }
+        self.ws
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+        loop {
+            let reply = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("DevTools answers")
+                .unwrap()
+                .unwrap();
+            let Message::Text(text) = reply else { continue };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == json!(id) {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// The value of `expression` in the page, or the exception it threw.
+    async fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        match r.get("exceptionDetails") {
+            Some(e) => Err(e.clone()),
+            None => Ok(r["result"]["value"].clone()),
+        }
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        let r = self.try_eval(expression).await;
+        r.unwrap_or_else(|e| panic!("{expression}: {e}"))
+    }
+
+    /// Until `expression` is truthy; exceptions count as not yet (the page may
+    /// still be loading).
+    async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let v = self.try_eval(expression).await;
+            match v {
+                Ok(v) if v != Value::Null && v != json!(false) => return v,
+                Ok(_) => {}
+                Err(e) => assert!(Instant::now() < deadline, "{what}: {e}"),
+            }
+            assert!(Instant::now() < deadline, "page never showed {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, sfu: &str, hash: &str) -> PathBuf {
+    let path = dir.join("recbox.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[link]
+socket = "{dir}/run/link.sock"
+[recorder]
+storage = "{dir}/storage"
+spool = "{dir}/spool"
+stats_interval = "500ms"
+[mixer]
+ingest = "127.0.0.1:0"
+room = "room-1"
+size = "1280x720"
+fps = 10
+encoder = "software"
+[sfu]
+url = "{sfu}"
+[recording]
+autostart = false
+[panel]
+backend = "none"
+[audio]
+chime = false
+[web]
+listen = "127.0.0.1:0"
+admin_password_hash = "{hash}"
+max_connections = 16
+"#,
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn current_file(storage: &Path) -> Option<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(storage.join("room-1"))
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join(MP4_FILE)))
+        .filter(|f| f.is_file())
+        .collect();
+    files.sort();
+    files.pop()
+}
+
+#[test]
+fn the_web_page_serves_status_recordings_and_commands() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sfu = rt.block_on(async {
+        let sim = SfuSim::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            SimConfig {
+                participants: 2,
+                video: PatternSpec {
+                    width: 160,
+                    height: 120,
+                    fps: 10,
+                    gop: 20,
+                    ..PatternSpec::default()
+                },
+                ..SimConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let url = format!("ws://{}/", sim.local_addr().unwrap());
+        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(sim.run(tx));
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        url
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let recbox = Recbox::spawn(&config(dir.path(), &sfu, &hash_password()));
+    let line = recbox.wait_line("web page listening");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap()
+        .to_owned();
+    let url = |path: &str| format!("http://{addr}{path}");
+
+    // The status is open to all; the rest needs a session.
+    let status = curl(&[&url("/api/status")]);
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["state"], "idle");
+    assert_eq!(status.json()["panel"], "ready");
+    assert_eq!(curl(&[&url("/")]).status, 200);
+    let refused = curl(&[&url("/api/recordings")]);
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("www-authenticate").as_deref(),
+        Some("Bearer")
+    );
+    let start = r#"{"command":"start"}"#;
+    let json_type = "Content-Type: application/json";
+    assert_eq!(
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            json_type,
+            "-d",
+            start,
+            &url("/api/commands")
+        ])
+        .status,
+        401
+    );
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer 00ff", &url("/api/recordings")]).status,
+        401
+    );
+    let wrong = curl(&[
+        "-H",
+        json_type,
+        "-d",
+        r#"{"password":"guess"}"#,
+        &url("/api/login"),
+    ]);
+    assert_eq!(wrong.status, 401);
+    let big = format!(r#"{{"password":"{}"}}"#, "x".repeat(64 << 10));
+    assert_eq!(
+        curl(&["-H", json_type, "-d", &big, &url("/api/login")]).status,
+        413,
+        "bodies are bounded"
+    );
+    let login = curl(&[
+        "-H",
+        json_type,
+        "-d",
+        &json!({ "password": PASSWORD }).to_string(),
+        &url("/api/login"),
+    ]);
+    assert_eq!(login.status, 200);
+    assert!(login.header("set-cookie").unwrap().contains("HttpOnly"));
+    let token = login.json()["token"].as_str().unwrap().to_owned();
+    let bearer = format!("Authorization: Bearer {token}");
+    let authed = |path: &str, extra: &[&str]| {
+        let mut args = vec!["-H", bearer.as_str()];
+        args.extend_from_slice(extra);
+        let u = url(path);
+        args.push(&u);
+        curl(&args)
+    };
+    assert_eq!(authed("/api/recordings", &[]).json(), json!([]));
+
+    // The page, live.
+    let mut browser = rt.block_on(Chromium::launch());
+    rt.block_on(async {
+        browser
+            .call("Page.navigate", json!({ "url": url("/") }))
+            .await;
+        browser
+            .wait_for(
+                "the idle state",
+                "document.getElementById('state').textContent === 'idle'",
+            )
+            .await;
+    });
+
+    // A command starts recording, as the panel's button does.
+    let accepted = authed("/api/commands", &["-H", json_type, "-d", start]);
+    assert_eq!(
+        accepted.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&accepted.body)
+    );
+    assert_eq!(accepted.json()["accepted"], "start");
+    let mut events = Events::open(&addr);
+    until("recording with stats", || {
+        let s = events.next();
+        (s["state"] == "recording" && s["bytes"].as_u64().is_some_and(|b| b > 0)).then_some(())
+    });
+    rt.block_on(browser.wait_for(
+        "the recording state",
+        "document.getElementById('state').textContent.startsWith('recording')",
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A real storage fault: the recording file removed under the recorder.
+    let file = current_file(&storage).expect("a recording file");
+    std::fs::remove_file(&file).unwrap();
+    let fault = until("a fault event", || {
+        let s = events.next();
+        let faults = s["faults"].as_array().cloned().unwrap_or_default();
+        faults
+            .into_iter()
+            .find(|f| f["kind"] == "file_write_failed")
+    });
+    assert!(
+        fault["text"].as_str().unwrap().contains("recording file"),
+        "{fault}"
+    );
+    assert!(
+        fault["detail"].as_str().unwrap().contains("removed"),
+        "{fault}"
+    );
+    rt.block_on(browser.wait_for(
+        "the fault",
+        "document.querySelector('#faults li[data-kind=file_write_failed]') !== null",
+    ));
+    drop(events);
+    // Back on the storage, then long enough for a segment to play past 3 s.
+    until("recovered", || {
+        let s = curl(&[&url("/api/status")]).json();
+        (s["faults"].as_array().unwrap().is_empty() && s["panel"] == "recording").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let stop = authed(
+        "/api/commands",
+        &["-H", json_type, "-d", r#"{"command":"stop"}"#],
+    );
+    assert_eq!(stop.status, 202);
+    until("idle", || {
+        (curl(&[&url("/api/status")]).json()["state"] == "idle").then_some(())
+    });
+
+    // The recording, every segment listed with its health.
+    let list = authed("/api/recordings", &[]).json();
+    let rec = &list[0];
+    let segments = rec["segments"].as_array().unwrap();
+    assert!(segments.len() >= 3, "storage, spool, storage again: {rec}");
+    assert_eq!(segments[1]["root"], "spool");
+    assert!(
+        segments[0]["health"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be inspected"),
+        "its file was removed: {}",
+        segments[0]
+    );
+    let last = segments.last().unwrap();
+    assert_eq!(last["health"], "finished cleanly", "{last}");
+    assert!(rec["whole"].is_null(), "segment 0 lost its file: {rec}");
+    assert!(
+        rec["whole_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("segment 0"),
+        "{rec}"
+    );
+    let id = rec["id"].as_str().unwrap();
+    let one = authed(&format!("/api/recordings/{id}"), &[]);
+    assert_eq!(one.json()["id"], id);
+
+    // Byte ranges.
+    let mp4 = last["mp4"].as_str().unwrap();
+    let whole = authed(mp4, &[]);
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.header("accept-ranges").as_deref(), Some("bytes"));
+    let len = whole.body.len();
+    let part = authed(mp4, &["-r", "100-199"]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, whole.body[100..200]);
+    assert_eq!(
+        part.header("content-range").unwrap(),
+        format!("bytes 100-199/{len}")
+    );
+    let tail = authed(mp4, &["-r", "-50"]);
+    assert_eq!(
+        (tail.status, &tail.body[..]),
+        (206, &whole.body[len - 50..])
+    );
+    let beyond = authed(mp4, &["-r", &format!("{len}-")]);
+    assert_eq!(beyond.status, 416);
+    assert_eq!(
+        beyond.header("content-range").unwrap(),
+        format!("bytes */{len}")
+    );
+    let local = dir.path().join("downloaded.mp4");
+    std::fs::write(&local, &whole.body).unwrap();
+    assert_eq!(common::stream_codecs(&local), ["h264", "opus"]);
+    // A later segment has no Opus pre-skip: decoded, none of its audio is dropped
+    // (players drop the pre-skip at the start of every file).
+    assert_eq!(
+        decoded_samples(&local),
+        common::packet_counts(&local)[1] * 960,
+        "20 ms packets at 48 kHz"
+    );
+    let playlist = authed(last["playlist"].as_str().unwrap(), &[]);
+    assert_eq!(playlist.status, 200);
+    assert!(String::from_utf8_lossy(&playlist.body).contains("#EXT-X-ENDLIST"));
+    assert_eq!(curl(&[&url(mp4)]).status, 401, "media needs a session too");
+
+    // Nothing outside the listing can be named.
+    for path in [
+        "/recordings/..%2F..%2F..%2Fetc%2Fpasswd/0/recording.mp4",
+        "/recordings/room-1~..%2F..%2Fetc/0/recording.m3u8",
+        "/recordings/%2Fetc%2Fpasswd/recording.mp4",
+        "/recordings/../../../etc/passwd",
+        "/api/recordings/..%2F..",
+    ] {
+        let r = authed(path, &["--path-as-is"]);
+        assert!(
+            r.status == 404 || r.status == 400,
+            "{path}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("root:"),
+            "{path}"
+        );
+    }
+
+    // The page plays the finished segment, logged in through its own form.
+    let mp4 = mp4.to_owned();
+    rt.block_on(async {
+        browser
+            .eval(&format!(
+                "document.getElementById('password').value = {}; \
+                 document.getElementById('login').requestSubmit(); true",
+                json!(PASSWORD)
+            ))
+            .await;
+        browser
+            .wait_for("the recordings", "document.querySelectorAll('#list tr').length > 0")
+            .await;
+        browser
+            .eval(&format!(
+                "const v = document.getElementById('player'); v.muted = true; \
+                 v.src = {}; v.play(); true",
+                json!(mp4)
+            ))
+            .await;
+        let played = browser
+            .wait_for(
+                "the video playing past 3 s",
+                "(() => { const v = document.getElementById('player'); \
+                   if (v.error) return 'error ' + v.error.code + ' ' + v.error.message; \
+                   return v.currentTime > 3 ? [v.currentTime, v.videoWidth, v.videoHeight] : null; })()",
+            )
+            .await;
+        assert!(played.is_array(), "media error: {played}");
+        assert_eq!(played[1], 1280, "{played}");
+        assert_eq!(played[2], 720, "{played}");
+        if let Ok(path) = std::env::var("RECBOX_WEB_SCREENSHOT") {
+            browser
+                .eval("document.getElementById('player').pause(); true")
+                .await;
+            let shot = browser
+                .call("Page.captureScreenshot", json!({"format": "png"}))
+                .await;
+            let bytes = base64_decode(shot["data"].as_str().unwrap());
+            std::fs::write(path, bytes).unwrap();
+        }
+    });
+    drop(recbox);
+}
+
+/// Audio samples (48 kHz, mono) ffmpeg decodes from `file`.
+fn decoded_samples(file: &Path) -> u64 {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-map", "0:a", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.len() as u64 / 2
+}
+
+/// Standard base64 (the screenshot DevTools sends).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = Vec::new();
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
