@@ -39,7 +39,9 @@ pub struct HealthConfig {
     pub full_space_bytes: u64,
     /// `LowSpace` and `DiskFull` clear only once free space is back above the low
     /// watermark plus this margin, so a recording hovering at a threshold (or files
-    /// being deleted and rewritten) does not flap between primary and spool.
+    /// being deleted and rewritten) does not flap between primary and spool. On a
+    /// small file system the margin shrinks to a quarter of the space above the low
+    /// watermark, so freeing it always clears.
     pub hysteresis_bytes: u64,
 }
 
@@ -314,8 +316,14 @@ impl StorageHealth {
         }
         let low = self.config.low_space_for(total);
         let full = self.config.full_space_bytes;
-        // Capped at the size of the file system so a tiny one can still clear.
-        let clear_at = low.saturating_add(self.config.hysteresis_bytes).min(total);
+        // The margin is at most a quarter of the space above the low watermark: a
+        // small file system, mostly free again, must clear (free space never
+        // reaches its total, the recording itself takes some).
+        let margin = self
+            .config
+            .hysteresis_bytes
+            .min(total.saturating_sub(low) / 4);
+        let clear_at = low.saturating_add(margin);
         let detail = |mark: u64| {
             format!(
                 "{} free of {}, below {}",
@@ -650,13 +658,24 @@ mod tests {
 
     #[test]
     fn tiny_file_systems_can_clear_and_empty_readings_are_ignored() {
-        let mut h = health();
+        // A 32 MiB tmpfs with 2M/4M watermarks and the default 64 MiB margin: the
+        // margin shrinks to a quarter of the 28 MiB above the low watermark.
+        let mut h = StorageHealth::new(HealthConfig {
+            low_space_bytes: Some(4 * MIB),
+            full_space_bytes: 2 * MIB,
+            ..HealthConfig::default()
+        });
         let tiny = |free| Observation::Space {
             free_bytes: free,
-            total_bytes: 100 * MIB,
+            total_bytes: 32 * MIB,
         };
         assert_eq!(summary(&h.observe(tiny(MIB), 1)).len(), 2);
-        assert_eq!(summary(&h.observe(tiny(100 * MIB), 2)).len(), 2);
+        assert!(h.observe(tiny(11 * MIB - 1), 2).is_empty());
+        // Freed, though the recording still takes some of it.
+        assert_eq!(
+            summary(&h.observe(tiny(11 * MIB), 2)),
+            [(DiskFull, Storage, false), (LowSpace, Storage, false)]
+        );
         assert!(h
             .observe(
                 Observation::Space {
