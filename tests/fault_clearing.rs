@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::process::RecorderProcess;
 use common::{connect, feed, loop_disk, tmpfs, ROOM};
-use recbox::bench::scratch::Mounted;
+use recbox::testbed::scratch::Mounted;
 use recbox::link::frame::{now_millis, FaultKind, FaultTarget, UnixMillis};
 use recbox::link::session::MixerEvent;
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
