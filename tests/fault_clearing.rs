@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use common::process::RecorderProcess;
 use common::{connect, feed, loop_disk, tmpfs, ROOM};
-use recbox::testbed::scratch::Mounted;
 use recbox::link::frame::{now_millis, FaultKind, FaultTarget, UnixMillis};
 use recbox::link::session::MixerEvent;
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::storage::space;
 use recbox::synth::SyntheticFeed;
+use recbox::testbed::scratch::Mounted;
 
 const MIB: u64 = 1 << 20;
 /// Bounds a broken run only; the recorder reacts within a poll (50 ms).
