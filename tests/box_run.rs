@@ -22,40 +22,12 @@ use recbox::config::Config;
 use recbox::mixer::service::MixerReport;
 use recbox::panel::{PanelState, SimulatedPanel};
 use recbox::recorder::layout::{INDEX_FILE, MP4_FILE};
-use recbox::sfu::sim::{SfuSim, SimConfig};
 use recbox::sfu::Notice;
-use recbox::synth::PatternSpec;
 use recbox::systemd::Notifier;
 use tokio::sync::{broadcast, oneshot};
 
 /// Generous: the machine is shared and busy.
 const PATIENCE: Duration = Duration::from_secs(90);
-
-/// The simulated SFU in this process; its control URL.
-async fn start_sfu() -> String {
-    let sim = SfuSim::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        SimConfig {
-            participants: 2,
-            video: PatternSpec {
-                width: 160,
-                height: 120,
-                fps: 10,
-                gop: 20,
-                ..PatternSpec::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let url = format!("ws://{}/", sim.local_addr().unwrap());
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(sim.run(tx));
-    // The simulator serves while someone listens.
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    url
-}
 
 /// The notify socket systemd would bind; every datagram as a line.
 struct NotifySocket {
@@ -285,7 +257,7 @@ fn check_recording(dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_is_ready_watched_records_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let sfu = start_sfu().await;
+    let sfu = common::start_sfu().await;
     let config = small_box(dir.path(), &sfu);
     let mut notify = NotifySocket::bind(dir.path());
     let config_arg = config.to_str().unwrap().to_owned();
@@ -341,7 +313,7 @@ async fn mixer_alone_records_on_a_recorder_elsewhere() {
     .await;
     let key_file = dir.path().join("link.key");
     std::fs::write(&key_file, b"test link key\n").unwrap();
-    let sfu = start_sfu().await;
+    let sfu = common::start_sfu().await;
     let args: Vec<String> = [
         "mixer",
         "--sfu",
@@ -502,7 +474,7 @@ fn recorded(event: &Event) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_panel_button_records_and_safe_stops_with_chimes() {
     let dir = tempfile::tempdir().unwrap();
-    let sfu = start_sfu().await;
+    let sfu = common::start_sfu().await;
     let text = std::fs::read_to_string(small_box(dir.path(), &sfu)).unwrap();
     let mut config = Config::parse(&text).unwrap();
     config.recording.autostart = false;
@@ -587,7 +559,7 @@ async fn the_panel_button_records_and_safe_stops_with_chimes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_press_the_simulated_panel_button() {
     let dir = tempfile::tempdir().unwrap();
-    let sfu = start_sfu().await;
+    let sfu = common::start_sfu().await;
     let config = small_box(dir.path(), &sfu);
     let text = std::fs::read_to_string(&config)
         .unwrap()

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use recbox::recorder::layout::MP4_FILE;
-use recbox::sfu::sim::{SfuSim, SimConfig};
-use recbox::synth::PatternSpec;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -367,29 +365,7 @@ fn current_file(storage: &Path) -> Option<PathBuf> {
 #[test]
 fn the_web_page_serves_status_recordings_and_commands() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sfu = rt.block_on(async {
-        let sim = SfuSim::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            SimConfig {
-                participants: 2,
-                video: PatternSpec {
-                    width: 160,
-                    height: 120,
-                    fps: 10,
-                    gop: 20,
-                    ..PatternSpec::default()
-                },
-                ..SimConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        let url = format!("ws://{}/", sim.local_addr().unwrap());
-        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(sim.run(tx));
-        tokio::spawn(async move { while events.recv().await.is_some() {} });
-        url
-    });
+    let sfu = rt.block_on(common::start_sfu());
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("storage");
     let recbox = Recbox::spawn(&config(dir.path(), &sfu, &hash_password()));

@@ -21,6 +21,7 @@ use recbox::link::transport::{LinkAddr, LinkListener, TransportError};
 use recbox::media::h264::{nal_type, nal_units};
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::service::{self, RecorderConfig};
+use recbox::sfu::sim::{SfuSim, SimConfig};
 use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
 use recbox::testbed::scratch::{LoopDisk, Tmpfs};
 use tokio::task::JoinHandle;
@@ -57,6 +58,32 @@ pub async fn start_recorder_task(
         local,
         tokio::spawn(service::serve(listener, Arc::new(config))),
     )
+}
+
+/// A simulated SFU in this process with two small participants; its control URL.
+pub async fn start_sfu() -> String {
+    let sim = SfuSim::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            participants: 2,
+            video: PatternSpec {
+                width: 160,
+                height: 120,
+                fps: 10,
+                gop: 20,
+                ..PatternSpec::default()
+            },
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/", sim.local_addr().unwrap());
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(sim.run(tx));
+    // The simulator serves while someone listens.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    url
 }
 
 pub fn feed() -> SyntheticFeed {
