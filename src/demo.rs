@@ -23,7 +23,7 @@ pub use crate::bench::disk_fault::DiskFault;
 use crate::bench::disk_fault::{FaultDisk, Injected};
 use crate::link::frame::Summary;
 use crate::link::handshake::LinkKey;
-use crate::link::transport::{LinkAddr, TransportError};
+use crate::link::transport::LinkAddr;
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::LinkConfig;
 use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
@@ -183,7 +183,7 @@ pub struct Meeting {
     pub mixer: JoinHandle<Result<Option<Summary>, MixerError>>,
     stop: Option<oneshot::Sender<()>>,
     sim: JoinHandle<Result<(), SimError>>,
-    recorder: JoinHandle<Result<(), TransportError>>,
+    recorder: JoinHandle<()>,
 }
 
 impl Meeting {
@@ -195,7 +195,7 @@ impl Meeting {
             recording,
             microphone,
         } = config;
-        let key = rec.key.clone();
+        let key = rec.keys.current.clone();
         let listener = recorder::open(&LinkAddr::Tcp("127.0.0.1:0".into()), &rec)
             .await
             .map_err(|e| DemoError::Link(e.to_string()))?;

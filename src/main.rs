@@ -18,7 +18,8 @@ use recbox::config::{Config, ConfigError};
 use recbox::demo::{DemoConfig, FaultPlan};
 use recbox::encoder::EncoderKind;
 use recbox::link::codec::DEFAULT_MAX_FRAME;
-use recbox::link::handshake::LinkKey;
+use recbox::link::handshake::{KeyRing, LinkKey};
+use recbox::link::keyfile;
 use recbox::link::transport::LinkAddr;
 use recbox::media::picture::VideoSize;
 use recbox::mixer::engine::EngineConfig;
@@ -67,6 +68,17 @@ impl KeyArgs {
 }
 
 #[derive(Subcommand)]
+enum KeyCommand {
+    /// Write a fresh random link key (64 hex digits) to FILE, readable only by its owner.
+    New {
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the recorder: accept media-link sessions and write recordings.
     Recorder {
@@ -78,6 +90,16 @@ enum Command {
         storage: PathBuf,
         #[command(flatten)]
         key: KeyArgs,
+        /// File holding the previous link key, still accepted while mixers move to
+        /// the current one (key rotation).
+        #[arg(long)]
+        previous_key_file: Option<PathBuf>,
+        /// A connection that has not proven the link key by then is closed.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        handshake_timeout: Duration,
+        /// Most connections waiting to authenticate; beyond it the oldest is closed.
+        #[arg(long, default_value_t = service::DEFAULT_MAX_UNAUTHENTICATED)]
+        max_unauthenticated: usize,
         /// Interval of the Stats frames sent to the mixer, e.g. 5s or 500ms.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         stats_interval: Duration,
@@ -115,6 +137,9 @@ enum Command {
     /// on another machine. Settings come from --config (or the built-in defaults),
     /// flags override them.
     Mixer(MixerArgs),
+    /// Media-link keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Check a configuration file, or print the documented defaults.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -406,6 +431,9 @@ fn main() -> Result<()> {
             listen,
             storage,
             key,
+            previous_key_file,
+            handshake_timeout,
+            max_unauthenticated,
             stats_interval,
             max_frame,
             spool,
@@ -414,7 +442,17 @@ fn main() -> Result<()> {
             low_space,
             full_space,
         } => {
-            let mut config = RecorderConfig::new(storage, key.load()?);
+            let previous = KeyArgs {
+                key: None,
+                key_file: previous_key_file,
+            };
+            let keys = KeyRing {
+                current: key.load()?,
+                previous: previous.given().context("previous link key")?,
+            };
+            let mut config = RecorderConfig::new(storage, keys);
+            config.handshake_timeout = handshake_timeout;
+            config.max_unauthenticated = max_unauthenticated;
             config.stats_interval = stats_interval;
             config.max_frame = max_frame;
             config.spool = spool;
@@ -427,6 +465,11 @@ fn main() -> Result<()> {
         Command::Run { config } => {
             let config = box_config(config)?;
             rt.block_on(run_box(config))
+        }
+        Command::Key(KeyCommand::New { file, force }) => {
+            keyfile::write_new(&file, rand::random(), force)?;
+            println!("wrote a new link key to {}", file.display());
+            Ok(())
         }
         Command::Mixer(args) => {
             let config = args.config()?;
@@ -521,9 +564,8 @@ fn main() -> Result<()> {
 
 async fn run_recorder(listen: LinkAddr, config: RecorderConfig) -> Result<()> {
     let listener = service::open(&listen, &config).await?;
-    service::serve(listener, Arc::new(config))
-        .await
-        .context("recorder stopped")
+    service::serve(listener, Arc::new(config)).await;
+    Ok(())
 }
 
 fn config_error(path: &Path, e: ConfigError) -> anyhow::Error {

@@ -291,8 +291,7 @@ impl Appliance {
                 }
                 stopped = wait(recorder_task.as_mut()) => {
                     let reason = match stopped {
-                        Ok(Ok(())) => "its accept loop ended".to_owned(),
-                        Ok(Err(e)) => e.to_string(),
+                        Ok(()) => "its accept loop ended".to_owned(),
                         Err(e) => e.to_string(),
                     };
                     return Err(ApplianceError::RecorderStopped(reason));
