@@ -23,6 +23,9 @@ enum Command {
     /// on another machine. Settings come from --config (or the built-in defaults),
     /// flags override them.
     Mixer(cmd::mixer::Args),
+    /// Media-link keys.
+    #[command(subcommand)]
+    Key(cmd::key::Args),
     /// Check a configuration file, or print the documented defaults.
     #[command(subcommand)]
     Config(cmd::config::Args),
@@ -82,6 +85,7 @@ fn main() -> Result<()> {
         Command::Recorder(args) => rt.block_on(cmd::recorder::run(args)),
         Command::Run(args) => rt.block_on(cmd::run::run(args)),
         Command::Mixer(args) => rt.block_on(cmd::mixer::run(args)),
+        Command::Key(args) => cmd::key::run(args),
         Command::Config(args) => cmd::config::run(args),
         Command::Web(args) => cmd::web::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use recbox::link::codec::{CodecError, DEFAULT_MAX_FRAME};
+use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::frame::{text, Fault, FaultKind, FaultTarget, Frame, Media, Stats, Track};
+use recbox::link::handshake::{HandshakeError, KeyRing, LinkKey};
 use recbox::link::transport::{
     connect, FrameReader, FrameSender, LinkAddr, LinkListener, TransportError,
 };
@@ -14,12 +15,27 @@ async fn pair(
     addr: &LinkAddr,
     max_frame: usize,
 ) -> ((FrameReader, FrameSender), (FrameReader, FrameSender)) {
-    let listener = LinkListener::bind(addr, max_frame).await.unwrap();
+    let listener = LinkListener::bind(addr).await.unwrap();
     let local = listener.local_addr();
-    let (client, accepted) = tokio::join!(connect(&local, max_frame), listener.accept());
-    let (reader, sender, peer) = accepted.unwrap();
-    assert!(!peer.is_empty());
-    (client.unwrap(), (reader, sender))
+    let key: LinkKey = "transport test key".parse().unwrap();
+    let keys = KeyRing::single(key.clone());
+    let accepted = tokio::spawn(async move {
+        let incoming = listener.accept().await.unwrap();
+        assert!(!incoming.peer.is_empty());
+        incoming.authenticate(&keys, max_frame).await.unwrap()
+    });
+    let (client_reader, client_sender) = connect(&local, &key, max_frame).await.unwrap();
+    // The server's handshake completes with the client's first record.
+    client_sender.send(Frame::Ping { seq: 0 }).await.unwrap();
+    let mut server = accepted.await.unwrap();
+    assert_eq!(
+        server.reader.next().await.unwrap(),
+        Some(Frame::Ping { seq: 0 })
+    );
+    (
+        (client_reader, client_sender),
+        (server.reader, server.sender),
+    )
 }
 
 fn tcp() -> LinkAddr {
@@ -188,66 +204,104 @@ async fn unix_control_overtakes_media_backlog() {
     control_overtakes_media_backlog(unix(&dir)).await;
 }
 
-#[tokio::test]
-async fn oversize_length_closes_with_too_large_before_the_payload() {
-    let listener = LinkListener::bind(&tcp(), 1024).await.unwrap();
+/// What `authenticate` says of a raw client that sends `bytes` and then closes.
+async fn refusal(bytes: &[u8]) -> TransportError {
+    let listener = LinkListener::bind(&tcp()).await.unwrap();
     let LinkAddr::Tcp(host_port) = listener.local_addr() else {
         unreachable!()
     };
     let mut raw = tokio::net::TcpStream::connect(host_port).await.unwrap();
-    let (mut reader, _sender, _) = listener.accept().await.unwrap();
-    // Only the length prefix: the reader must not wait for the 1 GiB it announces.
-    raw.write_all(&(1u32 << 30).to_le_bytes()).await.unwrap();
-    let err = reader.next().await.unwrap_err();
+    raw.write_all(bytes).await.unwrap();
+    raw.shutdown().await.unwrap();
+    let keys = KeyRing::single("k".parse().unwrap());
+    match listener
+        .accept()
+        .await
+        .unwrap()
+        .authenticate(&keys, DEFAULT_MAX_FRAME)
+        .await
+    {
+        Ok(_) => panic!("a raw client must not authenticate"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_clients_are_refused_with_their_reason() {
+    // A version 1 mixer's Hello, a stranger, an oversize handshake message from a
+    // client claiming the right key, and one that stops in the middle.
+    let err = refusal(&[60, 0, 0, 0, 1, 1, 0, 5, b'r', b'e', b'c', b'-', b'x', 0]).await;
+    assert!(
+        matches!(err, TransportError::Handshake(HandshakeError::NotRecbox)),
+        "{err}"
+    );
+    let err = refusal(b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(
+        matches!(err, TransportError::Handshake(HandshakeError::NotRecbox)),
+        "{err}"
+    );
+    let key: LinkKey = "k".parse().unwrap();
+    let mut preamble = b"RBXL\x02\x00".to_vec();
+    preamble.extend_from_slice(&key_id_bytes(&key));
+    let mut big = preamble.clone();
+    big.extend_from_slice(&[0xff, 0xff]);
+    let err = refusal(&big).await;
     assert!(
         matches!(
             err,
-            TransportError::Codec(CodecError::TooLarge {
-                len: 0x4000_0000,
-                max: 1024
-            })
+            TransportError::Handshake(HandshakeError::TooLarge { len: 65535, .. })
         ),
         "{err}"
     );
-    // The link stays failed.
-    assert!(reader.next().await.is_err());
+    let mut forged = preamble.clone();
+    forged.extend_from_slice(&[48, 0]);
+    forged.extend_from_slice(&[7; 48]);
+    let err = refusal(&forged).await;
+    assert!(
+        matches!(
+            err,
+            TransportError::Handshake(HandshakeError::MixerFailedAuth(_))
+        ),
+        "{err}"
+    );
+    let err = refusal(&preamble[..5]).await;
+    assert!(matches!(err, TransportError::Io(_)), "{err}");
+}
+
+fn key_id_bytes(key: &LinkKey) -> Vec<u8> {
+    let hex = key.id().to_string();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[tokio::test]
-async fn garbage_is_malformed() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = LinkListener::bind(&unix(&dir), DEFAULT_MAX_FRAME)
+async fn a_recorder_without_the_key_fails_authentication() {
+    // Greets like a recorder, then answers the handshake with noise.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = LinkAddr::Tcp(listener.local_addr().unwrap().to_string());
+    let fake = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(recbox::link::handshake::BANNER).await.unwrap();
+        let mut first = vec![0; 14 + 2 + 48];
+        tokio::io::AsyncReadExt::read_exact(&mut s, &mut first)
+            .await
+            .unwrap();
+        s.write_all(&[48, 0]).await.unwrap();
+        s.write_all(&[1; 48]).await.unwrap();
+        s
+    });
+    let err = connect(&addr, &"k".parse().unwrap(), DEFAULT_MAX_FRAME)
         .await
-        .unwrap();
-    let mut raw = tokio::net::UnixStream::connect(dir.path().join("link.sock"))
-        .await
-        .unwrap();
-    let (mut reader, _sender, _) = listener.accept().await.unwrap();
-    raw.write_all(&[5, 0, 0, 0, 0xff, 0xfe, 0xfd, 0xfc, 0xfb])
-        .await
-        .unwrap();
-    let err = reader.next().await.unwrap_err();
+        .err()
+        .expect("a fake recorder must not be trusted");
     assert!(
-        matches!(err, TransportError::Codec(CodecError::Malformed(_))),
+        err.to_string()
+            .starts_with("recorder failed authentication"),
         "{err}"
     );
-}
-
-#[tokio::test]
-async fn eof_mid_frame_is_an_error() {
-    let listener = LinkListener::bind(&tcp(), DEFAULT_MAX_FRAME).await.unwrap();
-    let LinkAddr::Tcp(host_port) = listener.local_addr() else {
-        unreachable!()
-    };
-    let mut raw = tokio::net::TcpStream::connect(host_port).await.unwrap();
-    let (mut reader, _sender, _) = listener.accept().await.unwrap();
-    raw.write_all(&[10, 0, 0, 0, 1, 2]).await.unwrap();
-    drop(raw);
-    let err = reader.next().await.unwrap_err();
-    assert!(
-        matches!(err, TransportError::Truncated { buffered: 6 }),
-        "{err}"
-    );
+    drop(fake.await.unwrap());
 }
 
 #[tokio::test]
@@ -274,7 +328,7 @@ async fn write_error_is_reported_on_a_later_send() {
 
 #[tokio::test]
 async fn tcp_port_zero_reports_the_real_port() {
-    let listener = LinkListener::bind(&tcp(), DEFAULT_MAX_FRAME).await.unwrap();
+    let listener = LinkListener::bind(&tcp()).await.unwrap();
     let LinkAddr::Tcp(host_port) = listener.local_addr() else {
         panic!("expected a TCP address");
     };
@@ -291,10 +345,10 @@ async fn unix_bind_replaces_only_stale_sockets() {
     // A socket file whose listener is gone is replaced.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let live = LinkListener::bind(&addr, DEFAULT_MAX_FRAME).await.unwrap();
+    let live = LinkListener::bind(&addr).await.unwrap();
 
     // One with a live listener is not.
-    let err = LinkListener::bind(&addr, DEFAULT_MAX_FRAME)
+    let err = LinkListener::bind(&addr)
         .await
         .err()
         .expect("a live socket must not be taken over");
@@ -304,7 +358,7 @@ async fn unix_bind_replaces_only_stale_sockets() {
     // Nor is a file that is not a socket.
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, b"keep me").unwrap();
-    let err = LinkListener::bind(&LinkAddr::Unix(file.clone()), DEFAULT_MAX_FRAME)
+    let err = LinkListener::bind(&LinkAddr::Unix(file.clone()))
         .await
         .err()
         .expect("a regular file must not be removed");
@@ -316,7 +370,7 @@ async fn unix_bind_replaces_only_stale_sockets() {
 async fn connect_to_nothing_names_the_address() {
     let dir = tempfile::tempdir().unwrap();
     let addr = unix(&dir);
-    let err = connect(&addr, DEFAULT_MAX_FRAME)
+    let err = connect(&addr, &"k".parse().unwrap(), DEFAULT_MAX_FRAME)
         .await
         .err()
         .expect("nothing listens there");

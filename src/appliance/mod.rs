@@ -32,7 +32,7 @@ pub use liveness::{Liveness, Wedged};
 use crate::config::Config;
 use crate::link::frame::{now_millis, Summary};
 use crate::link::handshake::LinkKey;
-use crate::link::transport::{LinkAddr, TransportError};
+use crate::link::transport::LinkAddr;
 use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
 use crate::mixer::status::RecordingStatus;
 use crate::recorder::service::{self as recorder, RecorderConfig, StartError};
@@ -118,8 +118,6 @@ pub enum ApplianceError {
     RecorderStart(#[from] StartError),
     #[error("the recorder stopped: its accept loop ended")]
     RecorderEnded,
-    #[error("the recorder stopped: {0}")]
-    RecorderFailed(#[from] TransportError),
     #[error("the recorder stopped: {0}")]
     RecorderPanicked(#[from] tokio::task::JoinError),
 }
@@ -299,8 +297,7 @@ impl Appliance {
                 }
                 stopped = wait(recorder_task.as_mut()) => {
                     return Err(match stopped {
-                        Ok(Ok(())) => ApplianceError::RecorderEnded,
-                        Ok(Err(e)) => e.into(),
+                        Ok(()) => ApplianceError::RecorderEnded,
                         Err(e) => e.into(),
                     });
                 }

@@ -68,12 +68,9 @@ async fn recording_on(
     config.storage_poll = Duration::from_millis(20);
     config.stats_interval = Duration::from_secs(3600);
     tune(&mut config);
-    let listener = LinkListener::bind(
-        &"127.0.0.1:0".parse().map_err(io::Error::other)?,
-        DEFAULT_MAX_FRAME,
-    )
-    .await
-    .map_err(io::Error::other)?;
+    let listener = LinkListener::bind(&"127.0.0.1:0".parse().map_err(io::Error::other)?)
+        .await
+        .map_err(io::Error::other)?;
     let addr = listener.local_addr();
     tokio::spawn(service::serve(listener, Arc::new(config)));
     let uplink = Uplink::connect(&addr, key, text("bench"), DEFAULT_MAX_FRAME)

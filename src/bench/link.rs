@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::link::codec::DEFAULT_MAX_FRAME;
 use crate::link::frame::{Frame, Media, Track};
+use crate::link::handshake::{KeyRing, LinkKey};
 use crate::link::transport::{connect, LinkAddr, LinkListener, TransportError};
 
 const FRAME_SIZES: [usize; 2] = [1024, 100 * 1024];
@@ -62,11 +63,22 @@ async fn measure(
     size: usize,
     duration: Duration,
 ) -> Result<(u64, Duration), TransportError> {
-    let listener = LinkListener::bind(addr, DEFAULT_MAX_FRAME).await?;
+    let listener = LinkListener::bind(addr).await?;
     let local = listener.local_addr();
-    let (connected, accepted) = tokio::join!(connect(&local, DEFAULT_MAX_FRAME), listener.accept());
-    let (_mixer_reader, sender) = connected?;
-    let (mut reader, _recorder_sender, _) = accepted?;
+    let key = LinkKey::new(rand::random::<[u8; 32]>().to_vec()).expect("32 bytes is a valid key");
+    let keys = KeyRing::single(key.clone());
+    let accepted = tokio::spawn(async move {
+        let incoming = listener.accept().await?;
+        incoming.authenticate(&keys, DEFAULT_MAX_FRAME).await
+    });
+    let (_mixer_reader, sender) = connect(&local, &key, DEFAULT_MAX_FRAME).await?;
+    // The recorder's side is authenticated by the mixer's first record.
+    sender.send(Frame::Ping { seq: 0 }).await?;
+    let mut reader = accepted
+        .await
+        .expect("the accept task does not panic")?
+        .reader;
+    reader.next().await?;
 
     let data = vec![0x5a; size];
     let start = Instant::now();

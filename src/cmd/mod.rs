@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod inspect;
+pub mod key;
 pub mod mixer;
 pub mod recorder;
 pub mod repair;

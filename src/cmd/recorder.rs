@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use super::{parse_duration, parse_size, KeyArgs};
 use recbox::duration;
 use recbox::link::codec::DEFAULT_MAX_FRAME;
+use recbox::link::handshake::KeyRing;
 use recbox::link::transport::LinkAddr;
 use recbox::recorder::monitor::MonitorConfig;
 use recbox::recorder::recording::WriterOptions;
@@ -26,6 +27,16 @@ pub struct Args {
     storage: PathBuf,
     #[command(flatten)]
     key: KeyArgs,
+    /// File holding the previous link key, still accepted while mixers move to
+    /// the current one (key rotation).
+    #[arg(long)]
+    previous_key_file: Option<PathBuf>,
+    /// A connection that has not proven the link key by then is closed.
+    #[arg(long, default_value = duration::format(service::DEFAULT_HANDSHAKE_TIMEOUT), value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// Most connections waiting to authenticate; beyond it the oldest is closed.
+    #[arg(long, default_value_t = service::DEFAULT_MAX_UNAUTHENTICATED)]
+    max_unauthenticated: usize,
     /// Interval of the Stats frames sent to the mixer, e.g. 5s or 500ms.
     #[arg(long, default_value = duration::format(DEFAULT_STATS_INTERVAL), value_parser = parse_duration)]
     stats_interval: Duration,
@@ -53,7 +64,17 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut config = RecorderConfig::new(args.storage, args.key.load()?);
+    let previous = KeyArgs {
+        key: None,
+        key_file: args.previous_key_file,
+    };
+    let keys = KeyRing {
+        current: args.key.load()?,
+        previous: previous.given().context("previous link key")?,
+    };
+    let mut config = RecorderConfig::new(args.storage, keys);
+    config.handshake_timeout = args.handshake_timeout;
+    config.max_unauthenticated = args.max_unauthenticated;
     config.stats_interval = args.stats_interval;
     config.max_frame = args.max_frame;
     config.spool = args.spool;
@@ -62,7 +83,6 @@ pub async fn run(args: Args) -> Result<()> {
     config.health.low_space_bytes = args.low_space;
     config.health.full_space_bytes = args.full_space;
     let listener = service::open(&args.listen, &config).await?;
-    service::serve(listener, Arc::new(config))
-        .await
-        .context("recorder stopped")
+    service::serve(listener, Arc::new(config)).await;
+    Ok(())
 }

@@ -141,8 +141,8 @@ impl FrameDecoder {
 mod tests {
     use super::*;
     use crate::link::frame::{
-        text, AudioCodec, AudioParams, Fault, FaultKind, FaultTarget, Media, Role, StartParams,
-        Stats, Summary, Text, Track, VideoCodec, VideoParams,
+        text, AudioCodec, AudioParams, Fault, FaultKind, FaultTarget, Media, StartParams, Stats,
+        Summary, Text, Track, VideoCodec, VideoParams,
     };
     use proptest::prelude::*;
 
@@ -228,20 +228,7 @@ mod tests {
     /// Every `Frame` variant with every field drawn over its whole bounded range.
     fn any_frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            (any::<u16>(), any::<[u8; 32]>())
-                .prop_map(|(version, nonce)| Frame::Challenge { version, nonce }),
-            (
-                any::<u16>(),
-                prop_oneof![Just(Role::Mixer), Just(Role::Recorder)],
-                any_text::<64>(),
-                any::<[u8; 32]>()
-            )
-                .prop_map(|(version, role, recording, mac)| Frame::Hello {
-                    version,
-                    role,
-                    recording,
-                    mac
-                }),
+            any_text::<64>().prop_map(|recording| Frame::Hello { recording }),
             Just(Frame::Accept),
             any_text::<128>().prop_map(|reason| Frame::Reject { reason }),
             any_start().prop_map(Frame::Start),

@@ -4,9 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the media-link protocol spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
-
 /// Bounded text of at most `N` bytes.
 pub type Text<const N: usize> = heapless::String<N>;
 
@@ -23,32 +20,17 @@ pub fn now_millis() -> UnixMillis {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Mixer,
-    Recorder,
-}
-
 // `Start` carries the parameter sets inline (bounded, ~600 bytes); boxing it would
 // only save a copy of that size per frame moved, which is noise next to media.
 #[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    // --- handshake ---
-    /// recorder -> mixer, first frame of every session.
-    Challenge {
-        version: u16,
-        nonce: [u8; 32],
-    },
-    /// mixer -> recorder: answer to the challenge.
+    // --- session opening, inside the authenticated transport ---
+    /// mixer -> recorder, first frame of every session: the recording it is for.
     Hello {
-        version: u16,
-        role: Role,
         recording: RecordingId,
-        /// HMAC-SHA256(link key, nonce || version || role || recording).
-        mac: [u8; 32],
     },
-    /// recorder -> mixer: handshake accepted.
+    /// recorder -> mixer: session accepted.
     Accept,
     /// either side: the session is refused or closed because of `reason`.
     Reject {

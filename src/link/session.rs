@@ -1,25 +1,19 @@
 //! Session state machines of both link ends. Sans-IO: frames in, events and reply
-//! frames out; the nonce comes from the caller.
+//! frames out. They run inside the authenticated transport: the peer has proven the
+//! link key before the first frame.
 //!
 //! Every error ends the session: the shell sends [`reject_frame`] for it (unless the
 //! peer rejected first) and closes the connection. Later frames get
 //! [`SessionError::Closed`].
 
 use super::frame::{
-    text, Fault, FaultKind, FaultTarget, Frame, Media, RecordingId, Role, StartParams, Stats,
-    Summary, Text, UnixMillis, PROTOCOL_VERSION,
+    text, Fault, FaultKind, FaultTarget, Frame, Media, RecordingId, StartParams, Stats, Summary,
+    Text, UnixMillis,
 };
-use super::handshake::{hello_mac, verify_hello_mac, LinkKey};
 use crate::path_component;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
-    #[error("protocol version {got} is not supported (this side speaks version {want})")]
-    BadVersion { got: u16, want: u16 },
-    #[error("only a mixer may open a media-link session")]
-    BadRole,
-    #[error("the hello is not signed with this side's link key")]
-    BadKey,
     #[error("expected {expected}, got {got}")]
     UnexpectedFrame {
         expected: &'static str,
@@ -52,7 +46,6 @@ pub fn reject_frame(err: &SessionError) -> Frame {
 /// Name of a frame's variant, for errors and logs (no payload).
 pub fn frame_name(frame: &Frame) -> &'static str {
     match frame {
-        Frame::Challenge { .. } => "Challenge",
         Frame::Hello { .. } => "Hello",
         Frame::Accept => "Accept",
         Frame::Reject { .. } => "Reject",
@@ -108,32 +101,28 @@ enum RecorderState {
     Closed,
 }
 
-/// The recorder's end: checks the handshake, then the order Start, Media.., Stop.
+/// The recorder's end: takes the `Hello`, then checks the order Start, Media.., Stop.
 ///
-/// A session is bound to the recording id its `Hello` authenticated: every `Start`
-/// must carry it, and after `Stop` a new `Start` records that id again.
+/// A session is bound to the recording id of its `Hello`: every `Start` must carry
+/// it, and after `Stop` a new `Start` records that id again.
 #[derive(Debug)]
 pub struct RecorderSession {
-    key: LinkKey,
-    nonce: [u8; 32],
     state: RecorderState,
     recording: RecordingId,
 }
 
+impl Default for RecorderSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RecorderSession {
-    /// `nonce` must be fresh and random for every session (it defeats replayed hellos).
-    pub fn new(key: LinkKey, nonce: [u8; 32]) -> (Self, Frame) {
-        let session = Self {
-            key,
-            nonce,
+    pub fn new() -> Self {
+        Self {
             state: RecorderState::AwaitHello,
             recording: RecordingId::new(),
-        };
-        let challenge = Frame::Challenge {
-            version: PROTOCOL_VERSION,
-            nonce,
-        };
-        (session, challenge)
+        }
     }
 
     pub fn on_frame(&mut self, frame: Frame) -> Result<RecorderEvent, SessionError> {
@@ -151,27 +140,7 @@ impl RecorderSession {
             (_, Frame::Reject { reason }) => Err(SessionError::PeerRejected {
                 reason: reason.to_string(),
             }),
-            (
-                AwaitHello,
-                Frame::Hello {
-                    version,
-                    role,
-                    recording,
-                    mac,
-                },
-            ) => {
-                // Version first: another version may define the MAC differently.
-                if version != PROTOCOL_VERSION {
-                    return Err(SessionError::BadVersion {
-                        got: version,
-                        want: PROTOCOL_VERSION,
-                    });
-                }
-                if role != Role::Mixer {
-                    return Err(SessionError::BadRole);
-                }
-                verify_hello_mac(&self.key, &self.nonce, version, role, &recording, &mac)
-                    .map_err(|_| SessionError::BadKey)?;
+            (AwaitHello, Frame::Hello { recording }) => {
                 check_name("recording id", &recording)?;
                 self.state = Idle;
                 self.recording = recording.clone();
@@ -212,8 +181,6 @@ impl RecorderSession {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum MixerEvent {
-    /// Send this frame (the `Hello` answering the challenge).
-    Send(Frame),
     Accepted,
     Rejected {
         reason: String,
@@ -237,27 +204,24 @@ pub enum MixerEvent {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MixerState {
-    AwaitChallenge,
     AwaitAccept,
     Ready,
     Closed,
 }
 
-/// The mixer's end: answers the challenge, then turns recorder reports into events.
+/// The mixer's end: waits for `Accept`, then turns recorder reports into events.
 #[derive(Debug)]
 pub struct MixerSession {
-    key: LinkKey,
-    recording: RecordingId,
     state: MixerState,
 }
 
 impl MixerSession {
-    pub fn new(key: LinkKey, recording: RecordingId) -> Self {
-        Self {
-            key,
-            recording,
-            state: MixerState::AwaitChallenge,
-        }
+    /// The session and the `Hello` to send first.
+    pub fn new(recording: RecordingId) -> (Self, Frame) {
+        let session = Self {
+            state: MixerState::AwaitAccept,
+        };
+        (session, Frame::Hello { recording })
     }
 
     /// True once the recorder accepted the handshake (and has not rejected since).
@@ -283,29 +247,6 @@ impl MixerSession {
                     reason: reason.to_string(),
                 })
             }
-            (AwaitChallenge, Frame::Challenge { version, nonce }) => {
-                if version != PROTOCOL_VERSION {
-                    return Err(SessionError::BadVersion {
-                        got: version,
-                        want: PROTOCOL_VERSION,
-                    });
-                }
-                let mac = hello_mac(
-                    &self.key,
-                    &nonce,
-                    PROTOCOL_VERSION,
-                    Role::Mixer,
-                    &self.recording,
-                );
-                self.state = AwaitAccept;
-                Ok(MixerEvent::Send(Frame::Hello {
-                    version: PROTOCOL_VERSION,
-                    role: Role::Mixer,
-                    recording: self.recording.clone(),
-                    mac,
-                }))
-            }
-            (AwaitChallenge, other) => Err(unexpected("Challenge", &other)),
             (AwaitAccept, Frame::Accept) => {
                 self.state = Ready;
                 Ok(MixerEvent::Accepted)
@@ -331,12 +272,6 @@ mod tests {
     use super::*;
     use crate::link::codec::{encode, FrameDecoder, DEFAULT_MAX_FRAME};
     use crate::link::frame::{AudioCodec, AudioParams, Track, VideoCodec, VideoParams};
-
-    const NONCE: [u8; 32] = [7; 32];
-
-    fn key() -> LinkKey {
-        LinkKey::new("link key").unwrap()
-    }
 
     fn rec_id() -> RecordingId {
         text("rec-1")
@@ -373,20 +308,16 @@ mod tests {
         })
     }
 
-    fn hello(key: &LinkKey, version: u16, role: Role, recording: &str) -> Frame {
+    fn hello(recording: &str) -> Frame {
         Frame::Hello {
-            version,
-            role,
             recording: text(recording),
-            mac: hello_mac(key, &NONCE, version, role, recording),
         }
     }
 
     /// A recorder past the handshake.
     fn accepted_recorder() -> RecorderSession {
-        let (mut rec, _) = RecorderSession::new(key(), NONCE);
-        rec.on_frame(hello(&key(), PROTOCOL_VERSION, Role::Mixer, "rec-1"))
-            .unwrap();
+        let mut rec = RecorderSession::new();
+        rec.on_frame(hello("rec-1")).unwrap();
         rec
     }
 
@@ -401,13 +332,9 @@ mod tests {
 
     #[test]
     fn happy_path_between_both_machines() {
-        let (mut rec, challenge) = RecorderSession::new(key(), NONCE);
-        let mut mixer = MixerSession::new(key(), rec_id());
+        let mut rec = RecorderSession::new();
+        let (mut mixer, hello) = MixerSession::new(rec_id());
         assert!(!mixer.is_ready());
-
-        let MixerEvent::Send(hello) = mixer.on_frame(wire(challenge)).unwrap() else {
-            panic!("mixer must answer the challenge");
-        };
         let RecorderEvent::Accepted { recording, reply } = rec.on_frame(wire(hello)).unwrap()
         else {
             panic!("recorder must accept");
@@ -511,7 +438,7 @@ mod tests {
             media(0),
             Frame::Stop,
         ] {
-            let (mut rec, _) = RecorderSession::new(key(), NONCE);
+            let mut rec = RecorderSession::new();
             let got = frame_name(&frame);
             assert_eq!(
                 rec.on_frame(frame).unwrap_err(),
@@ -524,54 +451,12 @@ mod tests {
     }
 
     #[test]
-    fn hello_with_other_version_is_rejected() {
-        let (mut rec, _) = RecorderSession::new(key(), NONCE);
-        let err = rec
-            .on_frame(hello(&key(), PROTOCOL_VERSION + 1, Role::Mixer, "rec-1"))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            SessionError::BadVersion {
-                got: PROTOCOL_VERSION + 1,
-                want: PROTOCOL_VERSION
-            }
-        );
-    }
-
-    #[test]
-    fn hello_from_a_recorder_is_rejected() {
-        let (mut rec, _) = RecorderSession::new(key(), NONCE);
-        let err = rec
-            .on_frame(hello(&key(), PROTOCOL_VERSION, Role::Recorder, "rec-1"))
-            .unwrap_err();
-        assert_eq!(err, SessionError::BadRole);
-    }
-
-    #[test]
-    fn hello_with_wrong_key_or_nonce_is_rejected() {
-        let (mut rec, _) = RecorderSession::new(key(), NONCE);
-        let other = LinkKey::new("other key").unwrap();
-        assert_eq!(
-            rec.on_frame(hello(&other, PROTOCOL_VERSION, Role::Mixer, "rec-1"))
-                .unwrap_err(),
-            SessionError::BadKey
-        );
-        // A hello made for another challenge (a replay) fails too.
-        let (mut rec, _) = RecorderSession::new(key(), [8; 32]);
-        assert_eq!(
-            rec.on_frame(hello(&key(), PROTOCOL_VERSION, Role::Mixer, "rec-1"))
-                .unwrap_err(),
-            SessionError::BadKey
-        );
-    }
-
-    #[test]
     fn unsafe_names_are_rejected() {
         for id in ["", ".", "..", "a/b", "a\\b", "a\nb"] {
-            let (mut rec, _) = RecorderSession::new(key(), NONCE);
+            let mut rec = RecorderSession::new();
             assert!(
                 matches!(
-                    rec.on_frame(hello(&key(), PROTOCOL_VERSION, Role::Mixer, id)),
+                    rec.on_frame(hello(id)),
                     Err(SessionError::UnsafeName {
                         field: "recording id",
                         ..
@@ -646,10 +531,6 @@ mod tests {
         let recorder_frames = [
             Frame::Accept,
             Frame::Pong { seq: 1 },
-            Frame::Challenge {
-                version: PROTOCOL_VERSION,
-                nonce: NONCE,
-            },
             Frame::Stats(Stats {
                 file_bytes: 0,
                 index_bytes: 0,
@@ -678,7 +559,7 @@ mod tests {
         }
         let mut rec = accepted_recorder();
         assert!(matches!(
-            rec.on_frame(hello(&key(), PROTOCOL_VERSION, Role::Mixer, "rec-1")),
+            rec.on_frame(hello("rec-1")),
             Err(SessionError::UnexpectedFrame { got: "Hello", .. })
         ));
     }
@@ -709,10 +590,10 @@ mod tests {
 
     #[test]
     fn reject_frame_carries_the_reason() {
-        let Frame::Reject { reason } = reject_frame(&SessionError::BadKey) else {
+        let Frame::Reject { reason } = reject_frame(&SessionError::MediaBeforeStart) else {
             panic!("expected Reject");
         };
-        assert_eq!(reason.as_str(), SessionError::BadKey.to_string());
+        assert_eq!(reason.as_str(), SessionError::MediaBeforeStart.to_string());
         // Long reasons are cut to fit, never fail.
         let long = SessionError::UnsafeName {
             field: "room",
@@ -724,61 +605,16 @@ mod tests {
 
     #[test]
     fn mixer_reports_rejection() {
-        let mut mixer = MixerSession::new(key(), rec_id());
-        mixer
-            .on_frame(Frame::Challenge {
-                version: PROTOCOL_VERSION,
-                nonce: NONCE,
-            })
-            .unwrap();
-        let reject = reject_frame(&SessionError::BadKey);
+        let (mut mixer, _) = MixerSession::new(rec_id());
+        let reject = reject_frame(&SessionError::MediaBeforeStart);
         assert!(matches!(
             mixer.on_frame(reject).unwrap(),
-            MixerEvent::Rejected { reason } if reason.contains("link key")
+            MixerEvent::Rejected { reason } if reason.contains("media before start")
         ));
         assert!(!mixer.is_ready());
         assert_eq!(
             mixer.on_frame(Frame::Accept).unwrap_err(),
             SessionError::Closed
-        );
-    }
-
-    #[test]
-    fn mixer_checks_challenge_version_and_order() {
-        let mut mixer = MixerSession::new(key(), rec_id());
-        assert_eq!(
-            mixer
-                .on_frame(Frame::Challenge {
-                    version: PROTOCOL_VERSION + 1,
-                    nonce: NONCE
-                })
-                .unwrap_err(),
-            SessionError::BadVersion {
-                got: PROTOCOL_VERSION + 1,
-                want: PROTOCOL_VERSION
-            }
-        );
-        let mut mixer = MixerSession::new(key(), rec_id());
-        assert_eq!(
-            mixer.on_frame(Frame::Accept).unwrap_err(),
-            SessionError::UnexpectedFrame {
-                expected: "Challenge",
-                got: "Accept"
-            }
-        );
-        let mut mixer = MixerSession::new(key(), rec_id());
-        mixer
-            .on_frame(Frame::Challenge {
-                version: PROTOCOL_VERSION,
-                nonce: NONCE,
-            })
-            .unwrap();
-        assert_eq!(
-            mixer.on_frame(Frame::Pong { seq: 1 }).unwrap_err(),
-            SessionError::UnexpectedFrame {
-                expected: "Accept or Reject",
-                got: "Pong"
-            }
         );
     }
 
@@ -791,13 +627,7 @@ mod tests {
             Frame::Ping { seq: 1 },
         ] {
             let got = frame_name(&frame);
-            let mut mixer = MixerSession::new(key(), rec_id());
-            mixer
-                .on_frame(Frame::Challenge {
-                    version: PROTOCOL_VERSION,
-                    nonce: NONCE,
-                })
-                .unwrap();
+            let (mut mixer, _) = MixerSession::new(rec_id());
             mixer.on_frame(Frame::Accept).unwrap();
             assert_eq!(
                 mixer.on_frame(frame).unwrap_err(),

@@ -1,5 +1,6 @@
 //! The tokio shell of the media link: moves frames over TCP or a Unix socket, full
-//! duplex. Reading and writing are independent: a [`FrameReader`] owns the read
+//! duplex, encrypted and authenticated (the Noise handshake of [`super::handshake`],
+//! then the records of [`super::record`]) on both kinds of socket alike. Reading and writing are independent: a [`FrameReader`] owns the read
 //! half, a spawned writer task owns the write half and is fed by [`FrameSender`]s.
 //!
 //! The writer has two queues. Media and the frames that must stay in order with it
@@ -20,7 +21,15 @@ use tracing::{debug, warn};
 
 use super::codec::{encode, CodecError, FrameDecoder};
 use super::frame::Frame;
+use super::handshake::{
+    banner_len, check_banner, message_len, HandshakeError, Initiator, KeyId, KeyRing, LinkKey,
+    Responder, BANNER, PREAMBLE_LEN,
+};
+use super::record::{self, Opener, RecordError, Sealer};
 
+/// Largest record accepted before the mixer is authenticated: its first record holds
+/// only the small `Hello`.
+pub const PREAUTH_MAX_RECORD: usize = 4096;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Write buffer in which consecutive small frames are coalesced into one write.
@@ -47,6 +56,10 @@ pub enum TransportError {
     Truncated { buffered: usize },
     #[error("the link is closed: {0}")]
     Closed(String),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 /// Where a link listens or connects: `tcp:HOST:PORT`, `unix:/path/sock`, or a bare
@@ -103,13 +116,12 @@ enum Listener {
 pub struct LinkListener {
     listener: Listener,
     local: LinkAddr,
-    max_frame: usize,
 }
 
 impl LinkListener {
     /// Listens on `addr`. A Unix socket file left by a dead process is replaced; one
     /// that a live process still listens on, or a path that is not a socket, is not.
-    pub async fn bind(addr: &LinkAddr, max_frame: usize) -> Result<Self, TransportError> {
+    pub async fn bind(addr: &LinkAddr) -> Result<Self, TransportError> {
         let bind_err = |source| TransportError::Bind {
             addr: addr.clone(),
             source,
@@ -130,26 +142,23 @@ impl LinkListener {
             }
         };
         debug!(%local, "media link listening");
-        Ok(Self {
-            listener,
-            local,
-            max_frame,
-        })
+        Ok(Self { listener, local })
     }
 
     pub fn local_addr(&self) -> LinkAddr {
         self.local.clone()
     }
 
-    /// Waits for the next connection; returns its two ends and a description of the peer.
-    pub async fn accept(&self) -> Result<(FrameReader, FrameSender, String), TransportError> {
-        let (reader, sender, peer) = match &self.listener {
+    /// Waits for the next connection, not yet authenticated.
+    pub async fn accept(&self) -> io::Result<Incoming> {
+        let incoming = match &self.listener {
             Listener::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
                 stream.set_nodelay(true)?;
-                let (read, write) = stream.into_split();
-                let (reader, sender) = spawn_link(read, write, self.max_frame);
-                (reader, sender, format!("tcp:{peer}"))
+                Incoming {
+                    stream: Stream::Tcp(stream),
+                    peer: format!("tcp:{peer}"),
+                }
             }
             Listener::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
@@ -160,14 +169,153 @@ impl LinkListener {
                     },
                     Err(_) => "unix peer".to_owned(),
                 };
-                let (read, write) = stream.into_split();
-                let (reader, sender) = spawn_link(read, write, self.max_frame);
-                (reader, sender, peer)
+                Incoming {
+                    stream: Stream::Unix(stream),
+                    peer,
+                }
             }
         };
-        debug!(%peer, "media link accepted");
-        Ok((reader, sender, peer))
+        debug!(peer = %incoming.peer, "media link accepted");
+        Ok(incoming)
     }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// An accepted connection whose peer has proven nothing yet.
+pub struct Incoming {
+    stream: Stream,
+    /// Who connected, for logs.
+    pub peer: String,
+}
+
+/// An authenticated link: its two ends and the key the mixer used.
+pub struct Authenticated {
+    pub reader: FrameReader,
+    pub sender: FrameSender,
+    pub key: KeyId,
+}
+
+impl Incoming {
+    /// Runs the recorder's side of the handshake, reading at most a few hundred bytes
+    /// and one record of [`PREAUTH_MAX_RECORD`] until the mixer has proven the key.
+    /// The caller bounds the time it may take.
+    pub async fn authenticate(
+        self,
+        keys: &KeyRing,
+        max_frame: usize,
+    ) -> Result<Authenticated, TransportError> {
+        match self.stream {
+            Stream::Tcp(mut stream) => {
+                let (opener, sealer, key) = respond(&mut stream, keys).await?;
+                let (read, write) = stream.into_split();
+                let (reader, sender) = spawn_link(read, write, max_frame, opener, sealer);
+                Ok(Authenticated {
+                    reader,
+                    sender,
+                    key,
+                })
+            }
+            Stream::Unix(mut stream) => {
+                let (opener, sealer, key) = respond(&mut stream, keys).await?;
+                let (read, write) = stream.into_split();
+                let (reader, sender) = spawn_link(read, write, max_frame, opener, sealer);
+                Ok(Authenticated {
+                    reader,
+                    sender,
+                    key,
+                })
+            }
+        }
+    }
+}
+
+/// The recorder's handshake; returns the opener holding the mixer's first record,
+/// decrypted (what proves the mixer), in its plaintext.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    keys: &KeyRing,
+) -> Result<(FirstOpener, Sealer, KeyId), TransportError> {
+    stream.write_all(BANNER).await?;
+    let mut preamble = [0; PREAMBLE_LEN];
+    stream.read_exact(&mut preamble).await?;
+    let responder = Responder::new(keys, &preamble)?;
+    let msg1 = read_message(stream).await?;
+    let (msg2, state, key) = responder.respond(&msg1)?;
+    stream.write_all(&msg2).await?;
+    let (sealer, mut opener) = record::split(state, PREAUTH_MAX_RECORD);
+    let mut prefix = [0; 2];
+    stream.read_exact(&mut prefix).await?;
+    opener.push(&prefix);
+    let len = opener.next_len()?.expect("the prefix is in");
+    let mut first = vec![0; len];
+    stream.read_exact(&mut first).await?;
+    opener.push(&first);
+    let mut plain = Vec::new();
+    opener.open(&mut plain)?;
+    opener.authenticated();
+    Ok((FirstOpener { opener, plain }, sealer, key))
+}
+
+/// An opener and the plaintext it already decrypted.
+struct FirstOpener {
+    opener: Opener,
+    plain: Vec<u8>,
+}
+
+async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, TransportError> {
+    let mut prefix = [0; 2];
+    stream.read_exact(&mut prefix).await?;
+    let mut msg = vec![0; message_len(prefix)?];
+    stream.read_exact(&mut msg).await?;
+    Ok(msg)
+}
+
+/// The mixer's handshake: nothing is sent but the handshake until the recorder has
+/// proven the key.
+async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    key: &LinkKey,
+) -> Result<(FirstOpener, Sealer), TransportError> {
+    let steps = async {
+        let mut prefix = [0; 4];
+        stream.read_exact(&mut prefix).await?;
+        let mut banner = vec![0; banner_len(prefix)?];
+        stream.read_exact(&mut banner).await?;
+        check_banner(&banner)?;
+        let (initiator, out) = Initiator::start(key)?;
+        stream.write_all(&out).await?;
+        let msg2 = read_message(stream).await?;
+        Ok::<_, TransportError>(initiator.finish(&msg2)?)
+    };
+    let state = steps.await.map_err(|e| match e {
+        TransportError::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            HandshakeError::RecorderFailedAuth(format!(
+                "it closed the connection before proving the link key (does it hold key {}?)",
+                key.id()
+            ))
+            .into()
+        }
+        other => other,
+    })?;
+    let (sealer, opener) = record::split(state, record::MAX_RECORD);
+    Ok((
+        FirstOpener {
+            opener,
+            plain: Vec::new(),
+        },
+        sealer,
+    ))
 }
 
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
@@ -194,9 +342,10 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Connects to a listening link.
+/// Connects to a listening link and authenticates both ends with `key`.
 pub async fn connect(
     addr: &LinkAddr,
+    key: &LinkKey,
     max_frame: usize,
 ) -> Result<(FrameReader, FrameSender), TransportError> {
     let connect_err = |source| TransportError::Connect {
@@ -205,34 +354,33 @@ pub async fn connect(
     };
     let link = match addr {
         LinkAddr::Tcp(host_port) => {
-            let stream = TcpStream::connect(host_port.as_str())
+            let mut stream = TcpStream::connect(host_port.as_str())
                 .await
                 .map_err(connect_err)?;
             // Control frames are small and urgent; do not let Nagle hold them back.
             stream.set_nodelay(true).map_err(connect_err)?;
+            let (opener, sealer) = initiate(&mut stream, key).await?;
             let (read, write) = stream.into_split();
-            spawn_link(read, write, max_frame)
+            spawn_link(read, write, max_frame, opener, sealer)
         }
         LinkAddr::Unix(path) => {
-            let stream = UnixStream::connect(path).await.map_err(connect_err)?;
+            let mut stream = UnixStream::connect(path).await.map_err(connect_err)?;
+            let (opener, sealer) = initiate(&mut stream, key).await?;
             let (read, write) = stream.into_split();
-            spawn_link(read, write, max_frame)
+            spawn_link(read, write, max_frame, opener, sealer)
         }
     };
-    debug!(%addr, "media link connected");
+    debug!(%addr, "media link connected and authenticated");
     Ok(link)
 }
 
-/// Runs a link over any byte stream (e.g. `tokio::io::duplex` in tests).
-pub fn framed<S>(stream: S, max_frame: usize) -> (FrameReader, FrameSender)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (read, write) = tokio::io::split(stream);
-    spawn_link(read, write, max_frame)
-}
-
-fn spawn_link<R, W>(read: R, write: W, max_frame: usize) -> (FrameReader, FrameSender)
+fn spawn_link<R, W>(
+    read: R,
+    write: W,
+    max_frame: usize,
+    first: FirstOpener,
+    sealer: Sealer,
+) -> (FrameReader, FrameSender)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -243,11 +391,21 @@ where
         max_frame,
         end: OnceLock::new(),
     });
-    tokio::spawn(run_writer(write, control_rx, stream_rx, shared.clone()));
+    tokio::spawn(run_writer(
+        write,
+        sealer,
+        control_rx,
+        stream_rx,
+        shared.clone(),
+    ));
+    let mut decoder = FrameDecoder::new(max_frame);
+    decoder.push(&first.plain);
     let reader = FrameReader {
         read: Box::new(read),
-        decoder: FrameDecoder::new(max_frame),
+        opener: first.opener,
+        decoder,
         chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+        plain: Vec::new(),
     };
     let sender = FrameSender {
         control: control_tx,
@@ -260,8 +418,11 @@ where
 /// The receiving end of a link.
 pub struct FrameReader {
     read: Box<dyn AsyncRead + Unpin + Send>,
+    opener: Opener,
     decoder: FrameDecoder,
     chunk: Box<[u8]>,
+    /// Decrypted bytes on their way to the decoder (kept to reuse its allocation).
+    plain: Vec<u8>,
 }
 
 impl FrameReader {
@@ -274,14 +435,20 @@ impl FrameReader {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
+            self.plain.clear();
+            if self.opener.open(&mut self.plain)? {
+                self.decoder.push(&self.plain);
+                continue;
+            }
             let n = self.read.read(&mut self.chunk).await?;
             if n == 0 {
+                self.opener.at_eof()?;
                 return match self.decoder.buffered() {
                     0 => Ok(None),
                     buffered => Err(TransportError::Truncated { buffered }),
                 };
             }
-            self.decoder.push(&self.chunk[..n]);
+            self.opener.push(&self.chunk[..n]);
         }
     }
 }
@@ -375,12 +542,13 @@ impl FrameSender {
 
 async fn run_writer<W: AsyncWrite + Unpin>(
     write: W,
+    mut sealer: Sealer,
     mut control: mpsc::Receiver<Vec<u8>>,
     mut stream: mpsc::Receiver<StreamItem>,
     shared: Arc<Shared>,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, write);
-    let (result, done) = match pump(&mut out, &mut control, &mut stream).await {
+    let (result, done) = match pump(&mut out, &mut sealer, &mut control, &mut stream).await {
         // `shutdown` flushes the buffer first.
         Ok(done) => (out.shutdown().await, done),
         Err(e) => (Err(e), None),
@@ -400,9 +568,11 @@ async fn run_writer<W: AsyncWrite + Unpin>(
 /// (`Ok(Some(answer))`).
 async fn pump<W: AsyncWrite + Unpin>(
     out: &mut BufWriter<W>,
+    sealer: &mut Sealer,
     control: &mut mpsc::Receiver<Vec<u8>>,
     stream: &mut mpsc::Receiver<StreamItem>,
 ) -> io::Result<Option<oneshot::Sender<()>>> {
+    let mut sealed = Vec::new();
     loop {
         // Take what is already queued without waiting, control first, so that
         // consecutive frames are coalesced in the buffer into few writes.
@@ -423,7 +593,11 @@ async fn pump<W: AsyncWrite + Unpin>(
             },
         };
         match item {
-            StreamItem::Frame(bytes) => out.write_all(&bytes).await?,
+            StreamItem::Frame(bytes) => {
+                sealed.clear();
+                sealer.seal(&bytes, &mut sealed).map_err(io::Error::other)?;
+                out.write_all(&sealed).await?;
+            }
             StreamItem::Close(done) => return Ok(Some(done)),
         }
     }
@@ -477,17 +651,43 @@ mod tests {
         }
     }
 
+    /// Both ends of an authenticated link over an in-memory stream (mixer's first).
+    async fn secure_pair(
+        max_frame: usize,
+    ) -> ((FrameReader, FrameSender), (FrameReader, FrameSender)) {
+        let key: LinkKey = "k".parse().unwrap();
+        let keys = KeyRing::single(key.clone());
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let mixer = async {
+            let (opener, sealer) = initiate(&mut a, &key).await.unwrap();
+            // The recorder's handshake ends only with the mixer's first record.
+            let (reader, sender) = {
+                let (read, write) = tokio::io::split(a);
+                spawn_link(read, write, max_frame, opener, sealer)
+            };
+            sender.send(Frame::Ping { seq: 0 }).await.unwrap();
+            (reader, sender)
+        };
+        let recorder = async {
+            let (opener, sealer, _) = respond(&mut b, &keys).await.unwrap();
+            let (read, write) = tokio::io::split(b);
+            spawn_link(read, write, max_frame, opener, sealer)
+        };
+        let (m, mut r) = tokio::join!(mixer, recorder);
+        assert_eq!(r.0.next().await.unwrap(), Some(Frame::Ping { seq: 0 }));
+        (m, r)
+    }
+
     #[tokio::test]
-    async fn framed_runs_over_any_stream() {
-        let (a, b) = tokio::io::duplex(1024);
-        let (mut a_reader, a_sender) = framed(a, DEFAULT_MAX_FRAME);
-        let (mut b_reader, b_sender) = framed(b, DEFAULT_MAX_FRAME);
+    async fn secure_links_run_over_any_stream() {
+        let ((mut a_reader, a_sender), (mut b_reader, b_sender)) =
+            secure_pair(DEFAULT_MAX_FRAME).await;
         let media = Frame::Media(Media {
             track: Track::Audio,
             pts: 0,
             dts: 0,
             keyframe: true,
-            data: vec![9; 5000],
+            data: vec![9; 200_000],
         });
         a_sender.send(media.clone()).await.unwrap();
         b_sender.send(Frame::Pong { seq: 3 }).await.unwrap();
@@ -499,8 +699,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversize_frame_is_refused_by_the_sender() {
-        let (a, _b) = tokio::io::duplex(1024);
-        let (_reader, sender) = framed(a, 100);
+        let ((_reader, sender), _recorder) = secure_pair(100).await;
         let media = Frame::Media(Media {
             track: Track::Video,
             pts: 0,

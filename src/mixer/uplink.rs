@@ -1,5 +1,6 @@
-//! The mixer's end of the media link: connects, answers the recorder's challenge,
-//! then sends Start/Media/Stop while every frame the recorder sends back (faults,
+//! The mixer's end of the media link: connects, authenticates both ends (nothing
+//! but the handshake goes out before the recorder proved the key), opens the
+//! session, then sends Start/Media/Stop while every frame the recorder sends back (faults,
 //! stats, acknowledgements) is delivered as an event as soon as it arrives.
 
 use tokio::sync::mpsc;
@@ -58,18 +59,17 @@ impl Uplink {
             addr: addr.to_string(),
             source,
         };
-        let (mut reader, sender) = connect(addr, max_frame).await.map_err(transport)?;
-        let mut session = MixerSession::new(key, recording);
+        let (mut reader, sender) = connect(addr, &key, max_frame).await.map_err(transport)?;
+        let (mut session, hello) = MixerSession::new(recording);
+        sender.send(hello).await.map_err(transport)?;
         while !session.is_ready() {
             let frame = reader
                 .next()
                 .await
                 .map_err(transport)?
                 .ok_or(UplinkError::ClosedInHandshake)?;
-            match session.on_frame(frame)? {
-                MixerEvent::Send(reply) => sender.send(reply).await.map_err(transport)?,
-                MixerEvent::Rejected { reason } => return Err(UplinkError::Rejected(reason)),
-                _ => {}
+            if let MixerEvent::Rejected { reason } = session.on_frame(frame)? {
+                return Err(UplinkError::Rejected(reason));
             }
         }
         let (tx, events) = mpsc::unbounded_channel();

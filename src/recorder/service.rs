@@ -2,7 +2,7 @@
 //! machine, hands media to a writer thread per recording ([`super::writer`]), and
 //! sends faults, stats and acknowledgements back on the same link.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,9 +17,11 @@ use super::recovery;
 use super::writer::{write_recording, Progress, Storage, WriterCmd, WriterEvent, Writers};
 use crate::link::codec::DEFAULT_MAX_FRAME;
 use crate::link::frame::{now_millis, text, Frame, Media, RecordingId, StartParams, Stats, Track};
-use crate::link::handshake::LinkKey;
+use crate::link::handshake::KeyRing;
 use crate::link::session::{reject_frame, RecorderEvent, RecorderSession};
-use crate::link::transport::{FrameReader, FrameSender, LinkAddr, LinkListener, TransportError};
+use crate::link::transport::{
+    Authenticated, FrameReader, FrameSender, Incoming, LinkAddr, LinkListener, TransportError,
+};
 use crate::storage::health::HealthConfig;
 use crate::storage::space;
 
@@ -27,14 +29,26 @@ use crate::storage::space;
 const WRITER_QUEUE: usize = 256;
 /// How often a recording's `Stats` go to the mixer unless configured.
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a connection may take to prove the link key unless configured.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections that have not proven the key yet, at most, unless configured.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+/// Waits after a failed `accept` (out of descriptors): doubling from the first to the
+/// second while it keeps failing.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 #[derive(Debug, Clone)]
 pub struct RecorderConfig {
     pub storage: PathBuf,
     /// Where recordings continue while the primary storage is faulted.
     pub spool: Option<PathBuf>,
-    pub key: LinkKey,
+    /// The link keys accepted: the current one and, while rotating, the previous.
+    pub keys: KeyRing,
     pub max_frame: usize,
+    /// A connection that has not proven the key within this is closed.
+    pub handshake_timeout: Duration,
+    /// Beyond this many unauthenticated connections the oldest is closed.
+    pub max_unauthenticated: usize,
     pub stats_interval: Duration,
     pub writer: WriterOptions,
     /// How often the storage is polled (space, mount table, probe while faulted).
@@ -54,13 +68,15 @@ pub struct MediaReceived {
 }
 
 impl RecorderConfig {
-    pub fn new(storage: PathBuf, key: LinkKey) -> Self {
+    pub fn new(storage: PathBuf, keys: impl Into<KeyRing>) -> Self {
         let monitor = MonitorConfig::new(storage.clone());
         Self {
             storage,
             spool: None,
-            key,
+            keys: keys.into(),
             max_frame: DEFAULT_MAX_FRAME,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
             stats_interval: DEFAULT_STATS_INTERVAL,
             writer: WriterOptions::default(),
             storage_poll: monitor.poll,
@@ -144,7 +160,7 @@ pub async fn open(listen: &LinkAddr, config: &RecorderConfig) -> Result<LinkList
             })?;
         }
     }
-    LinkListener::bind(listen, config.max_frame)
+    LinkListener::bind(listen)
         .await
         .map_err(|source| StartError::Listen {
             addr: listen.clone(),
@@ -165,11 +181,13 @@ pub fn recover_unfinished(storage: &Path) -> usize {
     dirs.len()
 }
 
-/// Accepts sessions until the listener fails; each session runs on its own task.
-pub async fn serve(
-    listener: LinkListener,
-    config: Arc<RecorderConfig>,
-) -> Result<(), TransportError> {
+/// Accepts sessions for ever; each connection is authenticated on its own task
+/// within the handshake deadline, then runs its session on another.
+///
+/// A flood of connections that never authenticate cannot starve a mixer: the oldest
+/// unauthenticated one is closed when there are too many, and when `accept` fails
+/// (out of descriptors) the oldest is closed too and accepting resumes after a pause.
+pub async fn serve(listener: LinkListener, config: Arc<RecorderConfig>) {
     info!(
         addr = %listener.local_addr(),
         storage = %config.storage.display(),
@@ -186,18 +204,81 @@ pub async fn serve(
         }),
         writers: Writers::default(),
     });
+    let cap = unauthenticated_cap(config.max_unauthenticated, descriptor_limit());
+    let mut pending: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
-        let (reader, sender, peer) = listener.accept().await?;
-        let config = config.clone();
-        let storage = storage.clone();
-        tokio::spawn(async move {
-            info!(%peer, "media link session opened");
-            match run_session(reader, sender, &config, &storage).await {
-                Ok(()) => info!(%peer, "media link session closed"),
-                Err(reason) => warn!(%peer, %reason, "media link session closed with an error"),
+        pending.retain(|h| !h.is_finished());
+        let incoming = match listener.accept().await {
+            Ok(incoming) => {
+                backoff = ACCEPT_BACKOFF.0;
+                incoming
             }
-        });
+            Err(e) => {
+                let dropped = pending.pop_front().inspect(|h| h.abort()).is_some();
+                warn!(error = %e, ?backoff, dropped_unauthenticated = dropped, "accept failed: backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
+        while pending.len() >= cap {
+            if let Some(oldest) = pending.pop_front() {
+                oldest.abort();
+            }
+        }
+        let task = tokio::spawn(authenticate(incoming, config.clone(), storage.clone()));
+        pending.push_back(task.abort_handle());
     }
+}
+
+/// The soft limit on open descriptors, if there is one.
+fn descriptor_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+/// Unauthenticated connections never hold more than half the descriptors: the
+/// recordings' files and the mixer's connection need the rest.
+fn unauthenticated_cap(configured: usize, nofile: Option<u64>) -> usize {
+    let half = nofile.map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
+    configured.min(half).max(1)
+}
+
+/// Runs the handshake within the deadline, then hands the session to its own task
+/// (so dropping this one, as the oldest unauthenticated, never ends a session).
+async fn authenticate(incoming: Incoming, config: Arc<RecorderConfig>, storage: Arc<Storage>) {
+    let peer = incoming.peer.clone();
+    let deadline = config.handshake_timeout;
+    let link = match tokio::time::timeout(
+        deadline,
+        incoming.authenticate(&config.keys, config.max_frame),
+    )
+    .await
+    {
+        Ok(Ok(link)) => link,
+        Ok(Err(e)) => return warn!(%peer, reason = %e, "media link refused: authentication failed"),
+        Err(_) => {
+            return debug!(%peer, ?deadline, "media link refused: no authentication within the deadline")
+        }
+    };
+    tokio::spawn(async move {
+        let Authenticated {
+            reader,
+            sender,
+            key,
+        } = link;
+        info!(%peer, %key, "media link session opened");
+        match run_session(reader, sender, &config, &storage).await {
+            Ok(()) => info!(%peer, "media link session closed"),
+            Err(reason) => warn!(%peer, %reason, "media link session closed with an error"),
+        }
+    });
 }
 
 /// Writer events are tagged with the recording they belong to: a session may start
@@ -305,8 +386,7 @@ async fn run_session(
     storage: &Arc<Storage>,
 ) -> Result<(), String> {
     let mut health = storage.monitor.subscribe();
-    let (mut session, challenge) = RecorderSession::new(config.key.clone(), rand::random());
-    sender.send(challenge).await.map_err(|e| e.to_string())?;
+    let mut session = RecorderSession::new();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut recs = Recordings::default();
     let mut ticker = tokio::time::interval(config.stats_interval);
@@ -452,6 +532,14 @@ async fn on_writer_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unauthenticated_connections_keep_half_the_descriptors_free() {
+        assert_eq!(unauthenticated_cap(64, Some(1024)), 64);
+        assert_eq!(unauthenticated_cap(10_000, Some(256)), 128);
+        assert_eq!(unauthenticated_cap(10_000, None), 10_000);
+        assert_eq!(unauthenticated_cap(0, Some(1)), 1);
+    }
 
     #[test]
     fn the_spool_must_be_elsewhere() {

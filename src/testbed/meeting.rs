@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::link::frame::Summary;
-use crate::link::transport::{LinkAddr, TransportError};
+use crate::link::transport::LinkAddr;
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::LinkConfig;
 use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
@@ -54,7 +54,7 @@ pub struct Meeting {
     pub mixer: JoinHandle<Result<Option<Summary>, MixerError>>,
     stop: Option<oneshot::Sender<()>>,
     sim: JoinHandle<Result<(), SimError>>,
-    recorder: JoinHandle<Result<(), TransportError>>,
+    recorder: JoinHandle<()>,
 }
 
 impl Meeting {
@@ -66,7 +66,7 @@ impl Meeting {
             recording,
             microphone,
         } = config;
-        let key = rec.key.clone();
+        let key = rec.keys.current.clone();
         let listener = recorder::open(&LinkAddr::Tcp("127.0.0.1:0".into()), &rec).await?;
         let recorder_addr = listener.local_addr();
         let (fragment, stats_interval) = (rec.writer.max_fragment, rec.stats_interval);

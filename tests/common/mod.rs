@@ -17,7 +17,7 @@ use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::frame::{text, Summary};
 use recbox::link::handshake::LinkKey;
 use recbox::link::session::MixerEvent;
-use recbox::link::transport::{LinkAddr, LinkListener, TransportError};
+use recbox::link::transport::{LinkAddr, LinkListener};
 use recbox::media::h264::{nal_type, nal_units};
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::service::{self, RecorderConfig};
@@ -47,12 +47,10 @@ pub async fn start_recorder_task(
     addr: &str,
     storage: &Path,
     tune: impl FnOnce(&mut RecorderConfig),
-) -> (LinkAddr, JoinHandle<Result<(), TransportError>>) {
+) -> (LinkAddr, JoinHandle<()>) {
     let mut config = RecorderConfig::new(storage.to_path_buf(), key());
     tune(&mut config);
-    let listener = LinkListener::bind(&addr.parse().unwrap(), config.max_frame)
-        .await
-        .unwrap();
+    let listener = LinkListener::bind(&addr.parse().unwrap()).await.unwrap();
     let local = listener.local_addr();
     (
         local,

@@ -105,7 +105,7 @@ pub async fn serve(config: SideConfig, out: &mut (impl Write + Send)) -> Result<
     let (tap_tx, mut tap) = mpsc::unbounded_channel();
     let mut rec = RecorderConfig::new(config.storage.clone(), key.clone());
     rec.media_tap = Some(tap_tx);
-    let listener = LinkListener::bind(&LinkAddr::Tcp("127.0.0.1:0".into()), rec.max_frame)
+    let listener = LinkListener::bind(&LinkAddr::Tcp("127.0.0.1:0".into()))
         .await
         .map_err(|e| SideError::Link(e.to_string()))?;
     let recorder_addr = listener.local_addr();
