@@ -11,9 +11,9 @@
 //! Hooks: [`Handle::commands`] takes [`Command`]s (short press: `Toggle`, long
 //! press: `SafeStop`); [`Handle::subscribe`] gives the [`Event`]s.
 
-pub mod controller;
+pub(crate) mod controller;
 pub mod front;
-pub mod liveness;
+pub(crate) mod liveness;
 
 use std::future::Future;
 use std::path::PathBuf;

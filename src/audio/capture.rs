@@ -280,6 +280,7 @@ fn capture_from(
     Ok(())
 }
 
+#[cfg(test)]
 /// A capture device that gives prepared audio, for tests: `chunks` one read each,
 /// then an error as an unplugged device would give.
 #[derive(Debug, Clone)]
@@ -288,6 +289,7 @@ pub struct SimulatedCapture {
     chunks: std::collections::VecDeque<Vec<i16>>,
 }
 
+#[cfg(test)]
 impl SimulatedCapture {
     pub fn new(format: PcmFormat, chunks: impl IntoIterator<Item = Vec<i16>>) -> Self {
         Self {
@@ -297,6 +299,7 @@ impl SimulatedCapture {
     }
 }
 
+#[cfg(test)]
 impl CaptureDevice for SimulatedCapture {
     fn name(&self) -> &str {
         "simulated"

@@ -11,11 +11,11 @@
 
 #[cfg(feature = "alsa")]
 pub mod alsa;
-pub mod capture;
+pub(crate) mod capture;
 pub mod chime;
 pub mod convert;
-pub mod cue;
-pub mod device;
+pub(crate) mod cue;
+pub(crate) mod device;
 pub mod playback;
 
 use std::time::Duration;

@@ -58,12 +58,14 @@ impl H264Decoder {
         }
     }
 
+    #[cfg(test)]
     /// True until an access unit with an IDR slice has been decoded after the start
     /// or the last error.
     pub fn awaiting_keyframe(&self) -> bool {
         self.awaiting_keyframe
     }
 
+    #[cfg(test)]
     /// Size of the last decoded picture.
     pub fn size(&self) -> Option<(usize, usize)> {
         self.size

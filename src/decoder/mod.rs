@@ -1,4 +1,4 @@
 //! Decoders of participants' media.
 
-pub mod h264;
+pub(crate) mod h264;
 pub mod opus;

@@ -7,12 +7,12 @@
 //! out.
 
 pub mod depacketize;
-pub mod jitter;
-pub mod keyframe;
+pub(crate) mod jitter;
+pub(crate) mod keyframe;
 pub mod rtcp;
 pub mod rtp;
-pub mod stats;
-pub mod stream;
+pub(crate) mod stats;
+pub(crate) mod stream;
 pub mod udp;
 
 pub use stream::{Demux, Frame, IngestOutput, IngestStream, MediaKind, StreamConfig};

@@ -16,6 +16,7 @@ pub const CHANNELS: usize = 2;
 /// Interleaved samples in one stereo frame of the mix.
 pub const FRAME_LEN: usize = FRAME_SAMPLES * CHANNELS;
 
+#[cfg(test)]
 pub const DEFAULT_BITRATE_BPS: u32 = 96_000;
 
 /// Room for any single-frame Opus packet (at most 1275 bytes, RFC 6716 section 3.2.1).

@@ -116,6 +116,7 @@ impl<Id: Copy + Eq + Hash + std::fmt::Debug> AudioMixer<Id> {
         }
     }
 
+    #[cfg(test)]
     /// Position of the next frame [`Self::mix`] can produce.
     pub fn next_frame_at(&self) -> i64 {
         self.next

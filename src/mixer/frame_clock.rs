@@ -49,10 +49,6 @@ impl FrameClock {
         })
     }
 
-    pub fn fps(&self) -> u32 {
-        self.fps
-    }
-
     /// When frame `index` is due.
     pub fn due(&self, index: u64) -> Instant {
         let nanos = (u128::from(index) * 1_000_000_000).div_ceil(u128::from(self.fps));

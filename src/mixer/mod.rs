@@ -2,16 +2,16 @@
 //! encoded and sent over the media link to the recorder, whose faults and stats go
 //! back to the SFU.
 
-pub mod audio_encoder;
-pub mod audio_mixer;
-pub mod compositor;
+pub(crate) mod audio_encoder;
+pub(crate) mod audio_mixer;
+pub(crate) mod compositor;
 pub mod engine;
-pub mod frame_clock;
+pub(crate) mod frame_clock;
 pub mod layout;
 pub mod link;
-pub mod scale;
+pub(crate) mod scale;
 pub mod service;
-pub mod status;
-pub mod timeline;
+pub(crate) mod status;
+pub(crate) mod timeline;
 pub mod tone;
 pub mod uplink;

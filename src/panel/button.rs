@@ -125,6 +125,7 @@ impl Button {
         Some(Gesture::Long)
     }
 
+    #[cfg(test)]
     /// Whether the button is held down (debounced).
     pub fn is_down(&self) -> bool {
         matches!(self.level, Debounced::Down { .. })

@@ -9,10 +9,10 @@
 //! - [`backend`]: GPIO (`rppal`), simulated, or none;
 //! - [`service`]: the tokio task that runs them: [`Panel`] is its handle.
 
-pub mod backend;
-pub mod button;
-pub mod pattern;
-pub mod service;
+pub(crate) mod backend;
+pub(crate) mod button;
+pub(crate) mod pattern;
+pub(crate) mod service;
 pub mod status;
 
 pub use backend::{open, PanelBackend, PanelIo, PanelPins, SimulatedPanel, SimulatedPanelHandle};

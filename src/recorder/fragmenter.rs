@@ -168,6 +168,7 @@ impl Fragmenter {
         self.next_sequence = sequence;
     }
 
+    #[cfg(test)]
     /// Video frames dropped because they came before the first keyframe.
     pub fn dropped_before_keyframe(&self) -> u64 {
         self.dropped_before_keyframe

@@ -1,13 +1,13 @@
 //! The recorder: accepts media-link sessions and writes recording, index and playlist.
 
-pub mod fragmenter;
+pub(crate) mod fragmenter;
 pub mod index;
 pub mod inspect;
 pub mod layout;
 pub mod monitor;
-pub mod playlist;
+pub(crate) mod playlist;
 pub mod recording;
 pub mod recovery;
 pub mod resume;
 pub mod service;
-pub mod writer;
+pub(crate) mod writer;

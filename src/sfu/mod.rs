@@ -2,15 +2,15 @@
 //! JSON-over-WebSocket control channel that implements it, and a simulated SFU that
 //! sends real RTP for tests and demos.
 
-pub mod adapter;
-pub mod channel;
+pub(crate) mod adapter;
+pub(crate) mod channel;
 pub mod control;
 pub mod janus;
-pub mod notice;
-pub mod roster;
+pub(crate) mod notice;
+pub(crate) mod roster;
 #[cfg(feature = "lab")]
 pub mod sim;
-pub mod ws_adapter;
+pub(crate) mod ws_adapter;
 
 pub use adapter::SfuAdapter;
 pub use notice::{Announcement, Notice};

@@ -2,8 +2,8 @@
 //! Opus (ropus) of a tone, for demos, tests and benchmarks. Each participant gets a
 //! distinct colour and tone so a composited picture and a mixed track can be checked.
 
-pub mod audio;
-pub mod feed;
+pub(crate) mod audio;
+pub(crate) mod feed;
 pub mod video;
 
 pub use audio::{ToneSource, ToneSpec};

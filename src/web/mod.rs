@@ -10,11 +10,11 @@
 //! - [`recordings`]: the listing of the storage and spool roots, and joined bodies;
 //! - `server`: the axum routes, thin shells over the above, and the connection cap.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod range;
-pub mod recordings;
+pub(crate) mod recordings;
 mod server;
-pub mod status;
+pub(crate) mod status;
 
 use std::io::{self, BufRead};
 use std::net::SocketAddr;

@@ -244,10 +244,6 @@ impl Piece {
             Piece::File { len, .. } => *len,
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Why a recording cannot be served as one file.

@@ -6,14 +6,14 @@
 //! to build); the tests' `sim` is a device that encodes with openh264, so the whole
 //! path runs on hosts.
 
-pub mod abi;
+pub(crate) mod abi;
 #[cfg(feature = "v4l2")]
-pub mod device;
+pub(crate) mod device;
 pub mod discover;
-pub mod m2m;
-pub mod negotiate;
-pub mod queue;
-pub mod raw;
+pub(crate) mod m2m;
+pub(crate) mod negotiate;
+pub(crate) mod queue;
+pub(crate) mod raw;
 #[cfg(test)]
 mod sim;
 

@@ -122,6 +122,7 @@ fn copy_padded(
     }
 }
 
+#[cfg(test)]
 /// Reads the top-left `width` x `height` picture of a frame in `layout` (checked).
 pub fn read_frame(buf: &[u8], layout: &RawLayout, width: u32, height: u32) -> Picture {
     let (w, h) = (width as usize, height as usize);

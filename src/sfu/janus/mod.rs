@@ -3,7 +3,7 @@
 //! `rtp_forward` each one to the ingest and tells the terminals about the
 //! recording through TextRoom announcements.
 
-pub mod adapter;
+pub(crate) mod adapter;
 pub mod protocol;
 pub mod session;
 

@@ -74,6 +74,7 @@ impl Impairment {
         }
     }
 
+    #[cfg(test)]
     pub fn stats(&self) -> ImpairmentStats {
         self.stats
     }

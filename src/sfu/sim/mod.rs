@@ -10,11 +10,11 @@
 //!
 //! [`session::SimSession`] is the sans-IO core; [`server::SfuSim`] the tokio shell.
 
-pub mod impairment;
-pub mod participant;
-pub mod schedule;
-pub mod server;
-pub mod session;
+pub(crate) mod impairment;
+pub(crate) mod participant;
+pub(crate) mod schedule;
+pub(crate) mod server;
+pub(crate) mod session;
 
 use std::net::IpAddr;
 
