@@ -11,6 +11,7 @@ pub mod jitter;
 pub mod keyframe;
 pub mod rtcp;
 pub mod rtp;
+pub mod source;
 pub mod stats;
 pub mod stream;
 pub mod udp;
