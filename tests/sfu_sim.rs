@@ -434,6 +434,7 @@ async fn roster_reaches_the_adapter_and_notices_are_printed() {
         roster.push(match event.unwrap().unwrap() {
             RosterEvent::Joined(p) => format!("join {} {} {}", p.id, p.name, p.video.port),
             RosterEvent::Left(p) => format!("leave {}", p.id),
+            RosterEvent::Renewed(p) => format!("renew {}", p.id),
         });
     }
     assert_eq!(

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tracing::info;
 
-use super::{parse_duration, parse_size, KeyArgs};
+use super::{parse_duration, parse_size, shutdown_signal, KeyArgs};
 use recbox::duration;
 use recbox::link::codec::DEFAULT_MAX_FRAME;
 use recbox::link::handshake::KeyRing;
@@ -82,7 +83,9 @@ pub async fn run(args: Args) -> Result<()> {
     config.storage_poll = args.storage_poll;
     config.health.low_space_bytes = args.low_space;
     config.health.full_space_bytes = args.full_space;
+    let shutdown = shutdown_signal()?;
     let listener = service::open(&args.listen, &config).await?;
-    service::serve(listener, Arc::new(config)).await;
+    service::serve_until(listener, Arc::new(config), shutdown).await;
+    info!("recorder stopped");
     Ok(())
 }

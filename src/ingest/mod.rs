@@ -11,7 +11,8 @@ pub(crate) mod jitter;
 pub(crate) mod keyframe;
 pub mod rtcp;
 pub mod rtp;
-pub(crate) mod stats;
+pub(crate) mod source;
+pub mod stats;
 pub(crate) mod stream;
 pub mod udp;
 

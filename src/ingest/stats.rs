@@ -28,6 +28,10 @@ pub struct StreamStats {
     /// Frames dropped as damaged or undecodable (video waiting for a keyframe).
     pub frames_dropped: u64,
     pub keyframe_requests: u64,
+    /// Packets of this SSRC from another address than the stream's source (the
+    /// SFU's), dropped: someone tries to put media into the recording.
+    #[serde(default)]
+    pub spoofed: u64,
 }
 
 impl fmt::Display for StreamStats {
@@ -35,7 +39,7 @@ impl fmt::Display for StreamStats {
         write!(
             f,
             "packets={} bytes={} lost={} late={} dup={} reordered={} overflow={} malformed={} \
-             unknown_pt={} frames={} frames_dropped={} keyframe_requests={}",
+             unknown_pt={} frames={} frames_dropped={} keyframe_requests={} spoofed={}",
             self.packets,
             self.bytes,
             self.lost,
@@ -47,7 +51,8 @@ impl fmt::Display for StreamStats {
             self.unknown_payload_type,
             self.frames,
             self.frames_dropped,
-            self.keyframe_requests
+            self.keyframe_requests,
+            self.spoofed
         )
     }
 }
@@ -86,8 +91,8 @@ mod tests {
         };
         let line = s.to_string();
         assert!(line.starts_with("packets=10 bytes=0 lost=2 "));
-        assert!(line.ends_with("keyframe_requests=1"));
-        assert_eq!(line.matches('=').count(), 12);
+        assert!(line.ends_with("keyframe_requests=1 spoofed=0"));
+        assert_eq!(line.matches('=').count(), 13);
         assert_eq!(
             DemuxStats {
                 unknown_ssrc: 3,

@@ -3,10 +3,11 @@
 //! time in, frames and requests out.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::depacketize::h264::H264Depacketizer;
 use super::depacketize::opus;
@@ -14,6 +15,7 @@ use super::jitter::{JitterBuffer, JitterConfig, OrderedPacket, PushStatus, Ready
 use super::keyframe::{KeyframeLimiter, DEFAULT_MIN_INTERVAL};
 use super::rtcp::{self, ClockSync, ReceptionStats, ReportBlock, RtcpError, RtcpMessage};
 use super::rtp::{is_rtcp, RtpPacket, DEFAULT_MAX_PACKET};
+use super::source::{Admission, SourceLock};
 use super::stats::{DemuxStats, StreamStats};
 
 /// RTP clock rate of H.264 (RFC 6184).
@@ -105,6 +107,7 @@ pub struct IngestStream {
     depacketizer: Depacketizer,
     reception: ReceptionStats,
     keyframes: KeyframeLimiter,
+    source: SourceLock,
     stats: StreamStats,
 }
 
@@ -119,6 +122,7 @@ impl IngestStream {
             depacketizer,
             reception: ReceptionStats::new(config.kind.clock_rate()),
             keyframes: KeyframeLimiter::new(config.keyframe_interval),
+            source: SourceLock::default(),
             stats: StreamStats::default(),
             config,
         }
@@ -139,9 +143,39 @@ impl IngestStream {
         }
     }
 
-    /// Takes one packet of this stream (the caller matched the SSRC) and returns what
-    /// became ready.
-    pub fn push_packet(&mut self, packet: RtpPacket, now: Instant) -> Vec<IngestOutput> {
+    /// The address this stream's RTP is taken from, once its first packet came.
+    pub fn source(&self) -> Option<SocketAddr> {
+        self.source.source()
+    }
+
+    /// The SFU announced the stream anew: its next packet's address is the one.
+    pub fn relearn_source(&mut self) {
+        self.source.relearn();
+    }
+
+    /// Takes one packet of this stream (the caller matched the SSRC), received from
+    /// `from`, and returns what became ready.
+    pub fn push_packet(
+        &mut self,
+        packet: RtpPacket,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Vec<IngestOutput> {
+        let ssrc = self.config.ssrc;
+        match self.source.admit(from) {
+            Admission::Locked => {}
+            Admission::Learned => info!(ssrc, %from, "ingest stream locked to its source"),
+            Admission::Spoofed { locked } => {
+                self.stats.spoofed += 1;
+                // Once per stream at warn: a flood must not flood the log too.
+                if self.stats.spoofed == 1 {
+                    warn!(ssrc, %from, %locked, "RTP of a known SSRC from another address: dropped");
+                } else {
+                    debug!(ssrc, %from, %locked, "RTP from another address dropped");
+                }
+                return Vec::new();
+            }
+        }
         self.stats.packets += 1;
         self.stats.bytes += packet.payload.len() as u64;
         if !self.config.payload_types.contains(&packet.payload_type) {
@@ -334,8 +368,29 @@ impl Demux {
         &self.sync
     }
 
-    /// Takes one datagram (RTP or multiplexed RTCP).
-    pub fn push_datagram(&mut self, data: &[u8], now: Instant) -> Vec<IngestOutput> {
+    /// The SFU announced stream `ssrc` anew (see [`IngestStream::relearn_source`]);
+    /// false if there is no such stream.
+    pub fn relearn_source(&mut self, ssrc: u32) -> bool {
+        self.streams
+            .get_mut(&ssrc)
+            .map(IngestStream::relearn_source)
+            .is_some()
+    }
+
+    /// The streams whose source is known, and that source: where their RTCP goes.
+    pub fn sources(&self) -> impl Iterator<Item = (u32, SocketAddr)> + '_ {
+        self.streams
+            .iter()
+            .filter_map(|(&ssrc, s)| Some((ssrc, s.source()?)))
+    }
+
+    /// Takes one datagram (RTP or multiplexed RTCP) received from `from`.
+    pub fn push_datagram(
+        &mut self,
+        data: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> Vec<IngestOutput> {
         if is_rtcp(data) {
             self.push_rtcp(data, now);
             return Vec::new();
@@ -349,7 +404,7 @@ impl Demux {
             }
         };
         match self.streams.get_mut(&packet.ssrc) {
-            Some(stream) => stamp(&self.sync, stream.push_packet(packet, now)),
+            Some(stream) => stamp(&self.sync, stream.push_packet(packet, from, now)),
             None => {
                 self.stats.unknown_ssrc += 1;
                 debug!(ssrc = packet.ssrc, "dropping packet of unknown SSRC");
@@ -434,6 +489,17 @@ mod tests {
     const TS0: u32 = u32::MAX - 10_000;
     const SEQ0: u16 = 65_500;
 
+    /// Where the SFU sends from.
+    fn sfu() -> SocketAddr {
+        "192.0.2.1:40000".parse().unwrap()
+    }
+
+    impl IngestStream {
+        fn push_packet_from_sfu(&mut self, packet: RtpPacket, now: Instant) -> Vec<IngestOutput> {
+            self.push_packet(packet, sfu(), now)
+        }
+    }
+
     fn nal(header: u8, len: usize, salt: usize) -> Vec<u8> {
         let mut v = vec![header];
         v.extend((0..len).map(|i| ((i * 7 + salt) % 255) as u8 | 1));
@@ -510,7 +576,7 @@ mod tests {
         let mut out = Vec::new();
         for (step, &i) in order.iter().enumerate() {
             let now = t0 + Duration::from_millis(step as u64);
-            out.extend(stream.push_packet(packets[i].1.clone(), now));
+            out.extend(stream.push_packet_from_sfu(packets[i].1.clone(), now));
         }
         out.extend(stream.poll(t0 + Duration::from_secs(10)));
 
@@ -576,18 +642,18 @@ mod tests {
         // interval has passed.
         let delta = annex_b(&[nal(0x41, 10, 0)]);
         assert_eq!(
-            requests(stream.push_packet(sender.packet(0, true, &delta[4..]), at(0))),
+            requests(stream.push_packet_from_sfu(sender.packet(0, true, &delta[4..]), at(0))),
             0
         );
         assert_eq!(requests(stream.poll(at(60))), 1);
         assert_eq!(
-            requests(stream.push_packet(sender.packet(3000, true, &delta[4..]), at(100))),
+            requests(stream.push_packet_from_sfu(sender.packet(3000, true, &delta[4..]), at(100))),
             0
         );
         assert_eq!(requests(stream.poll(at(559))), 0);
         assert_eq!(requests(stream.poll(at(560))), 1);
         let key = nal(0x65, 10, 0);
-        let out = stream.push_packet(sender.packet(6000, true, &key), at(600));
+        let out = stream.push_packet_from_sfu(sender.packet(6000, true, &key), at(600));
         assert_eq!(frames(&out).len(), 1);
         assert_eq!(requests(stream.poll(at(5000))), 0);
         assert_eq!(stream.stats().keyframe_requests, 2);
@@ -605,15 +671,18 @@ mod tests {
             let packet = sender.packet(TS0.wrapping_add(k * 960), false, &[0x78, k as u8, 1]);
             if k % 10 != 5 {
                 out.extend(
-                    stream.push_packet(packet, t0 + Duration::from_millis(u64::from(k) * 20)),
+                    stream.push_packet_from_sfu(
+                        packet,
+                        t0 + Duration::from_millis(u64::from(k) * 20),
+                    ),
                 );
             }
         }
         // An empty payload is malformed, and a video payload type is not expected here.
         let mut bad = sender.packet(TS0.wrapping_add(100 * 960), false, &[]);
-        out.extend(stream.push_packet(bad.clone(), t0 + Duration::from_secs(2)));
+        out.extend(stream.push_packet_from_sfu(bad.clone(), t0 + Duration::from_secs(2)));
         bad.payload_type = 96;
-        out.extend(stream.push_packet(bad, t0 + Duration::from_secs(2)));
+        out.extend(stream.push_packet_from_sfu(bad, t0 + Duration::from_secs(2)));
         out.extend(stream.poll(t0 + Duration::from_secs(3)));
         let got = frames(&out);
         assert_eq!(got.len(), 90);
@@ -651,14 +720,14 @@ mod tests {
         let mut stranger = RtpSender::new(0x3333, 111, 0).unwrap();
         let bytes = |p: RtpPacket| p.to_bytes().unwrap();
         assert!(demux
-            .push_datagram(&bytes(audio.packet(0, false, &[0x78])), t0)
+            .push_datagram(&bytes(audio.packet(0, false, &[0x78])), sfu(), t0)
             .is_empty());
-        demux.push_datagram(&bytes(stranger.packet(0, false, &[0x78])), t0);
-        demux.push_datagram(&[0x80, 111, 0], t0);
-        demux.push_datagram(&vec![0x80; 1501], t0);
+        demux.push_datagram(&bytes(stranger.packet(0, false, &[0x78])), sfu(), t0);
+        demux.push_datagram(&[0x80, 111, 0], sfu(), t0);
+        demux.push_datagram(&vec![0x80; 1501], sfu(), t0);
         let sr = rtcp::sender_report(AUDIO, 10 << 32, 0, 1, 1).unwrap();
-        demux.push_datagram(&sr, t0);
-        demux.push_datagram(&[0x81, 200, 0, 9], t0);
+        demux.push_datagram(&sr, sfu(), t0);
+        demux.push_datagram(&[0x81, 200, 0, 9], sfu(), t0);
         let out = demux.poll(t0 + Duration::from_secs(1));
         assert_eq!(frames(&out).len(), 1);
         let stats = demux.stats();
@@ -693,5 +762,60 @@ mod tests {
         );
         assert!(demux.remove_stream(AUDIO).is_some());
         assert!(demux.stream(AUDIO).is_none());
+    }
+
+    #[test]
+    fn packets_from_another_address_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let mut demux = Demux::new(0xabcd);
+        demux
+            .add_stream(StreamConfig::new(AUDIO, MediaKind::Audio, 111))
+            .unwrap();
+        let intruder: SocketAddr = "192.0.2.1:40001".parse().unwrap();
+        let mut sfu_side = RtpSender::new(AUDIO, 111, 0).unwrap();
+        let mut spoofer = RtpSender::new(AUDIO, 111, 5000).unwrap();
+        let mut out = Vec::new();
+        for k in 0..10u32 {
+            let real = sfu_side
+                .packet(k * 960, false, &[0x78, 1])
+                .to_bytes()
+                .unwrap();
+            let fake = spoofer
+                .packet(k * 960, false, &[0x78, 2])
+                .to_bytes()
+                .unwrap();
+            out.extend(demux.push_datagram(&real, sfu(), t0));
+            out.extend(demux.push_datagram(&fake, intruder, t0));
+        }
+        out.extend(demux.poll(t0 + Duration::from_secs(1)));
+        let got = frames(&out);
+        assert_eq!(got.len(), 10);
+        assert!(
+            got.iter().all(|f| f.data == [0x78, 1]),
+            "only the SFU's media"
+        );
+        let stats = demux.stream(AUDIO).unwrap().stats();
+        assert_eq!((stats.packets, stats.spoofed), (10, 10));
+        assert_eq!(demux.sources().collect::<Vec<_>>(), [(AUDIO, sfu())]);
+
+        // Announced anew (the SFU forwards from a new port): the new port is the one,
+        // the old one is refused from then on.
+        assert!(demux.relearn_source(AUDIO));
+        assert!(!demux.relearn_source(VIDEO));
+        let new_port: SocketAddr = "192.0.2.1:40002".parse().unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        let real = sfu_side
+            .packet(10 * 960, false, &[0x78, 1])
+            .to_bytes()
+            .unwrap();
+        demux.push_datagram(&real, new_port, t1);
+        let stale = sfu_side
+            .packet(11 * 960, false, &[0x78, 1])
+            .to_bytes()
+            .unwrap();
+        demux.push_datagram(&stale, sfu(), t1);
+        let stats = demux.stream(AUDIO).unwrap().stats();
+        assert_eq!((stats.packets, stats.spoofed), (11, 11));
+        assert_eq!(demux.sources().collect::<Vec<_>>(), [(AUDIO, new_port)]);
     }
 }

@@ -1,6 +1,6 @@
 //! The IO shell of the ingest: one UDP socket receiving every stream's RTP (and
 //! multiplexed RTCP), a [`Demux`] doing the work, and RTCP feedback sent back to the
-//! address each stream comes from.
+//! address each stream is locked to (its source, see [`super::source`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +12,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use super::rtp::{is_rtcp, peek_ssrc};
 use super::stats::StreamStats;
 use super::stream::{Demux, IngestOutput, StreamConfig};
 
@@ -34,6 +33,9 @@ pub enum IngestCommand {
     AddStream(StreamConfig),
     /// Stop receiving a stream (a participant left); its final counters are logged.
     RemoveStream(u32),
+    /// The SFU sends the stream anew (a renewed forward), perhaps from another
+    /// address: the stream learns its source again.
+    RenewStream(u32),
     /// The counters of every stream, by SSRC.
     Stats(oneshot::Sender<Vec<(u32, StreamStats)>>),
 }
@@ -41,18 +43,12 @@ pub enum IngestCommand {
 pub struct UdpIngest {
     socket: UdpSocket,
     demux: Demux,
-    /// Where each SSRC's packets come from: the destination of its RTCP.
-    senders: HashMap<u32, SocketAddr>,
 }
 
 impl UdpIngest {
     pub async fn bind(addr: SocketAddr, demux: Demux) -> Result<Self, UdpError> {
         let socket = UdpSocket::bind(addr).await.map_err(UdpError::Bind)?;
-        Ok(Self {
-            socket,
-            demux,
-            senders: HashMap::new(),
-        })
+        Ok(Self { socket, demux })
     }
 
     /// The demultiplexer, to add streams before [`run`](Self::run) (later ones come as
@@ -84,11 +80,7 @@ impl UdpIngest {
             let out = tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => {
-                        let data = &buf[..len];
-                        if let Some(ssrc) = peek_ssrc(data).filter(|_| !is_rtcp(data)) {
-                            self.senders.insert(ssrc, from);
-                        }
-                        self.demux.push_datagram(data, Instant::now().into_std())
+                        self.demux.push_datagram(&buf[..len], from, Instant::now().into_std())
                     }
                     Err(e) => {
                         // E.g. ICMP errors surfacing on the socket: not fatal to the ingest.
@@ -119,10 +111,8 @@ impl UdpIngest {
                 }
             }
         }
-        for &ssrc in self.senders.keys() {
-            if let Some(s) = self.demux.stream(ssrc) {
-                info!(ssrc, "ingest stream stats: {}", s.stats());
-            }
+        for (ssrc, stats) in self.demux.stream_stats() {
+            info!(ssrc, "ingest stream stats: {stats}");
         }
         info!("ingest demux stats: {}", self.demux.stats());
         self.demux
@@ -138,9 +128,13 @@ impl UdpIngest {
                 }
             }
             IngestCommand::RemoveStream(ssrc) => {
-                self.senders.remove(&ssrc);
                 if let Some(s) = self.demux.remove_stream(ssrc) {
                     info!(ssrc, "ingest stream removed; stats: {}", s.stats());
+                }
+            }
+            IngestCommand::RenewStream(ssrc) => {
+                if self.demux.relearn_source(ssrc) {
+                    info!(ssrc, "ingest stream renewed: learning its source again");
                 }
             }
             IngestCommand::Stats(reply) => {
@@ -150,7 +144,7 @@ impl UdpIngest {
     }
 
     async fn send_pli(&self, ssrc: u32) {
-        let Some(&to) = self.senders.get(&ssrc) else {
+        let Some(to) = self.demux.stream(ssrc).and_then(|s| s.source()) else {
             return;
         };
         match self.demux.pli(ssrc) {
@@ -161,7 +155,7 @@ impl UdpIngest {
 
     async fn send_reports(&mut self) {
         let mut by_sender: HashMap<SocketAddr, Vec<u32>> = HashMap::new();
-        for (&ssrc, &addr) in &self.senders {
+        for (ssrc, addr) in self.demux.sources() {
             by_sender.entry(addr).or_default().push(ssrc);
         }
         let now = Instant::now().into_std();

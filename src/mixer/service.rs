@@ -205,6 +205,11 @@ pub async fn run<A: SfuAdapter>(
                     let _ = reports.send(MixerReport::Participants(participants));
                     let _ = engine_tx.send(EngineInput::Leave(p.id.to_string()));
                 }
+                Ok(Some(RosterEvent::Renewed(p))) => {
+                    for ssrc in [p.audio.ssrc, p.video.ssrc] {
+                        let _ = ingest_cmd.send(IngestCommand::RenewStream(ssrc));
+                    }
+                }
                 Ok(None) => break Err(MixerError::SfuGone),
                 // An inconsistent announcement leaves the roster as it was.
                 Err(e) => warn!("SFU: {e}"),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::monitor::{MonitorConfig, StorageMonitor};
@@ -27,6 +28,8 @@ use crate::storage::space;
 
 /// Media frames queued for the writer thread before the link is back-pressured.
 const WRITER_QUEUE: usize = 256;
+/// How long a shutdown waits for the sessions to finish their recordings.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// How often a recording's `Stats` go to the mixer unless configured.
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a connection may take to prove the link key unless configured.
@@ -188,6 +191,18 @@ pub fn recover_unfinished(storage: &Path) -> usize {
 /// unauthenticated one is closed when there are too many, and when `accept` fails
 /// (out of descriptors) the oldest is closed too and accepting resumes after a pause.
 pub async fn serve(listener: LinkListener, config: Arc<RecorderConfig>) {
+    serve_until(listener, config, std::future::pending()).await
+}
+
+/// [`serve`] until `shutdown` completes: then nothing is accepted any more, and every
+/// session finishes its recording as on the mixer's `Stop` (`Stopped` to the mixer,
+/// index and playlist closed) and ends. Sessions still busy after [`SHUTDOWN_LIMIT`]
+/// (a dying disk) are left to recovery at the next start.
+pub async fn serve_until(
+    listener: LinkListener,
+    config: Arc<RecorderConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     info!(
         addr = %listener.local_addr(),
         storage = %config.storage.display(),
@@ -205,11 +220,28 @@ pub async fn serve(listener: LinkListener, config: Arc<RecorderConfig>) {
         writers: Writers::default(),
     });
     let cap = unauthenticated_cap(config.max_unauthenticated, descriptor_limit());
+    let mut handshakes = JoinSet::new();
     let mut pending: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
+    let mut sessions = JoinSet::new();
+    let (stop, stopping) = watch::channel(false);
     let mut backoff = ACCEPT_BACKOFF.0;
+    tokio::pin!(shutdown);
     loop {
         pending.retain(|h| !h.is_finished());
-        let incoming = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(done) = handshakes.join_next() => {
+                if let Ok(Some((peer, link))) = done {
+                    let (config, storage) = (config.clone(), storage.clone());
+                    sessions.spawn(run_link(peer, link, config, storage, stopping.clone()));
+                }
+                continue;
+            }
+            // Reaps the sessions that ended, so the set holds only live ones.
+            Some(_) = sessions.join_next() => continue,
+            () = &mut shutdown => break,
+        };
+        let incoming = match accepted {
             Ok(incoming) => {
                 backoff = ACCEPT_BACKOFF.0;
                 incoming
@@ -227,8 +259,24 @@ pub async fn serve(listener: LinkListener, config: Arc<RecorderConfig>) {
                 oldest.abort();
             }
         }
-        let task = tokio::spawn(authenticate(incoming, config.clone(), storage.clone()));
-        pending.push_back(task.abort_handle());
+        pending.push_back(handshakes.spawn(authenticate(incoming, config.clone())));
+    }
+    drop(listener);
+    handshakes.abort_all();
+    info!(
+        sessions = sessions.len(),
+        "recorder shutting down: finishing the recordings"
+    );
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
+        while sessions.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        warn!(
+            sessions = sessions.len(),
+            limit = ?SHUTDOWN_LIMIT,
+            "recordings not finished in time: recovery repairs them at the next start"
+        );
     }
 }
 
@@ -250,35 +298,51 @@ fn unauthenticated_cap(configured: usize, nofile: Option<u64>) -> usize {
     configured.min(half).max(1)
 }
 
-/// Runs the handshake within the deadline, then hands the session to its own task
-/// (so dropping this one, as the oldest unauthenticated, never ends a session).
-async fn authenticate(incoming: Incoming, config: Arc<RecorderConfig>, storage: Arc<Storage>) {
+/// Runs the handshake within the deadline; the link, once authenticated, gets its
+/// session task from [`serve_until`] (so dropping this task, as the oldest
+/// unauthenticated, never ends a session).
+async fn authenticate(
+    incoming: Incoming,
+    config: Arc<RecorderConfig>,
+) -> Option<(String, Authenticated)> {
     let peer = incoming.peer.clone();
     let deadline = config.handshake_timeout;
-    let link = match tokio::time::timeout(
+    match tokio::time::timeout(
         deadline,
         incoming.authenticate(&config.keys, config.max_frame),
     )
     .await
     {
-        Ok(Ok(link)) => link,
-        Ok(Err(e)) => return warn!(%peer, reason = %e, "media link refused: authentication failed"),
+        Ok(Ok(link)) => Some((peer, link)),
+        Ok(Err(e)) => {
+            warn!(%peer, reason = %e, "media link refused: authentication failed");
+            None
+        }
         Err(_) => {
-            return debug!(%peer, ?deadline, "media link refused: no authentication within the deadline")
+            debug!(%peer, ?deadline, "media link refused: no authentication within the deadline");
+            None
         }
-    };
-    tokio::spawn(async move {
-        let Authenticated {
-            reader,
-            sender,
-            key,
-        } = link;
-        info!(%peer, %key, "media link session opened");
-        match run_session(reader, sender, &config, &storage).await {
-            Ok(()) => info!(%peer, "media link session closed"),
-            Err(reason) => warn!(%peer, %reason, "media link session closed with an error"),
-        }
-    });
+    }
+}
+
+/// One authenticated link's session, until its end or the recorder's shutdown.
+async fn run_link(
+    peer: String,
+    link: Authenticated,
+    config: Arc<RecorderConfig>,
+    storage: Arc<Storage>,
+    stopping: watch::Receiver<bool>,
+) {
+    let Authenticated {
+        reader,
+        sender,
+        key,
+    } = link;
+    info!(%peer, %key, "media link session opened");
+    match run_session(reader, sender, &config, &storage, stopping).await {
+        Ok(()) => info!(%peer, "media link session closed"),
+        Err(reason) => warn!(%peer, %reason, "media link session closed with an error"),
+    }
 }
 
 /// Writer events are tagged with the recording they belong to: a session may start
@@ -384,6 +448,7 @@ async fn run_session(
     sender: FrameSender,
     config: &RecorderConfig,
     storage: &Arc<Storage>,
+    mut stopping: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut health = storage.monitor.subscribe();
     let mut session = RecorderSession::new();
@@ -423,6 +488,11 @@ async fn run_session(
                 };
                 recs.finish_current().await;
                 closing = Some(outcome);
+            }
+            // The recorder shuts down: close as on Stop, then end the session.
+            Ok(()) = stopping.changed(), if closing.is_none() => {
+                recs.finish_current().await;
+                closing = Some(Ok(()));
             }
             Some((tag, event)) = events.recv() => {
                 on_writer_event(tag, event, &sender, &mut recs).await;

@@ -23,6 +23,8 @@
 //!
 //! RTP goes to the announced ports with RTCP multiplexed on them (RFC 5761); RTCP
 //! feedback (receiver reports, PLI) goes back to the address the RTP comes from.
+//! Each stream is locked to the address its first packet came from
+//! ([`crate::ingest::source`]); a stream sent from a new address is announced anew.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@ pub(crate) mod adapter;
 pub(crate) mod channel;
 pub mod control;
 pub mod janus;
-pub(crate) mod notice;
+pub mod notice;
 pub(crate) mod roster;
 #[cfg(feature = "lab")]
 pub mod sim;

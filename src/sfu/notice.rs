@@ -266,7 +266,7 @@ fn ingest_text(streams: &[StreamReport]) -> String {
     participants.sort_unstable();
     participants.dedup();
     let sum = |f: fn(&StreamStats) -> u64| streams.iter().map(|s| f(&s.counters)).sum::<u64>();
-    format!(
+    let mut text = format!(
         "Receiving {} streams of {} participants: {} packets, {} lost, {} late, {} reordered, {} keyframe requests.",
         streams.len(),
         participants.len(),
@@ -275,7 +275,14 @@ fn ingest_text(streams: &[StreamReport]) -> String {
         sum(|c| c.late),
         sum(|c| c.reordered),
         sum(|c| c.keyframe_requests),
-    )
+    );
+    let spoofed = sum(|c| c.spoofed);
+    if spoofed > 0 {
+        text.push_str(&format!(
+            " {spoofed} packets of these streams from other addresses than the SFU's dropped."
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -376,9 +383,49 @@ mod tests {
         assert_eq!(v["streams"][1]["participant"], "p1");
         assert_eq!(v["streams"][1]["kind"], "video");
         assert_eq!(v["streams"][1]["lost"], 3);
+        assert_eq!(v["streams"][1]["spoofed"], 0);
         // What the SFU receives parses back to the same notice.
         let json = serde_json::to_string(&notice).unwrap();
         assert_eq!(serde_json::from_str::<Notice>(&json).unwrap(), notice);
+    }
+
+    #[test]
+    fn ingest_line_tells_of_spoofed_packets() {
+        let counters = StreamStats {
+            packets: 100,
+            spoofed: 40,
+            ..Default::default()
+        };
+        let notice = Notice::Ingest {
+            streams: vec![StreamReport {
+                participant: "p1".to_owned(),
+                kind: MediaKind::Video,
+                ssrc: 7,
+                counters,
+            }],
+            at: 9,
+        };
+        let a = Announcement::new(&notice);
+        assert!(
+            a.text.ends_with(
+                " 40 packets of these streams from other addresses than the SFU's dropped."
+            ),
+            "{}",
+            a.text
+        );
+        let v: serde_json::Value = serde_json::from_str(&a.to_json_line()).unwrap();
+        assert_eq!(v["streams"][0]["spoofed"], 40);
+        // A notice of an older mixer, without the counter, still parses.
+        let mut json = serde_json::to_value(&notice).unwrap();
+        json["streams"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("spoofed");
+        let old: Notice = serde_json::from_value(json).unwrap();
+        let Notice::Ingest { streams, .. } = old else {
+            panic!("{old:?}")
+        };
+        assert_eq!(streams[0].counters.spoofed, 0);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum RosterEvent {
     Joined(ParticipantInfo),
     /// The participant as it was announced, so its streams can be torn down.
     Left(ParticipantInfo),
+    /// The SFU sends the participant's streams anew (same SSRCs; a forward renewed
+    /// after a reconnection), perhaps from another address.
+    Renewed(ParticipantInfo),
 }
 
 #[derive(Debug, Default)]

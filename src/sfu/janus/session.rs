@@ -139,6 +139,8 @@ struct Member {
     video_rtcp: Option<u16>,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// Forwarded before: a new forward (after a reconnection) is a renewal.
+    forwarded: bool,
 }
 
 /// Video codecs the mixer decodes.
@@ -409,6 +411,7 @@ impl Session {
                 video_rtcp: None,
                 attempts: 0,
                 retry_at: None,
+                forwarded: false,
             },
         );
     }
@@ -500,6 +503,11 @@ impl Session {
             .and_then(|f| f.local_rtcp_port);
         m.attempts = 0;
         debug!(publisher, streams = ?m.forwards, "forwarding");
+        // Janus may send from other ports now (it restarted): the ingest learns them.
+        if std::mem::replace(&mut m.forwarded, true) {
+            self.out
+                .push_back(Output::Roster(RosterEvent::Renewed(m.info.clone())));
+        }
         // The decoder cannot start before a keyframe; ask at once.
         if let Some(rtcp_port) = m.video_rtcp {
             self.out.push_back(Output::Pli {

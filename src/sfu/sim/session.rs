@@ -376,6 +376,7 @@ mod tests {
         );
         let out = run(&mut sim, t0, t0 + Duration::from_millis(995));
         let mut demux = Demux::new(1);
+        let sfu = "127.0.0.1:40000".parse().unwrap();
         for s in [&people[0].audio, &people[0].video] {
             let kind = if s.payload_type == 96 {
                 MediaKind::Video
@@ -398,7 +399,7 @@ mod tests {
                 assert!(ssrc == people[0].audio.ssrc || ssrc == people[0].video.ssrc);
                 let rtp = RtpPacket::parse(&d.data, 1500).unwrap();
                 assert_eq!(rtp.ssrc == people[0].video.ssrc, d.port == 5006);
-                received.extend(demux.push_datagram(&d.data, t0));
+                received.extend(demux.push_datagram(&d.data, sfu, t0));
             }
         }
         received.extend(demux.poll(t0 + Duration::from_secs(5)));

@@ -213,7 +213,14 @@ fn reconnection_removes_stale_forwards_and_renews_the_others() {
     drain(&mut s);
     s.forward("7", now);
     s.forward("8", now);
-    drain(&mut s);
+    let (sent, _) = drain(&mut s);
+    answer(&mut s, &sent[0], forwarded(7, 40), now);
+    let (_, out) = drain(&mut s);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Roster(RosterEvent::Renewed(_)))),
+        "a first forward is no renewal: {out:?}"
+    );
 
     // Janus comes back with 8 gone and 9 new; forwards to our ingest (and only those)
     // are stopped before new ones start.
@@ -268,6 +275,23 @@ fn reconnection_removes_stale_forwards_and_renews_the_others() {
     assert_eq!(sent[1]["body"]["streams"][0]["ssrc"], 1001);
     assert_eq!(sent.len(), 2);
     assert_eq!(out, vec![Output::Ready]);
+    // Janus may send the renewed forward from other ports: the ingest learns them.
+    answer(&mut s, &sent[1], forwarded(7, 70), now);
+    let (_, out) = drain(&mut s);
+    assert!(
+        matches!(&out[..], [Output::Roster(RosterEvent::Renewed(p)), ..] if p.id == "7"),
+        "{out:?}"
+    );
+}
+
+/// Janus's answer to an `rtp_forward` of `publisher`'s audio and video.
+fn forwarded(publisher: u64, stream_id: u64) -> Value {
+    success(
+        VIDEOROOM,
+        json!({"videoroom": "rtp_forward", "publisher_id": publisher, "forwarders": [
+        {"stream_id": stream_id, "type": "video", "host": "127.0.0.1", "port": 5004, "local_rtcp_port": 40000},
+        {"stream_id": stream_id + 1, "type": "audio", "host": "127.0.0.1", "port": 5004}]}),
+    )
 }
 
 #[test]
