@@ -344,9 +344,19 @@ pub async fn run(
             );
         }
         // A segment that could not be closed on the broken disk is repaired, as the
-        // recorder would at its next start.
-        for dir in &segments {
+        // recorder would at its next start (one left without a fragment is removed).
+        segments.retain(|dir| {
             match recovery::recover(dir) {
+                Ok(r) if r.removed_empty => {
+                    say(
+                        out,
+                        format!(
+                            "demo: {} held no fragment when the fault hit: removed",
+                            dir.display()
+                        ),
+                    );
+                    return false;
+                }
                 Ok(r) if !r.was_finished => say(
                     out,
                     format!(
@@ -359,7 +369,8 @@ pub async fn run(
                 Ok(_) => {}
                 Err(e) => say(out, format!("demo: could not recover {}: {e}", dir.display())),
             }
-        }
+            true
+        });
     }
     let summary = match result {
         Ok(Ok(Some(summary))) => summary,
