@@ -454,8 +454,16 @@ fn gather_segments(place: &Place, storage: &Path, recording: &str, log: &mut Log
     if let Err(e) = relocate_chain(&before, &segments) {
         log.say(format!("demo: could not update the segment chain: {e}"));
     }
-    for dir in &segments {
+    // One left without a fragment by the fault is removed, as recovery does.
+    segments.retain(|dir| {
         match recovery::recover(dir) {
+            Ok(r) if r.removed_empty => {
+                log.say(format!(
+                    "demo: {} held no fragment when the fault hit: removed",
+                    dir.display()
+                ));
+                return false;
+            }
             Ok(r) if !r.was_finished => log.say(format!(
                 "demo: {} was left unfinished by the fault; recovered: {} fragments, {:.1} s",
                 dir.display(),
@@ -465,7 +473,8 @@ fn gather_segments(place: &Place, storage: &Path, recording: &str, log: &mut Log
             Ok(_) => {}
             Err(e) => log.say(format!("demo: could not recover {}: {e}", dir.display())),
         }
-    }
+        true
+    });
     segments
 }
 

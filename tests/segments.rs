@@ -224,9 +224,16 @@ fn the_spool_bound_is_a_full_disk() {
     };
     let media = frames(10);
     let mut w = create(primary.path(), opts);
+    // A fragment on the primary first: a segment without any is not listed.
+    let mut rest = media.iter();
+    for m in rest.by_ref() {
+        if w.push(m).unwrap().durable.is_some() {
+            break;
+        }
+    }
     w.fail_over(spool.path()).unwrap();
     let mut full = false;
-    for m in &media {
+    for m in rest {
         match w.push(m) {
             Ok(_) => {}
             Err(e) if !full => {

@@ -1,9 +1,13 @@
 //! The recording index: a 16-byte header, then one fixed-size little-endian record per
 //! fragment, each protected by a CRC32 so a torn last record is recognised.
 //!
-//! Every field of a record is derived from the MP4 alone ([`IndexRecord::derive`]),
-//! so an index rebuilt from the file is byte-identical to the one written live.
-//! Records have a fixed size, which makes seeking a binary search over the file.
+//! Every field of a record but the fragment checksum is derived from the MP4 alone
+//! ([`IndexRecord::derive`]). The checksum (index version 2) is the CRC-32 of the
+//! fragment's bytes as they were written, so it can only come from the live writer or
+//! from a fragment that no index had recorded yet (see [`super::integrity`]).
+//! Version 1 indexes, written before fragments had checksums, are still read: their
+//! records have no checksum. Records have a fixed size, which makes seeking a binary
+//! search over the file.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -14,7 +18,10 @@ use thiserror::Error;
 use crate::media::mp4::{FragmentTiming, InitInfo, MoofInfo, ReadError};
 
 pub const MAGIC: [u8; 8] = *b"RBXIDX01";
-pub const VERSION: u16 = 1;
+/// The version new indexes are written in.
+pub const VERSION: u16 = 2;
+/// The first version, whose records have no fragment checksum.
+pub const VERSION_UNCHECKSUMMED: u16 = 1;
 pub const HEADER_SIZE: usize = 16;
 pub const RECORD_SIZE: usize = 40;
 /// Record flag: the fragment starts with a keyframe (a sync sample).
@@ -56,6 +63,19 @@ impl Default for IndexHeader {
 }
 
 impl IndexHeader {
+    /// The header of an index of `version` (1 or 2).
+    pub fn of_version(version: u16) -> Self {
+        Self {
+            version,
+            ..Self::default()
+        }
+    }
+
+    /// Records of this index carry fragment checksums.
+    pub fn has_checksums(&self) -> bool {
+        self.version >= VERSION
+    }
+
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0; HEADER_SIZE];
         b[..8].copy_from_slice(&MAGIC);
@@ -70,7 +90,7 @@ impl IndexHeader {
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         let record_size = u16::from_le_bytes([b[10], b[11]]);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_UNCHECKSUMMED {
             return Err(IndexError::Version(version));
         }
         if usize::from(record_size) != RECORD_SIZE {
@@ -98,6 +118,8 @@ pub struct IndexRecord {
     pub offset: u64,
     /// `moof` + `mdat` bytes.
     pub length: u32,
+    /// CRC-32 of the `moof` + `mdat` bytes as written (`None` in a version 1 index).
+    pub checksum: Option<u32>,
 }
 
 impl IndexRecord {
@@ -118,7 +140,24 @@ impl IndexRecord {
             offset,
             length: u32::try_from(length)
                 .map_err(|_| ReadError::Malformed("fragment (over 4 GiB)"))?,
+            checksum: None,
         })
+    }
+
+    /// The same fragment at the same place: every field but the checksum agrees.
+    pub fn same_fragment(&self, other: &IndexRecord) -> bool {
+        IndexRecord {
+            checksum: None,
+            ..*self
+        } == IndexRecord {
+            checksum: None,
+            ..*other
+        }
+    }
+
+    /// End of the fragment in the recording file.
+    pub fn end_offset(&self) -> u64 {
+        self.offset + u64::from(self.length)
     }
 
     pub fn keyframe(&self) -> bool {
@@ -138,12 +177,15 @@ impl IndexRecord {
         b[16..20].copy_from_slice(&self.duration_us.to_le_bytes());
         b[20..28].copy_from_slice(&self.offset.to_le_bytes());
         b[28..32].copy_from_slice(&self.length.to_le_bytes());
+        // Reserved (zero) in version 1.
+        b[32..36].copy_from_slice(&self.checksum.unwrap_or(0).to_le_bytes());
         let crc = crc32fast::hash(&b[..36]);
         b[36..40].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    pub fn decode(b: &[u8; RECORD_SIZE]) -> Result<Self, IndexError> {
+    /// Decodes a record of an index with `header`.
+    pub fn decode(b: &[u8; RECORD_SIZE], header: IndexHeader) -> Result<Self, IndexError> {
         if crc32fast::hash(&b[..36]).to_le_bytes() != b[36..40] {
             return Err(IndexError::Crc);
         }
@@ -157,14 +199,20 @@ impl IndexRecord {
             duration_us: u32_at(16),
             offset: u64_at(20),
             length: u32_at(28),
+            checksum: header.has_checksums().then(|| u32_at(32)),
         })
     }
 }
 
-/// Encodes a whole index file.
+/// Encodes a whole index file of the current version.
 pub fn encode_index(records: &[IndexRecord]) -> Vec<u8> {
+    encode_index_with(IndexHeader::default(), records)
+}
+
+/// Encodes a whole index file with `header` (recovery keeps an old version).
+pub fn encode_index_with(header: IndexHeader, records: &[IndexRecord]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_SIZE + records.len() * RECORD_SIZE);
-    out.extend_from_slice(&IndexHeader::default().encode());
+    out.extend_from_slice(&header.encode());
     for r in records {
         out.extend_from_slice(&r.encode());
     }
@@ -174,6 +222,7 @@ pub fn encode_index(records: &[IndexRecord]) -> Vec<u8> {
 /// All records that could be read and what, if anything, followed them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexContents {
+    pub header: IndexHeader,
     pub records: Vec<IndexRecord>,
     /// Bytes after the last good record (a torn or damaged tail), ignored.
     pub ignored_bytes: u64,
@@ -183,6 +232,7 @@ pub struct IndexContents {
 /// one record at a time except in [`IndexFile::read_all`].
 pub struct IndexFile<R> {
     inner: R,
+    header: IndexHeader,
     /// Records usable for seeking: complete ones, minus a last one with a bad CRC.
     count: usize,
     file_len: u64,
@@ -205,11 +255,12 @@ impl<R: Read + Seek> IndexFile<R> {
         let mut header = [0; HEADER_SIZE];
         inner.seek(SeekFrom::Start(0))?;
         inner.read_exact(&mut header)?;
-        IndexHeader::decode(&header)?;
+        let header = IndexHeader::decode(&header)?;
         let complete = usize::try_from((file_len - HEADER_SIZE as u64) / RECORD_SIZE as u64)
             .map_err(|_| IndexError::OutOfRange(usize::MAX))?;
         let mut file = Self {
             inner,
+            header,
             count: complete,
             file_len,
         };
@@ -223,6 +274,10 @@ impl<R: Read + Seek> IndexFile<R> {
         self.count
     }
 
+    pub fn header(&self) -> IndexHeader {
+        self.header
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -233,7 +288,7 @@ impl<R: Read + Seek> IndexFile<R> {
             HEADER_SIZE as u64 + (i * RECORD_SIZE) as u64,
         ))?;
         self.inner.read_exact(&mut b)?;
-        IndexRecord::decode(&b)
+        IndexRecord::decode(&b, self.header)
     }
 
     /// Record `i`; a damaged record inside the file is an error.
@@ -259,6 +314,7 @@ impl<R: Read + Seek> IndexFile<R> {
         }
         let used = (HEADER_SIZE + records.len() * RECORD_SIZE) as u64;
         Ok(IndexContents {
+            header: self.header,
             records,
             ignored_bytes: self.file_len - used,
         })
@@ -298,6 +354,7 @@ mod tests {
             duration_us: 2_000_000,
             offset: 1000 + u64::from(i) * 500_000,
             length: 500_000,
+            checksum: Some(0xC0FF_EE00 + i),
         }
     }
 
@@ -323,12 +380,46 @@ mod tests {
     #[test]
     fn layout_is_fixed() {
         let h = IndexHeader::default().encode();
-        assert_eq!(&h, b"RBXIDX01\x01\x00\x28\x00\x00\x00\x00\x00");
+        assert_eq!(&h, b"RBXIDX01\x02\x00\x28\x00\x00\x00\x00\x00");
         let r = rec(1).encode();
         assert_eq!(&r[0..4], &2u32.to_le_bytes());
         assert_eq!(r[6], 1);
         assert_eq!(&r[20..28], &501_000u64.to_le_bytes());
+        assert_eq!(&r[32..36], &0xC0FF_EE01u32.to_le_bytes());
         assert_eq!(&r[36..40], &crc32fast::hash(&r[..36]).to_le_bytes());
+    }
+
+    /// A version 1 index, byte for byte as the first recorders wrote it: its records
+    /// are read, without checksums.
+    #[test]
+    fn version_1_indexes_are_read_without_checksums() {
+        let mut old = b"RBXIDX01\x01\x00\x28\x00\x00\x00\x00\x00".to_vec();
+        let mut r = [0u8; RECORD_SIZE];
+        r[0..4].copy_from_slice(&7u32.to_le_bytes());
+        r[6] = FLAG_KEYFRAME;
+        r[8..16].copy_from_slice(&4_000_000u64.to_le_bytes());
+        r[16..20].copy_from_slice(&1_000_000u32.to_le_bytes());
+        r[20..28].copy_from_slice(&1234u64.to_le_bytes());
+        r[28..32].copy_from_slice(&5678u32.to_le_bytes());
+        let crc = crc32fast::hash(&r[..36]);
+        r[36..40].copy_from_slice(&crc.to_le_bytes());
+        old.extend_from_slice(&r);
+        let mut f = IndexFile::new(Cursor::new(old.clone())).unwrap();
+        assert!(!f.header().has_checksums());
+        let want = IndexRecord {
+            sequence: 7,
+            segment: 0,
+            flags: FLAG_KEYFRAME,
+            start_us: 4_000_000,
+            duration_us: 1_000_000,
+            offset: 1234,
+            length: 5678,
+            checksum: None,
+        };
+        assert_eq!(f.read_all().unwrap().records, [want]);
+        // Written again in its own version, it is the same file.
+        let header = IndexHeader::of_version(VERSION_UNCHECKSUMMED);
+        assert_eq!(encode_index_with(header, &[want]), old);
     }
 
     #[test]
@@ -338,7 +429,10 @@ mod tests {
             for bit in 0..8 {
                 let mut c = b;
                 c[byte] ^= 1 << bit;
-                assert!(matches!(IndexRecord::decode(&c), Err(IndexError::Crc)));
+                assert!(matches!(
+                    IndexRecord::decode(&c, IndexHeader::default()),
+                    Err(IndexError::Crc)
+                ));
             }
         }
     }
@@ -353,6 +447,7 @@ mod tests {
         assert_eq!(
             f.read_all().unwrap(),
             IndexContents {
+                header: IndexHeader::default(),
                 records: records[..4].to_vec(),
                 ignored_bytes: 33
             }
@@ -428,16 +523,20 @@ mod tests {
             any::<u32>(),
             any::<u64>(),
             any::<u32>(),
+            any::<u32>(),
         )
             .prop_map(
-                |(sequence, segment, flags, start_us, duration_us, offset, length)| IndexRecord {
-                    sequence,
-                    segment,
-                    flags,
-                    start_us,
-                    duration_us,
-                    offset,
-                    length,
+                |(sequence, segment, flags, start_us, duration_us, offset, length, checksum)| {
+                    IndexRecord {
+                        sequence,
+                        segment,
+                        flags,
+                        start_us,
+                        duration_us,
+                        offset,
+                        length,
+                        checksum: Some(checksum),
+                    }
                 },
             )
     }
@@ -445,7 +544,30 @@ mod tests {
     proptest! {
         #[test]
         fn record_round_trips(r in any_record()) {
-            prop_assert_eq!(IndexRecord::decode(&r.encode()).unwrap(), r);
+            prop_assert_eq!(IndexRecord::decode(&r.encode(), IndexHeader::default()).unwrap(), r);
+            let v1 = IndexHeader::of_version(VERSION_UNCHECKSUMMED);
+            let old = IndexRecord { checksum: None, ..r };
+            prop_assert_eq!(IndexRecord::decode(&old.encode(), v1).unwrap(), old);
+        }
+
+        /// Any bytes after a header of either version: the reader answers or
+        /// refuses, never panics, and what it reads survives re-encoding.
+        #[test]
+        fn any_index_bytes_are_read_or_refused(
+            version in 0u16..4,
+            tail in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut bytes = IndexHeader::of_version(version).encode().to_vec();
+            bytes.extend_from_slice(&tail);
+            match IndexFile::new(Cursor::new(bytes)) {
+                Ok(mut f) => {
+                    let contents = f.read_all().unwrap();
+                    let again = encode_index_with(contents.header, &contents.records);
+                    let reread = IndexFile::new(Cursor::new(again)).unwrap().read_all().unwrap();
+                    prop_assert_eq!(reread.records, contents.records);
+                }
+                Err(e) => prop_assert!(matches!(e, IndexError::Version(_))),
+            }
         }
 
         #[test]

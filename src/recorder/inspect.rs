@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::index::{IndexError, IndexFile, IndexRecord};
+use super::integrity::{verify_file, Verification};
 use super::layout::{
     parse_chain, segment_of_dir, ChainEntry, CHAIN_FILE, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
@@ -79,6 +80,9 @@ pub struct Inspection {
     pub torn_bytes: u64,
     pub index_bytes: Option<u64>,
     pub index: IndexHealth,
+    /// What checking each indexed fragment against its checksum found (`None`:
+    /// no readable index to check against).
+    pub verification: Option<Verification>,
     /// The playlist is ended: the recording was finished (or recovered).
     pub finished: bool,
     /// Every segment of the recording, in order, when it has more than one
@@ -89,11 +93,21 @@ pub struct Inspection {
 impl Inspection {
     /// Nothing to repair.
     pub fn is_healthy(&self) -> bool {
-        self.torn.is_none() && self.index.is_consistent() && self.finished
+        self.torn.is_none() && self.index.is_consistent() && self.finished && !self.is_damaged()
+    }
+
+    /// Some fragment's bytes are not the ones written.
+    pub fn is_damaged(&self) -> bool {
+        self.verification
+            .as_ref()
+            .is_some_and(|v| !v.damaged.is_empty())
     }
 
     /// The health line of `recbox inspect`.
     pub fn health_text(&self) -> &'static str {
+        if self.is_damaged() {
+            return "DAMAGED: fragments do not hold the bytes written (listed above); `recbox repair` cannot restore them";
+        }
         match (self.finished, self.is_healthy()) {
             (_, true) => "finished cleanly",
             (true, false) => "finished, but damaged since: run `recbox repair`",
@@ -170,18 +184,24 @@ pub(crate) fn inspect_segment(dir: &Path) -> Result<Inspection, InspectError> {
 
     let index_path = dir.join(INDEX_FILE);
     let index_bytes = fs::metadata(&index_path).ok().map(|m| m.len());
-    let index = match IndexFile::open(&index_path).and_then(|mut f| f.read_all()) {
+    let contents = IndexFile::open(&index_path).and_then(|mut f| f.read_all());
+    let verification = match &contents {
+        Ok(c) => Some(verify_file(&file, file_bytes, &c.records).map_err(io)?),
+        Err(_) => None,
+    };
+    let index = match contents {
         Err(IndexError::Io(e)) if e.kind() == io::ErrorKind::NotFound => IndexHealth::Missing,
         Err(e) => IndexHealth::Unreadable(e.to_string()),
         Ok(contents) => IndexHealth::Checked {
             records: contents.records.len(),
             missing: records.len().saturating_sub(contents.records.len()),
             ignored_bytes: contents.ignored_bytes,
+            // The checksum is not derived from the file: it is checked above.
             first_mismatch: contents
                 .records
                 .iter()
                 .enumerate()
-                .position(|(i, r)| records.get(i) != Some(r)),
+                .position(|(i, r)| !records.get(i).is_some_and(|d| d.same_fragment(r))),
         },
     };
     let finished =
@@ -200,6 +220,7 @@ pub(crate) fn inspect_segment(dir: &Path) -> Result<Inspection, InspectError> {
         torn: scan.torn,
         index_bytes,
         index,
+        verification,
         finished,
         chain: Vec::new(),
     })
@@ -289,6 +310,23 @@ impl fmt::Display for Inspection {
                 writeln!(f)?;
             }
         }
+        match &self.verification {
+            Some(v) if v.not_checksummed > 0 => writeln!(
+                f,
+                "  checksum {} fragments not checksummed (index version 1, written before fragment checksums)",
+                v.not_checksummed
+            )?,
+            Some(v) => writeln!(
+                f,
+                "  checksum {} of {} fragments hold the bytes written",
+                v.checked - v.damaged.len(),
+                v.checked
+            )?,
+            None => writeln!(f, "  checksum -, no index to check the fragments against")?,
+        }
+        for d in self.verification.iter().flat_map(|v| &v.damaged) {
+            writeln!(f, "  DAMAGED  {d}")?;
+        }
         writeln!(f, "  health   {}", self.health_text())?;
         if self.chain.is_empty() {
             return Ok(());
@@ -335,7 +373,7 @@ impl fmt::Display for Inspection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::link::frame::{Media, Track};
     use crate::recorder::fragmenter::tests::start_params;
@@ -343,7 +381,8 @@ mod tests {
     use std::io::Write;
     use std::time::SystemTime;
 
-    fn frames(w: &mut RecordingWriter, n: i64) {
+    /// Pushes `n` video frames of 30 fps, a keyframe every second.
+    pub(crate) fn frames(w: &mut RecordingWriter, n: i64) {
         for i in 0..n {
             let nal = if i % 30 == 0 { 0x65 } else { 0x41 };
             let data = vec![0, 0, 1, nal, 0x88, 1, 2, 3];

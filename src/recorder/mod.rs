@@ -3,6 +3,7 @@
 pub(crate) mod fragmenter;
 pub mod index;
 pub mod inspect;
+pub mod integrity;
 pub mod layout;
 pub mod monitor;
 pub(crate) mod playlist;

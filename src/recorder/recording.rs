@@ -32,6 +32,7 @@ use thiserror::Error;
 
 use super::fragmenter::{Fragment, FragmentError, Fragmenter};
 use super::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
+use super::integrity;
 use super::layout::{
     encode_chain, replace_file, segment_dir_name, segment_suffix, utc_stamp, ChainEntry,
     SegmentInfo, SegmentState, Target, CHAIN_FILE, DEFAULT_MAX_FRAGMENT, INDEX_FILE, MP4_FILE,
@@ -348,6 +349,7 @@ impl Segment {
     ) -> Result<(), WriteError> {
         let mut record = IndexRecord::derive(init, &moof, self.mp4_end, bytes.len() as u64)?;
         record.segment = self.number;
+        record.checksum = Some(integrity::checksum(&bytes));
         self.mp4_end += bytes.len() as u64;
         self.queue.push_back(Queued {
             bytes,
@@ -917,10 +919,13 @@ impl RecordingWriter {
     }
 
     /// Writes the chain into the current segment (the error is returned) and into
-    /// every earlier one (best effort: their storage may be gone).
+    /// every earlier one (best effort: their storage may be gone). An earlier segment
+    /// without any fragment is not listed: no player opens an init segment alone
+    /// (recovery removes its directory).
     fn write_chain(&self, segments: &[SegmentInfo]) -> Result<(), WriteError> {
         let entries: Vec<ChainEntry> = segments
             .iter()
+            .filter(|s| s.fragments > 0 || s.segment == self.current.number)
             .map(|s| ChainEntry {
                 segment: s.segment,
                 first_us: s.first_us,

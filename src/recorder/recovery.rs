@@ -3,11 +3,25 @@
 //! from it.
 //!
 //! - a torn tail of `recording.mp4` (partial box, `moof` without its `mdat`,
-//!   unparsable `moof`) is cut back to the end of the last whole fragment;
-//! - `recording.idx` is rebuilt from the file; since every record field is derived
-//!   from the MP4, it is byte-identical to what the live writer wrote, so a torn,
-//!   damaged or missing index all end up the same; it is replaced atomically
-//!   (temp file, fsync, rename, fsync directory) and only if it differs;
+//!   unparsable `moof`) is cut back to the end of the last whole fragment. A break
+//!   that intact indexed fragments follow is damage, not a torn write (a fragment is
+//!   durable before its record is written): nothing is cut and recovery fails with
+//!   [`RecoveryError::DamagedInside`];
+//! - `recording.idx` is rebuilt from the file; every record field but the checksum
+//!   is derived from the MP4, and the checksum of a fragment the old index recorded
+//!   is kept from it (a fragment it lacks gets the checksum of its bytes, synced just
+//!   before the crash), so the rebuilt index is byte-identical to what the live writer
+//!   wrote, and damage since stays visible. A torn, damaged or missing index all end
+//!   up the same; a version 1 index stays version 1 (there are no checksums to
+//!   keep). It is replaced atomically (temp file, fsync, rename, fsync directory) and
+//!   only if it differs;
+//! - fragments whose bytes no longer match their checksum are reported, and kept:
+//!   a few flipped bits spoil the pictures up to the next keyframe, while cutting the
+//!   fragment would lose all of it and, in the middle of a file, every one after it;
+//! - a segment left without any fragment (a crash between its creation and its first
+//!   fragment, or all of it handed over) holds an init segment alone, which no player
+//!   opens: its directory is removed, and the chain in the other segments no longer
+//!   lists it;
 //! - fragments that a later segment of the chain holds too (see
 //!   [`super::resume`]) are cut off: the later copy counts;
 //! - the playlist is regenerated (ended) and the `moov` durations are patched.
@@ -21,10 +35,11 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::index::{encode_index, IndexFile, IndexRecord};
+use super::index::{encode_index_with, IndexFile, IndexHeader, IndexRecord};
+use super::integrity::{self, DamagedFragment};
 use super::layout::{
-    parse_chain, replace_file, segment_of_dir, FileOpError, CHAIN_FILE, DEFAULT_MAX_FRAGMENT,
-    INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
+    encode_chain, parse_chain, replace_file, segment_of_dir, FileOpError, CHAIN_FILE,
+    DEFAULT_MAX_FRAGMENT, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
 use super::playlist;
 use crate::media::mp4::{self, FileScan, ReadError, TornTail};
@@ -43,6 +58,13 @@ pub enum RecoveryError {
         path: PathBuf,
         #[source]
         source: ReadError,
+    },
+    #[error("{}: the fragment at byte {offset} is damaged ({torn:?}), but {intact_after} intact indexed fragments follow it: nothing cut (`recbox inspect` names the damage)", path.display())]
+    DamagedInside {
+        path: PathBuf,
+        offset: u64,
+        torn: TornTail,
+        intact_after: usize,
     },
 }
 
@@ -100,6 +122,12 @@ pub struct RecoveryReport {
     pub index_rewritten: bool,
     pub playlist_rewritten: bool,
     pub durations_patched: bool,
+    /// Fragments whose bytes are not the ones written (kept).
+    pub damaged: Vec<DamagedFragment>,
+    /// Fragments without a checksum to check (a version 1 index).
+    pub not_checksummed: usize,
+    /// The segment held no fragment: its directory was removed.
+    pub removed_empty: bool,
     /// The playlist was already ended: the recording had finished cleanly.
     pub was_finished: bool,
     pub media_duration_us: u64,
@@ -112,12 +140,19 @@ impl RecoveryReport {
             && !self.index_rewritten
             && !self.playlist_rewritten
             && !self.durations_patched
+            && !self.removed_empty
     }
 }
 
 impl std::fmt::Display for RecoveryReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "recording {}", self.dir.display())?;
+        if self.removed_empty {
+            return write!(
+                f,
+                "  no fragment: an init segment alone, which no player opens; directory removed"
+            );
+        }
         if self.was_clean() {
             writeln!(f, "  nothing to repair")?;
         }
@@ -158,6 +193,23 @@ impl std::fmt::Display for RecoveryReport {
         if self.durations_patched {
             writeln!(f, "  durations in the file header patched")?;
         }
+        if self.not_checksummed > 0 {
+            writeln!(
+                f,
+                "  {} fragments not checksummed (index version 1): their bytes cannot be checked",
+                self.not_checksummed
+            )?;
+        }
+        for d in &self.damaged {
+            writeln!(f, "  DAMAGED  {d}")?;
+        }
+        if !self.damaged.is_empty() {
+            writeln!(
+                f,
+                "  {} damaged fragments kept: they play, with errors up to their next keyframe; nothing can restore them",
+                self.damaged.len()
+            )?;
+        }
         write!(
             f,
             "  {}",
@@ -191,13 +243,110 @@ fn records_of(
         .map_err(format_err(path))
 }
 
-/// The index records for the whole fragments of an MP4 (a torn tail is ignored);
-/// the segment number comes from the name of its directory.
+/// Gives every record a checksum: the one `old` (the index as it was) holds for the
+/// fragment at the same place, else that of the bytes the file holds now.
+fn fill_checksums(
+    records: &mut [IndexRecord],
+    old: &[IndexRecord],
+    file: &File,
+    file_len: u64,
+    path: &Path,
+) -> Result<(), RecoveryError> {
+    for r in records {
+        // Offset and length alone: any other field may come from a damaged `moof`.
+        let recorded = old
+            .binary_search_by_key(&r.offset, |o| o.offset)
+            .ok()
+            .map(|i| old[i])
+            .filter(|o| o.length == r.length)
+            .and_then(|o| o.checksum);
+        r.checksum = match recorded {
+            Some(c) => Some(c),
+            None => Some(integrity::checksum_of(file, file_len, r).map_err(io_err("read", path))?),
+        };
+    }
+    Ok(())
+}
+
+/// The index records for the whole fragments of an MP4 (a torn tail is ignored),
+/// with the checksums of their bytes as they are now; the segment number comes from
+/// the name of its directory.
 pub fn index_from_file(mp4: &Path) -> Result<Vec<IndexRecord>, RecoveryError> {
     let mut file = File::open(mp4).map_err(io_err("open", mp4))?;
     let scan = scan_file(&mut file, mp4)?;
     let segment = mp4.parent().map_or(0, segment_of_dir);
-    records_of(&scan, mp4, segment)
+    let mut records = records_of(&scan, mp4, segment)?;
+    fill_checksums(&mut records, &[], &file, scan.file_len, mp4)?;
+    Ok(records)
+}
+
+/// Refuses to cut at a break in the file that intact fragments the index recorded
+/// follow (before `until`, where a later segment takes over): those were durable,
+/// so the break is damage, not a torn write.
+fn check_break(
+    scan: &FileScan,
+    old: &[IndexRecord],
+    until: Option<u64>,
+    file: &File,
+    path: &Path,
+) -> Result<(), RecoveryError> {
+    let Some(torn) = &scan.torn else {
+        return Ok(());
+    };
+    let after: Vec<IndexRecord> = old
+        .iter()
+        .filter(|r| {
+            r.offset > torn.offset()
+                && r.end_offset() <= scan.file_len
+                && until.is_none_or(|t| r.start_us < t)
+        })
+        .copied()
+        .collect();
+    if after.is_empty() {
+        return Ok(());
+    }
+    let v = integrity::verify_file(file, scan.file_len, &after).map_err(io_err("read", path))?;
+    let intact_after = after.len() - v.damaged.len();
+    if intact_after == 0 {
+        return Ok(());
+    }
+    Err(RecoveryError::DamagedInside {
+        path: path.to_owned(),
+        offset: torn.offset(),
+        torn: torn.clone(),
+        intact_after,
+    })
+}
+
+/// Removes a segment directory that holds no fragment, after taking it out of the
+/// chain of every other segment (so a crash in between leaves a directory that is
+/// found and removed again, never a chain naming a directory that is gone).
+fn remove_empty_segment(dir: &Path, segment: u16) -> Result<(), RecoveryError> {
+    let chain = fs::read_to_string(dir.join(CHAIN_FILE))
+        .ok()
+        .and_then(|text| parse_chain(&text).ok())
+        .unwrap_or_default();
+    for other in chain.iter().filter(|e| e.segment != segment) {
+        let Ok(text) = fs::read_to_string(other.dir.join(CHAIN_FILE)) else {
+            continue;
+        };
+        let Ok(mut entries) = parse_chain(&text) else {
+            continue;
+        };
+        entries.retain(|e| e.segment != segment);
+        if let Err(error) = replace_file(&other.dir, CHAIN_FILE, encode_chain(&entries).as_bytes())
+        {
+            tracing::warn!(dir = %other.dir.display(), %error, "chain not updated: it still lists an empty segment");
+        }
+    }
+    fs::remove_dir_all(dir).map_err(io_err("remove", dir))?;
+    if let Some(parent) = dir.parent() {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync", parent))?;
+    }
+    tracing::info!(dir = %dir.display(), "segment without any fragment removed");
+    Ok(())
 }
 
 /// Where the media of the later segments of the chain in `dir` begins: the first
@@ -232,10 +381,24 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
     let mut scan = scan_file(&mut file, &mp4_path)?;
     let segment = segment_of_dir(dir);
     let mut records = records_of(&scan, &mp4_path, segment)?;
+
+    let index_path = dir.join(INDEX_FILE);
+    let old = match IndexFile::open(&index_path).and_then(|mut f| f.read_all()) {
+        Ok(contents) => Some(contents),
+        Err(e) => {
+            tracing::warn!(path = %index_path.display(), error = %e, "index unreadable, rebuilding");
+            None
+        }
+    };
+    let old_records = old.as_ref().map_or(&[][..], |c| &c.records[..]);
+    let header = old.as_ref().map_or_else(IndexHeader::default, |c| c.header);
+
     // A fragment whose write was reported failed went on in the next segment, but
     // the failing disk may have kept it after all; a resumed recording replays its
     // last group of pictures into the next segment: the later copy counts.
-    let handed_over = later_segments_start(dir, segment)
+    let next = later_segments_start(dir, segment);
+    check_break(&scan, old_records, next, &file, &mp4_path)?;
+    let handed_over = next
         .and_then(|next| records.iter().position(|r| r.start_us >= next))
         .map_or(0, |k| {
             scan.valid_len = records[k].offset;
@@ -250,22 +413,43 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         file.sync_all().map_err(io_err("sync", &mp4_path))?;
     }
 
+    if records.is_empty() {
+        remove_empty_segment(dir, segment)?;
+        return Ok(RecoveryReport {
+            dir: dir.to_owned(),
+            fragments: 0,
+            torn: scan.torn,
+            handed_over,
+            truncated_bytes,
+            old_index_records: old.as_ref().map(|c| c.records.len()),
+            index_records_dropped: old_records.len(),
+            index_records_added: 0,
+            index_rewritten: false,
+            playlist_rewritten: false,
+            durations_patched: false,
+            damaged: Vec::new(),
+            not_checksummed: 0,
+            removed_empty: true,
+            was_finished: false,
+            media_duration_us: 0,
+        });
+    }
+
     // The index.
-    let index_path = dir.join(INDEX_FILE);
-    let old = match IndexFile::open(&index_path).and_then(|mut f| f.read_all()) {
-        Ok(contents) => Some(contents.records),
-        Err(e) => {
-            tracing::warn!(path = %index_path.display(), error = %e, "index unreadable, rebuilding");
-            None
-        }
-    };
-    let old_records = old.as_deref().unwrap_or(&[]);
+    if header.has_checksums() {
+        fill_checksums(&mut records, old_records, &file, scan.valid_len, &mp4_path)?;
+    }
+    let verification = integrity::verify_file(&file, scan.valid_len, &records)
+        .map_err(io_err("read", &mp4_path))?;
+    for d in &verification.damaged {
+        tracing::warn!(path = %mp4_path.display(), damage = %d, "damaged fragment kept");
+    }
     let kept = old_records
         .iter()
         .zip(&records)
         .take_while(|(a, b)| a == b)
         .count();
-    let new_index = encode_index(&records);
+    let new_index = encode_index_with(header, &records);
     let index_rewritten = fs::read(&index_path).map_or(true, |bytes| bytes != new_index);
     if index_rewritten {
         replace_file(dir, INDEX_FILE, &new_index)?;
@@ -309,12 +493,15 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport, RecoveryError> {
         torn: scan.torn,
         handed_over,
         truncated_bytes,
-        old_index_records: old.as_ref().map(Vec::len),
+        old_index_records: old.as_ref().map(|c| c.records.len()),
         index_records_dropped: old_records.len() - kept,
         index_records_added: records.len() - kept,
         index_rewritten,
         playlist_rewritten,
         durations_patched,
+        damaged: verification.damaged,
+        not_checksummed: verification.not_checksummed,
+        removed_empty: false,
         was_finished,
         media_duration_us: mp4::movie_duration_us(&scan.init, &track_ends),
     };
@@ -357,5 +544,187 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot list directory");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::fragmenter::tests::start_params;
+    use crate::recorder::index::RECORD_SIZE;
+    use crate::recorder::inspect::{inspect, tests::frames};
+    use crate::recorder::integrity::FragmentCheck;
+    use crate::recorder::recording::{RecordingWriter, WriterOptions};
+    use std::time::SystemTime;
+
+    /// A finished recording of three one-second fragments, and its index records.
+    fn recording(root: &Path) -> (PathBuf, Vec<IndexRecord>) {
+        let mut w = RecordingWriter::create(
+            root,
+            &start_params(),
+            SystemTime::now(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        frames(&mut w, 90);
+        let dir = w.dir().to_owned();
+        w.finish().unwrap();
+        let records = IndexFile::open(&dir.join(INDEX_FILE))
+            .unwrap()
+            .read_all()
+            .unwrap()
+            .records;
+        assert_eq!(records.len(), 3);
+        (dir, records)
+    }
+
+    fn flip(path: &Path, at: u64, mask: u8) {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ mask], at).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_fragment_is_reported_and_kept_and_stays_visible() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, records) = recording(root.path());
+        let mp4 = dir.join(MP4_FILE);
+        // The last byte of fragment 1 is media (a sample in its `mdat`).
+        flip(&mp4, records[1].end_offset() - 1, 0x08);
+        let before = fs::read(&mp4).unwrap();
+        for _ in 0..2 {
+            let report = recover(&dir).unwrap();
+            let damaged: Vec<_> = report.damaged.iter().map(|d| (d.number, d.check)).collect();
+            assert_eq!(damaged, [(1, FragmentCheck::Damaged)], "{report}");
+            assert_eq!(report.damaged[0].record, records[1]);
+            assert!(report.was_clean(), "nothing else to do: {report}");
+            let text = report.to_string();
+            assert!(
+                text.contains("DAMAGED  fragment 1 (sequence 2): bytes")
+                    && text.contains("media 1.000 s .. 2.000 s"),
+                "{text}"
+            );
+            // The checksum written live is kept: the damage is not laundered.
+            assert_eq!(fs::read(&mp4).unwrap(), before);
+            let index = IndexFile::open(&dir.join(INDEX_FILE)).unwrap().read_all();
+            assert_eq!(index.unwrap().records, records);
+        }
+        let i = inspect(&dir).unwrap();
+        assert!(i.is_damaged() && !i.is_healthy(), "{i}");
+        let text = i.to_string();
+        assert!(
+            text.contains("2 of 3 fragments hold the bytes written")
+                && text.contains("DAMAGED  fragment 1 (sequence 2)")
+                && !text.contains("finished cleanly"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_break_that_intact_indexed_fragments_follow_is_not_cut() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, records) = recording(root.path());
+        let mp4 = dir.join(MP4_FILE);
+        // The `moof` fourcc of fragment 1: the file no longer parses past it.
+        flip(&mp4, records[1].offset + 4, 0x20);
+        let before = fs::read(&mp4).unwrap();
+        match recover(&dir) {
+            Err(RecoveryError::DamagedInside {
+                offset,
+                intact_after,
+                ..
+            }) => assert_eq!((offset, intact_after), (records[1].offset, 1)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(&mp4).unwrap(), before, "nothing cut");
+        let i = inspect(&dir).unwrap();
+        let damaged: Vec<_> = i
+            .verification
+            .as_ref()
+            .unwrap()
+            .damaged
+            .iter()
+            .map(|d| d.number)
+            .collect();
+        assert_eq!(damaged, [1]);
+        assert!(i.torn.is_some() && !i.is_healthy(), "{i}");
+    }
+
+    #[test]
+    fn a_torn_tail_is_still_cut_and_an_unindexed_fragment_gets_its_checksum() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, records) = recording(root.path());
+        // A crash after fragment 2 was synced, before its record was: then the next
+        // fragment was half written.
+        let index = fs::read(dir.join(INDEX_FILE)).unwrap();
+        fs::write(dir.join(INDEX_FILE), &index[..index.len() - RECORD_SIZE]).unwrap();
+        let mp4 = dir.join(MP4_FILE);
+        let mut bytes = fs::read(&mp4).unwrap();
+        let fragment = bytes[records[0].offset as usize..records[0].end_offset() as usize].to_vec();
+        bytes.extend_from_slice(&fragment[..fragment.len() / 2]);
+        fs::write(&mp4, &bytes).unwrap();
+        let report = recover(&dir).unwrap();
+        assert!(
+            report.torn.is_some() && report.damaged.is_empty(),
+            "{report}"
+        );
+        assert_eq!(report.index_records_added, 1);
+        assert_eq!(fs::read(dir.join(INDEX_FILE)).unwrap(), index);
+    }
+
+    #[test]
+    fn a_segment_without_fragments_is_removed_and_leaves_the_chain() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        // A crash right after the start: an init segment alone.
+        let w = RecordingWriter::create(
+            root.path(),
+            &start_params(),
+            SystemTime::now(),
+            WriterOptions::default(),
+        )
+        .unwrap();
+        let dir = w.dir().to_owned();
+        drop(w);
+        let report = recover(&dir).unwrap();
+        assert!(report.removed_empty && !report.was_clean(), "{report}");
+        assert!(!dir.exists());
+
+        // A crash right after a failover: segment 1 on the spool holds nothing.
+        let mut w = RecordingWriter::create(
+            root.path(),
+            &start_params(),
+            SystemTime::UNIX_EPOCH,
+            WriterOptions::default(),
+        )
+        .unwrap();
+        frames(&mut w, 60);
+        let first = w.dir().to_owned();
+        w.fail_over(spool.path()).unwrap();
+        let second = w.dir().to_owned();
+        drop(w);
+        let listed = |dir: &Path| -> Vec<u16> {
+            parse_chain(&fs::read_to_string(dir.join(CHAIN_FILE)).unwrap())
+                .unwrap()
+                .iter()
+                .map(|e| e.segment)
+                .collect()
+        };
+        assert_eq!(listed(&first), [0, 1]);
+        assert!(recover(&second).unwrap().removed_empty);
+        assert!(!second.exists());
+        assert_eq!(listed(&first), [0]);
+        let report = recover(&first).unwrap();
+        assert_eq!(report.fragments, 1, "{report}");
+        let i = inspect(&first).unwrap();
+        assert!(
+            i.is_healthy() && i.chain.iter().all(|(_, s)| s.is_ok()),
+            "{i}"
+        );
     }
 }

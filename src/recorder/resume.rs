@@ -155,6 +155,11 @@ pub fn plan(roots: &[&Path], start: &StartParams, now: SystemTime) -> Plan {
         return fresh;
     }
     match prepare(&found) {
+        // Recovery removed its segments: nothing to continue.
+        Ok(existing) if existing.segments.iter().all(|s| s.fragments == 0) => {
+            info!(recording = %start.recording, base = %found.base_name, "the existing recording holds no media: starting a fresh one");
+            fresh
+        }
         Ok(existing) => {
             info!(recording = %start.recording, base = %existing.base_name, segments = existing.segments.len(), from_us = existing.tail.start_us, "continuing the recording in a new segment");
             Plan::Resume(existing)

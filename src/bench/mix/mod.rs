@@ -45,7 +45,7 @@ use self::recbox_side::{engine_config, parse_side_line, parse_tap, SideLine};
 use self::replay::{replay, Destination, ReplayLog};
 use super::latency::Percentiles;
 use crate::mixer::engine::EngineConfig;
-use crate::recorder::index::{IndexRecord, HEADER_SIZE, RECORD_SIZE};
+use crate::recorder::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use crate::recorder::layout::INDEX_FILE;
 use crate::synth::PatternSpec;
 
@@ -439,7 +439,9 @@ fn poll_index(
         if let Ok(bytes) = std::fs::read(&path) {
             let now = monotonic_ns();
             while let Some(b) = bytes.get(at..at + RECORD_SIZE) {
-                if let Ok(r) = IndexRecord::decode(b.try_into().expect("record size")) {
+                if let Ok(r) =
+                    IndexRecord::decode(b.try_into().expect("record size"), IndexHeader::default())
+                {
                     records.push((r, now));
                 }
                 at += RECORD_SIZE;
