@@ -50,9 +50,9 @@ pub enum TransportError {
     Codec(#[from] CodecError),
     #[error("the peer closed the link in the middle of a frame ({buffered} bytes received)")]
     Truncated { buffered: usize },
-    #[error("the link is closed: this side closed it")]
-    ClosedHere,
-    #[error("the link is closed: writing failed: {0}")]
+    #[error("the link is closed: it was closed by this side")]
+    Closed,
+    #[error("the link is closed: its writer failed: {0}")]
     WriteFailed(#[source] Arc<io::Error>),
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
@@ -464,7 +464,7 @@ enum StreamItem {
 struct Shared {
     max_frame: usize,
     /// Why the writer stopped: `Ok` for a local close, `Err` with the I/O error
-    /// (shared: every sender reports it).
+    /// (shared: every clone of the sender reports it).
     end: OnceLock<Result<(), Arc<io::Error>>>,
 }
 
@@ -536,7 +536,7 @@ impl FrameSender {
     fn closed(&self) -> TransportError {
         match self.shared.end.get() {
             Some(Err(cause)) => TransportError::WriteFailed(cause.clone()),
-            _ => TransportError::ClosedHere,
+            _ => TransportError::Closed,
         }
     }
 }
