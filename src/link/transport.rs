@@ -520,7 +520,7 @@ impl FrameSender {
     }
 
     /// Sends everything queued so far, shuts the write half down and waits for it.
-    /// Other clones get [`TransportError::ClosedHere`] afterwards.
+    /// Other clones get [`TransportError::Closed`] afterwards.
     pub async fn close(self) -> Result<(), TransportError> {
         let (done_tx, done_rx) = oneshot::channel();
         if self.stream.send(StreamItem::Close(done_tx)).await.is_ok() {
