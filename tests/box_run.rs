@@ -428,6 +428,23 @@ fn config_check_prints_the_effective_configuration() {
         assert!(stderr.contains(key), "{stderr}");
     }
 
+    // A link key file that cannot be read, or holds no key, is named.
+    let key_file = dir.path().join("link.key");
+    std::fs::write(&path, format!("[link]\nkey_file = {key_file:?}\n")).unwrap();
+    for contents in [None, Some("  \n")] {
+        if let Some(c) = contents {
+            std::fs::write(&key_file, c).unwrap();
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("link.key_file"), "{stderr}");
+    }
+
     let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
         .args(["config", "defaults"])
         .output()

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use recbox::recorder::layout::MP4_FILE;
+use recbox::testbed::scratch::Mounted;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Generous: the machine is shared and busy.
 const PATIENCE: Duration = Duration::from_secs(120);
 const PASSWORD: &str = "room 4 admin";
+const MAX_CONNECTIONS: usize = 16;
 
 struct Recbox {
     child: Child,
@@ -48,6 +50,15 @@ impl Recbox {
             }
         });
         Self { child, lines }
+    }
+
+    /// The web page's address, once it listens.
+    fn web_addr(&self) -> String {
+        self.wait_line("web page listening")
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .unwrap()
+            .to_owned()
     }
 
     fn wait_line(&self, text: &str) -> String {
@@ -314,7 +325,9 @@ impl Drop for Chromium {
     }
 }
 
-fn config(dir: &Path, sfu: &str, hash: &str) -> PathBuf {
+/// `recbox run`'s configuration, recording to `storage` with `[recorder]` lines
+/// `recorder` added.
+fn config(dir: &Path, storage: &Path, recorder: &str, sfu: &str, hash: &str) -> PathBuf {
     let path = dir.join("recbox.toml");
     std::fs::write(
         &path,
@@ -323,9 +336,10 @@ fn config(dir: &Path, sfu: &str, hash: &str) -> PathBuf {
 [link]
 socket = "{dir}/run/link.sock"
 [recorder]
-storage = "{dir}/storage"
+storage = "{storage}"
 spool = "{dir}/spool"
 stats_interval = "500ms"
+{recorder}
 [mixer]
 ingest = "127.0.0.1:0"
 room = "room-1"
@@ -343,9 +357,11 @@ chime = false
 [web]
 listen = "127.0.0.1:0"
 admin_password_hash = "{hash}"
-max_connections = 16
+max_connections = {MAX_CONNECTIONS}
+header_timeout = "2s"
 "#,
-            dir = dir.display()
+            dir = dir.display(),
+            storage = storage.display(),
         ),
     )
     .unwrap();
@@ -368,14 +384,30 @@ fn the_web_page_serves_status_recordings_and_commands() {
     let sfu = rt.block_on(common::start_sfu());
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("storage");
-    let recbox = Recbox::spawn(&config(dir.path(), &sfu, &hash_password()));
-    let line = recbox.wait_line("web page listening");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap()
-        .to_owned();
+    let recbox = Recbox::spawn(&config(dir.path(), &storage, "", &sfu, &hash_password()));
+    let addr = recbox.web_addr();
     let url = |path: &str| format!("http://{addr}{path}");
+
+    // Slow clients holding every connection (half a request line, then nothing)
+    // are closed after web.header_timeout; a real request meanwhile is answered.
+    let stalled: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /api/sta").unwrap();
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(curl(&[&url("/api/status")]).status, 200);
+    for mut s in stalled {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .expect("closed by the server, not timed out here");
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("200 OK"),
+            "half a request is never answered"
+        );
+    }
 
     // The status is open to all; the rest needs a session.
     let status = curl(&[&url("/api/status")]);
@@ -633,6 +665,185 @@ fn the_web_page_serves_status_recordings_and_commands() {
         assert!(played.is_array(), "media error: {played}");
         assert_eq!(played[1], 1280, "{played}");
         assert_eq!(played[2], 720, "{played}");
+    });
+    drop(recbox);
+}
+
+/// Logs in through the API; the session token.
+fn log_in(addr: &str) -> String {
+    let login = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &json!({ "password": PASSWORD }).to_string(),
+        &format!("http://{addr}/api/login"),
+    ]);
+    assert_eq!(login.status, 200);
+    login.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// A recording that failed over to the spool and came back (the storage filled up
+/// and was freed: segment 0 stays whole) is downloaded as one file, which ffmpeg
+/// decodes without an error, holds every packet of its segments and lasts as long
+/// as they do together, and which the page's `<video>` plays past its first segment.
+/// With `RECBOX_WEB_SCREENSHOT=FILE` the page is captured (docs/guide/web.png).
+#[test]
+fn a_failed_over_recording_downloads_as_one_file() {
+    let Some(disk) = common::tmpfs("64m") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sfu = rt.block_on(common::start_sfu());
+    let dir = tempfile::tempdir().unwrap();
+    let storage = disk.path().join("storage");
+    let watermarks = "low_space = \"24M\"\nfull_space = \"16M\"\nstorage_poll = \"100ms\"";
+    let recbox = Recbox::spawn(&config(
+        dir.path(),
+        &storage,
+        watermarks,
+        &sfu,
+        &hash_password(),
+    ));
+    let addr = recbox.web_addr();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let bearer = format!("Authorization: Bearer {}", log_in(&addr));
+    let authed = |path: &str| curl(&["-H", &bearer, &url(path)]);
+    let command = |name: &str| {
+        let body = json!({ "command": name }).to_string();
+        let args = ["-H", "Content-Type: application/json", "-d", &body];
+        let mut all = vec!["-H", bearer.as_str()];
+        all.extend_from_slice(&args);
+        let u = url("/api/commands");
+        all.push(&u);
+        assert_eq!(curl(&all).status, 202);
+    };
+    let status = || curl(&[&url("/api/status")]).json();
+
+    command("start");
+    until("recording", || {
+        let s = status();
+        (s["state"] == "recording" && s["bytes"].as_u64().is_some_and(|b| b > 0)).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // Fill the storage below full_space: the recording moves to the spool.
+    let filler = disk.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    for _ in 0..56 {
+        if file.write_all(&[0x55; 1 << 20]).is_err() {
+            break;
+        }
+    }
+    drop(file);
+    until("spooling", || {
+        (status()["panel"] == "spooling").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::remove_file(&filler).unwrap();
+    until("back on the storage", || {
+        let s = status();
+        (s["faults"].as_array().unwrap().is_empty() && s["panel"] == "recording").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    command("stop");
+    until("idle", || (status()["state"] == "idle").then_some(()));
+
+    let list = authed("/api/recordings").json();
+    let rec = &list[0];
+    let segments = rec["segments"].as_array().unwrap();
+    assert!(segments.len() >= 3, "storage, spool, storage again: {rec}");
+    assert_eq!(segments[1]["root"], "spool", "{rec}");
+    let whole_url = rec["whole"]
+        .as_str()
+        .unwrap_or_else(|| panic!("one file: {rec}"));
+    let whole = dir.path().join("whole.mp4");
+    std::fs::write(&whole, authed(whole_url).body).unwrap();
+    let mut packets = [0, 0];
+    let mut seconds = 0.0;
+    for (i, segment) in segments.iter().enumerate() {
+        let file = dir.path().join(format!("segment-{i}.mp4"));
+        std::fs::write(&file, authed(segment["mp4"].as_str().unwrap()).body).unwrap();
+        for (sum, n) in packets.iter_mut().zip(common::packet_counts(&file)) {
+            *sum += n;
+        }
+        seconds += segment["end_s"].as_f64().unwrap() - segment["start_s"].as_f64().unwrap();
+    }
+
+    assert_eq!(common::stream_codecs(&whole), ["h264", "opus"]);
+    assert_eq!(
+        common::packet_counts(&whole),
+        packets,
+        "every segment's packets"
+    );
+    let decoded = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(&whole)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        decoded.status.success() && decoded.stderr.is_empty(),
+        "decodes cleanly: {}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let duration = common::format_duration_s(&whole);
+    assert!(seconds > 8.0, "three segments of about 3 s: {rec}");
+    assert!(
+        (duration - seconds).abs() < 0.5,
+        "the file lasts {duration} s, its segments {seconds} s together: {rec}"
+    );
+    assert!(
+        (duration - rec["duration_s"].as_f64().unwrap()).abs() < 0.5,
+        "{rec}"
+    );
+
+    // The page plays the one file past the end of its first segment.
+    let past_first =
+        segments[0]["end_s"].as_f64().unwrap() - segments[0]["start_s"].as_f64().unwrap() + 1.0;
+    rt.block_on(async {
+        let mut browser = Chromium::launch().await;
+        browser
+            .call("Page.navigate", json!({ "url": url("/") }))
+            .await;
+        browser
+            // The script has run (the state comes from it): the form is its own.
+            .wait_for(
+                "the idle state",
+                "document.getElementById('state').textContent.startsWith('idle')",
+            )
+            .await;
+        browser
+            .eval(&format!(
+                "document.getElementById('password').value = {}; \
+                 document.getElementById('login').requestSubmit(); true",
+                json!(PASSWORD)
+            ))
+            .await;
+        browser
+            .wait_for("the recordings", "document.querySelectorAll('#list tr').length > 0")
+            .await;
+        browser
+            .eval(&format!(
+                "const v = document.getElementById('player'); v.muted = true; \
+                 v.src = {}; v.play(); true",
+                json!(whole_url)
+            ))
+            .await;
+        let played = browser
+            .wait_for(
+                "the whole recording playing into its second segment",
+                &format!(
+                    "(() => {{ const v = document.getElementById('player'); \
+                       if (v.error) return 'error ' + v.error.code + ' ' + v.error.message; \
+                       return v.currentTime > {past_first} ? [v.currentTime, v.duration] : null; }})()"
+                ),
+            )
+            .await;
+        assert!(played.is_array(), "media error: {played}");
+        assert!(
+            (played[1].as_f64().unwrap() - duration).abs() < 0.5,
+            "the page sees the whole duration: {played}"
+        );
+        // The README's picture: a real failed-over recording, its segments listed.
         if let Ok(path) = std::env::var("RECBOX_WEB_SCREENSHOT") {
             browser
                 .eval("document.getElementById('player').pause(); true")
@@ -640,8 +851,7 @@ fn the_web_page_serves_status_recordings_and_commands() {
             let shot = browser
                 .call("Page.captureScreenshot", json!({"format": "png"}))
                 .await;
-            let bytes = base64_decode(shot["data"].as_str().unwrap());
-            std::fs::write(path, bytes).unwrap();
+            std::fs::write(path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
         }
     });
     drop(recbox);

@@ -20,6 +20,11 @@ pub fn run(args: Args) -> Result<()> {
     match args {
         Args::Check { file } => {
             let loaded = Config::load(&file).map_err(|e| config_error(&file, e))?;
+            // The key file is otherwise read only when the box starts.
+            loaded
+                .config
+                .link_key()
+                .map_err(|e| config_error(&file, e))?;
             for warning in &loaded.warnings {
                 eprintln!("warning: {warning}");
             }

@@ -317,6 +317,10 @@ pub struct WebSection {
     /// Largest request body taken.
     #[serde(with = "value::size")]
     pub max_request_body: u64,
+    /// A connection that has not sent a whole request head by then (from its start,
+    /// or from the end of its previous answer) is closed.
+    #[serde(with = "value::duration")]
+    pub header_timeout: Duration,
 }
 
 impl Default for WebSection {
@@ -326,6 +330,7 @@ impl Default for WebSection {
             admin_password_hash: None,
             max_connections: 32,
             max_request_body: 16 << 10,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -712,6 +717,13 @@ impl Config {
                 "web.max_request_body",
                 &crate::size::format(web.max_request_body),
                 "must be 1K to 1M",
+            );
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&web.header_timeout) {
+            p.add(
+                "web.header_timeout",
+                &crate::duration::format(web.header_timeout),
+                "must be 100ms to 10m",
             );
         }
         p.0

@@ -13,10 +13,16 @@ const LEN_BYTES: usize = 4;
 pub enum CodecError {
     #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
     TooLarge { len: usize, max: usize },
-    #[error("malformed frame: {0}")]
-    Malformed(String),
+    #[error("malformed frame: {trailing} trailing bytes after the frame in a {len}-byte payload")]
+    Trailing { trailing: usize, len: usize },
+    #[error("malformed frame: {len}-byte payload does not decode as a frame: {source}")]
+    Malformed {
+        len: usize,
+        #[source]
+        source: postcard::Error,
+    },
     #[error("cannot encode frame: {0}")]
-    Encode(String),
+    Encode(#[source] postcard::Error),
 }
 
 /// Appends `frame` to `out` as one length-prefixed frame. On error `out` is unchanged.
@@ -31,7 +37,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError> {
                 max: u32::MAX as usize,
             })
         }
-        Err(e) => Err(CodecError::Encode(e.to_string())),
+        Err(e) => Err(CodecError::Encode(e)),
     };
     match result {
         Ok(len) => {
@@ -70,8 +76,15 @@ impl FrameDecoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        self.append_with(|buf| buf.extend_from_slice(bytes));
+    }
+
+    /// Lets `fill` append bytes to the buffer in place (the link decrypts records
+    /// straight into it), saving the copy of [`push`](Self::push); `None`, and
+    /// `fill` not called, once the decoder has failed.
+    pub fn append_with<T>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> T) -> Option<T> {
         if self.failed.is_some() {
-            return;
+            return None;
         }
         // Compact only once the consumed part is at least as large as what is left,
         // so each byte is moved O(1) times on average.
@@ -79,7 +92,7 @@ impl FrameDecoder {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        Some(fill(&mut self.buf))
     }
 
     /// Bytes received but not yet returned as a frame.
@@ -108,13 +121,11 @@ impl FrameDecoder {
         };
         let decoded = match postcard::take_from_bytes::<Frame>(payload) {
             Ok((frame, [])) => Ok(frame),
-            Ok((_, rest)) => Err(CodecError::Malformed(format!(
-                "{} trailing bytes after the frame in a {len}-byte payload",
-                rest.len()
-            ))),
-            Err(e) => Err(CodecError::Malformed(format!(
-                "{len}-byte payload does not decode as a frame: {e}"
-            ))),
+            Ok((_, rest)) => Err(CodecError::Trailing {
+                trailing: rest.len(),
+                len,
+            }),
+            Err(source) => Err(CodecError::Malformed { len, source }),
         };
         match decoded {
             Ok(frame) => {
@@ -393,10 +404,13 @@ mod tests {
         payload.extend_from_slice(&[1, 2, 3]);
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
         decoder.push(&framed(&payload));
-        match decoder.next_frame() {
-            Err(CodecError::Malformed(msg)) => assert!(msg.contains("3 trailing bytes"), "{msg}"),
-            other => panic!("expected Malformed, got {other:?}"),
-        }
+        assert_eq!(
+            decoder.next_frame(),
+            Err(CodecError::Trailing {
+                trailing: 3,
+                len: payload.len()
+            })
+        );
     }
 
     #[test]
@@ -405,13 +419,13 @@ mod tests {
         decoder.push(&framed(&[0xff, 0xff, 0xff]));
         assert!(matches!(
             decoder.next_frame(),
-            Err(CodecError::Malformed(_))
+            Err(CodecError::Malformed { .. })
         ));
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
         decoder.push(&framed(&[]));
         assert!(matches!(
             decoder.next_frame(),
-            Err(CodecError::Malformed(_))
+            Err(CodecError::Malformed { .. })
         ));
     }
 

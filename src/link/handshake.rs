@@ -12,6 +12,7 @@
 //! without the handshake failing.
 
 use std::fmt;
+use std::io;
 use std::str::FromStr;
 
 use hkdf::Hkdf;
@@ -61,8 +62,14 @@ pub enum HandshakeError {
     NotRecbox,
     #[error("the mixer uses key {got}, which this recorder does not hold (it holds {known})")]
     UnknownKey { got: KeyId, known: String },
-    #[error("recorder failed authentication: {0}")]
-    RecorderFailedAuth(String),
+    #[error("recorder failed authentication: its handshake does not decrypt with the link key")]
+    RecorderWrongKey(#[source] snow::Error),
+    #[error("recorder failed authentication: it closed the connection before proving the link key (does it hold key {key}?)")]
+    RecorderClosed {
+        key: KeyId,
+        #[source]
+        source: io::Error,
+    },
     #[error("mixer failed authentication: its handshake does not decrypt with key {0}")]
     MixerFailedAuth(KeyId),
     #[error("handshake message of {len} bytes exceeds {max} bytes")]
@@ -244,11 +251,9 @@ impl Initiator {
     /// recorder holds the key: this is where the recorder proves it.
     pub fn finish(mut self, msg2: &[u8]) -> Result<StatelessTransportState, HandshakeError> {
         let mut payload = [0u8; MAX_HANDSHAKE_MSG];
-        self.state.read_message(msg2, &mut payload).map_err(|_| {
-            HandshakeError::RecorderFailedAuth(
-                "its handshake does not decrypt with the link key".into(),
-            )
-        })?;
+        self.state
+            .read_message(msg2, &mut payload)
+            .map_err(HandshakeError::RecorderWrongKey)?;
         Ok(self.state.into_stateless_transport_mode()?)
     }
 }
@@ -355,7 +360,7 @@ mod tests {
         assert!(matches!(fake_msg, Err(HandshakeError::MixerFailedAuth(_))));
         assert!(matches!(
             init.finish(&[0; 48]),
-            Err(HandshakeError::RecorderFailedAuth(_))
+            Err(HandshakeError::RecorderWrongKey(_))
         ));
     }
 

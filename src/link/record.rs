@@ -14,6 +14,9 @@ pub const MAX_RECORD: usize = 65535;
 const TAG: usize = 16;
 /// Plaintext bytes carried by one full record.
 pub const MAX_PLAINTEXT: usize = MAX_RECORD - TAG;
+/// Largest record accepted before the peer is authenticated: the mixer's first
+/// record, which holds only the small `Hello`. The sealer keeps record 0 within it.
+pub const PREAUTH_MAX_RECORD: usize = 4096;
 const LEN_BYTES: usize = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,8 +31,14 @@ pub enum RecordError {
     Short { len: usize },
     #[error("the link ended inside a record ({buffered} bytes of it received)")]
     Truncated { buffered: usize },
-    #[error("cannot encrypt record {record}: {reason}")]
-    Seal { record: u64, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encrypt record {record}: {source}")]
+pub struct SealError {
+    record: u64,
+    #[source]
+    source: snow::Error,
 }
 
 /// Encrypts the outgoing byte stream.
@@ -68,17 +77,24 @@ pub fn split(state: StatelessTransportState, max_record: usize) -> (Sealer, Open
 }
 
 impl Sealer {
-    /// Appends `plain` to `out` as records of at most [`MAX_PLAINTEXT`] bytes each.
-    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
-        for chunk in plain.chunks(MAX_PLAINTEXT) {
+    /// Appends `plain` to `out` as records of at most [`MAX_PLAINTEXT`] bytes each
+    /// (the first record of the link at most [`PREAUTH_MAX_RECORD`] in all).
+    pub fn seal(&mut self, mut plain: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
+        while !plain.is_empty() {
+            let max = match self.nonce {
+                0 => PREAUTH_MAX_RECORD - TAG,
+                _ => MAX_PLAINTEXT,
+            };
+            let (chunk, rest) = plain.split_at(plain.len().min(max));
+            plain = rest;
             let start = out.len();
             out.resize(start + LEN_BYTES + chunk.len() + TAG, 0);
             let n = self
                 .state
                 .write_message(self.nonce, chunk, &mut out[start + LEN_BYTES..])
-                .map_err(|e| RecordError::Seal {
+                .map_err(|source| SealError {
                     record: self.nonce,
-                    reason: e.to_string(),
+                    source,
                 })?;
             out[start..start + LEN_BYTES].copy_from_slice(&(n as u16).to_le_bytes());
             self.nonce += 1;
@@ -94,14 +110,23 @@ impl Opener {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.failed.is_some() {
-            return;
+        if self.failed.is_none() {
+            self.receive_buffer(bytes.len()).extend_from_slice(bytes);
         }
+    }
+
+    /// The receive buffer with room for `n` more bytes, for the shell to read into
+    /// directly (what [`push`](Self::push) does, without the copy). After a failure
+    /// what is added there is never decrypted.
+    pub fn receive_buffer(&mut self, n: usize) -> &mut Vec<u8> {
+        // Compact only once the consumed part is at least as large as what is left,
+        // so each byte is moved O(1) times on average.
         if self.pos > 0 && self.pos >= self.buf.len() - self.pos {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        self.buf.reserve(n);
+        &mut self.buf
     }
 
     /// Bytes received and not yet decrypted.
@@ -143,14 +168,18 @@ impl Opener {
             return Ok(false);
         };
         let start = out.len();
-        out.resize(start + len - TAG, 0);
-        if self
+        // Room for the tag too: snow then decrypts in place in `out`, where with
+        // less it would copy the record to a new allocation first.
+        out.resize(start + len, 0);
+        match self
             .state
             .read_message(self.nonce, record, &mut out[start..])
-            .is_err()
         {
-            out.truncate(start);
-            return Err(self.fail(RecordError::Forged { record: self.nonce }));
+            Ok(n) => out.truncate(start + n),
+            Err(_) => {
+                out.truncate(start);
+                return Err(self.fail(RecordError::Forged { record: self.nonce }));
+            }
         }
         self.nonce += 1;
         self.pos += LEN_BYTES + len;
@@ -210,6 +239,7 @@ pub(crate) mod tests {
         let plain: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         let mut wire = Vec::new();
         sealer.seal(&plain, &mut wire).unwrap();
+        // A small first record (the limit before authentication), then full ones.
         assert_eq!(wire.len(), plain.len() + 4 * (LEN_BYTES + TAG));
         // Byte by byte for the first records, then the rest at once.
         let mut out = Vec::new();
@@ -268,6 +298,23 @@ pub(crate) mod tests {
         let _ = open_all(&mut opener, &[recs[1].clone(), recs[0].clone()].concat());
         opener.push(&recs[0]);
         assert_eq!(opener.buffered(), 0);
+    }
+
+    #[test]
+    fn the_first_record_fits_the_limit_before_authentication() {
+        let (m, r) = pair();
+        let (mut sealer, _) = split(m, MAX_RECORD);
+        let (_, mut opener) = split(r, PREAUTH_MAX_RECORD);
+        let plain = vec![7; 3 * MAX_PLAINTEXT];
+        let mut wire = Vec::new();
+        sealer.seal(&plain, &mut wire).unwrap();
+        opener.push(&wire);
+        let mut out = Vec::new();
+        assert!(opener.open(&mut out).unwrap());
+        assert_eq!(out.len(), PREAUTH_MAX_RECORD - TAG);
+        opener.authenticated();
+        while opener.open(&mut out).unwrap() {}
+        assert_eq!(out, plain);
     }
 
     #[test]

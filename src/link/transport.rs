@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -25,15 +25,11 @@ use super::handshake::{
     banner_len, check_banner, message_len, HandshakeError, Initiator, KeyId, KeyRing, LinkKey,
     Responder, BANNER, PREAMBLE_LEN,
 };
-use super::record::{self, Opener, RecordError, Sealer};
+use super::record::{self, Opener, RecordError, Sealer, MAX_PLAINTEXT};
 
-/// Largest record accepted before the mixer is authenticated: its first record holds
-/// only the small `Hello`.
-pub const PREAUTH_MAX_RECORD: usize = 4096;
-/// Bytes asked of the socket per read.
+pub use super::record::PREAUTH_MAX_RECORD;
+/// Room made in the receive buffer for each read of the socket.
 const READ_CHUNK: usize = 64 * 1024;
-/// Write buffer in which consecutive small frames are coalesced into one write.
-const WRITE_BUFFER: usize = 64 * 1024;
 /// Frames of the stream queue (media) before `send` waits.
 const STREAM_QUEUE: usize = 64;
 /// Frames of the control queue before `send` waits; bounded so a peer that floods
@@ -302,10 +298,10 @@ async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
                     | io::ErrorKind::BrokenPipe
             ) =>
         {
-            HandshakeError::RecorderFailedAuth(format!(
-                "it closed the connection before proving the link key (does it hold key {}?)",
-                key.id()
-            ))
+            HandshakeError::RecorderClosed {
+                key: key.id(),
+                source: e,
+            }
             .into()
         }
         other => other,
@@ -406,8 +402,6 @@ where
         read: Box::new(read),
         opener: first.opener,
         decoder,
-        chunk: vec![0; READ_CHUNK].into_boxed_slice(),
-        plain: Vec::new(),
     };
     let sender = FrameSender {
         control: control_tx,
@@ -422,9 +416,6 @@ pub struct FrameReader {
     read: Box<dyn AsyncRead + Unpin + Send>,
     opener: Opener,
     decoder: FrameDecoder,
-    chunk: Box<[u8]>,
-    /// Decrypted bytes on their way to the decoder (kept to reuse its allocation).
-    plain: Vec<u8>,
 }
 
 impl FrameReader {
@@ -437,12 +428,20 @@ impl FrameReader {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
-            self.plain.clear();
-            if self.opener.open(&mut self.plain)? {
-                self.decoder.push(&self.plain);
-                continue;
+            // Records are decrypted straight into the decoder's buffer, and read
+            // straight into the opener's: no copies beyond the decryption.
+            let opener = &mut self.opener;
+            match self.decoder.append_with(|buf| opener.open(buf)) {
+                Some(Ok(true)) => continue,
+                Some(Ok(false)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                // The decoder failed: the next `next_frame` says why.
+                None => continue,
             }
-            let n = self.read.read(&mut self.chunk).await?;
+            let n = self
+                .read
+                .read_buf(self.opener.receive_buffer(READ_CHUNK))
+                .await?;
             if n == 0 {
                 self.opener.at_eof()?;
                 return match self.decoder.buffered() {
@@ -450,7 +449,6 @@ impl FrameReader {
                     buffered => Err(TransportError::Truncated { buffered }),
                 };
             }
-            self.opener.push(&self.chunk[..n]);
         }
     }
 }
@@ -544,16 +542,19 @@ impl FrameSender {
 }
 
 async fn run_writer<W: AsyncWrite + Unpin>(
-    write: W,
-    mut sealer: Sealer,
+    mut write: W,
+    sealer: Sealer,
     mut control: mpsc::Receiver<Vec<u8>>,
     mut stream: mpsc::Receiver<StreamItem>,
     shared: Arc<Shared>,
 ) {
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, write);
-    let (result, done) = match pump(&mut out, &mut sealer, &mut control, &mut stream).await {
-        // `shutdown` flushes the buffer first.
-        Ok(done) => (out.shutdown().await, done),
+    let mut out = Records {
+        sealer,
+        pending: Vec::new(),
+        sealed: Vec::new(),
+    };
+    let (result, done) = match pump(&mut write, &mut out, &mut control, &mut stream).await {
+        Ok(done) => (write.shutdown().await, done),
         Err(e) => (Err(e), None),
     };
     if let Err(e) = &result {
@@ -567,25 +568,70 @@ async fn run_writer<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The writer's records: frames queued together are sealed together, so small
+/// frames share records (one tag, one write) instead of one record each.
+struct Records {
+    sealer: Sealer,
+    /// Plaintext of frames not yet sealed, less than a full record.
+    pending: Vec<u8>,
+    /// Reused for the ciphertext of each write.
+    sealed: Vec<u8>,
+}
+
+impl Records {
+    /// Takes one encoded frame; writes the full records it completes.
+    async fn push<W: AsyncWrite + Unpin>(&mut self, write: &mut W, frame: &[u8]) -> io::Result<()> {
+        if self.pending.is_empty() && frame.len() >= MAX_PLAINTEXT {
+            // Large (video): sealed from where it is, not copied first.
+            return write_sealed(&mut self.sealer, &mut self.sealed, write, frame).await;
+        }
+        self.pending.extend_from_slice(frame);
+        if self.pending.len() >= MAX_PLAINTEXT {
+            self.flush(write).await?;
+        }
+        Ok(())
+    }
+
+    /// Seals and writes what is pending.
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = write_sealed(&mut self.sealer, &mut self.sealed, write, &self.pending).await;
+        self.pending.clear();
+        result
+    }
+}
+
+async fn write_sealed<W: AsyncWrite + Unpin>(
+    sealer: &mut Sealer,
+    sealed: &mut Vec<u8>,
+    write: &mut W,
+    plain: &[u8],
+) -> io::Result<()> {
+    sealed.clear();
+    sealer.seal(plain, sealed).map_err(io::Error::other)?;
+    write.write_all(sealed).await
+}
+
 /// Writes queued frames until every sender is gone (`Ok(None)`) or one asks to close
 /// (`Ok(Some(answer))`).
 async fn pump<W: AsyncWrite + Unpin>(
-    out: &mut BufWriter<W>,
-    sealer: &mut Sealer,
+    write: &mut W,
+    out: &mut Records,
     control: &mut mpsc::Receiver<Vec<u8>>,
     stream: &mut mpsc::Receiver<StreamItem>,
 ) -> io::Result<Option<oneshot::Sender<()>>> {
-    let mut sealed = Vec::new();
     loop {
         // Take what is already queued without waiting, control first, so that
-        // consecutive frames are coalesced in the buffer into few writes.
+        // consecutive frames are coalesced into few records and writes.
         let item = match control.try_recv() {
             Ok(bytes) => StreamItem::Frame(bytes),
             Err(_) => match stream.try_recv() {
                 Ok(item) => item,
                 Err(_) => {
-                    // Nothing more to coalesce: put the buffer on the wire, then wait.
-                    out.flush().await?;
+                    // Nothing more to coalesce: put it on the wire, then wait.
+                    out.flush(write).await?;
                     tokio::select! {
                         biased;
                         Some(bytes) = control.recv() => StreamItem::Frame(bytes),
@@ -596,12 +642,11 @@ async fn pump<W: AsyncWrite + Unpin>(
             },
         };
         match item {
-            StreamItem::Frame(bytes) => {
-                sealed.clear();
-                sealer.seal(&bytes, &mut sealed).map_err(io::Error::other)?;
-                out.write_all(&sealed).await?;
+            StreamItem::Frame(bytes) => out.push(write, &bytes).await?,
+            StreamItem::Close(done) => {
+                out.flush(write).await?;
+                return Ok(Some(done));
             }
-            StreamItem::Close(done) => return Ok(Some(done)),
         }
     }
 }

@@ -58,6 +58,7 @@ pub struct Settings {
     pub admin_password_hash: Option<String>,
     pub max_connections: usize,
     pub max_request_body: usize,
+    pub header_timeout: Duration,
 }
 
 impl Settings {
@@ -69,6 +70,7 @@ impl Settings {
             admin_password_hash: config.web.admin_password_hash.clone(),
             max_connections: config.web.max_connections as usize,
             max_request_body: config.web.max_request_body as usize,
+            header_timeout: config.web.header_timeout,
         }
     }
 }

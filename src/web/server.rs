@@ -1,14 +1,12 @@
-//! The routes, thin over the sans-IO parts, and the listener that caps connections.
+//! The routes, thin over the sans-IO parts, and the accept loop that caps
+//! connections and times out slow request heads.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -18,11 +16,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tracing::{info, warn};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::{debug, info, warn};
 
 use super::auth::{self, Sessions};
 use super::range::{self, Answer};
@@ -57,6 +57,7 @@ pub(super) async fn serve(
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let limit = settings.max_request_body;
+    let header_timeout = settings.header_timeout;
     let app = Arc::new(App {
         settings,
         commands,
@@ -87,14 +88,42 @@ pub(super) async fn serve(
         )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app);
-    axum::serve(
-        CappedListener {
-            inner: listener,
-            permits,
-        },
-        router,
-    )
-    .await
+    accept_loop(listener, permits, header_timeout, router).await
+}
+
+/// Serves each connection on a task of its own while it holds one of `permits`
+/// (the rest wait in the kernel's backlog). hyper closes a connection whose request
+/// head has not fully arrived `header_timeout` after it began waiting for one (on
+/// connecting, or after the previous answer), so slow or silent clients cannot keep
+/// the permits; a streamed answer (the events) is not cut.
+async fn accept_loop(
+    mut listener: TcpListener,
+    permits: Arc<Semaphore>,
+    header_timeout: Duration,
+    router: Router,
+) -> io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let permit = Arc::clone(&permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        // Errors such as EMFILE are logged and retried after a pause by axum's
+        // listener, never returned.
+        let (stream, peer) = axum::serve::Listener::accept(&mut listener).await;
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%peer, "web page connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
 }
 
 fn asset(text: &'static str, kind: &'static str) -> Response {
@@ -102,39 +131,46 @@ fn asset(text: &'static str, kind: &'static str) -> Response {
 }
 
 /// An answer other than the one asked for, with why as JSON.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ApiError {
     /// No valid session.
+    #[error("log in first")]
     Unauthorized,
     /// No admin password is configured: nobody may.
+    #[error("no admin password is configured (web.admin_password_hash)")]
     NoAdmin,
+    #[error("no such {0}")]
     NotFound(&'static str),
-    /// The whole recording cannot be one file (why).
-    NotJoinable(String),
+    /// The whole recording cannot be one file.
+    #[error("not one file: {0}; download it segment by segment")]
+    NotJoinable(#[source] recordings::JoinError),
+    #[error("range not satisfiable")]
     Unsatisfiable(u64),
-    Internal(String),
+    /// The appliance no longer takes commands.
+    #[error("the box is stopping")]
+    Stopping,
+    /// A blocking read of the storage panicked or was cancelled.
+    #[error("reading the storage failed: {0}")]
+    Blocking(#[source] tokio::task::JoinError),
+    #[error("cannot build the response: {0}")]
+    Response(#[source] axum::http::Error),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, message) = match &self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "log in first".to_owned()),
-            ApiError::NoAdmin => (
-                StatusCode::FORBIDDEN,
-                "no admin password is configured (web.admin_password_hash)".to_owned(),
-            ),
-            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("no such {what}")),
-            ApiError::NotJoinable(why) => (
-                StatusCode::CONFLICT,
-                format!("not one file: {why}; download it segment by segment"),
-            ),
-            ApiError::Unsatisfiable(_) => (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range not satisfiable".to_owned(),
-            ),
-            ApiError::Internal(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.clone()),
+        let status = match &self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NoAdmin => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotJoinable(_) => StatusCode::CONFLICT,
+            ApiError::Unsatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Blocking(_) | ApiError::Response(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let mut response = (status, Json(ErrorBody { error: message })).into_response();
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match self {
             ApiError::Unauthorized => {
@@ -198,7 +234,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(ApiError::Blocking)
 }
 
 async fn status_now(State(app): Shared) -> Json<StatusView> {
@@ -255,7 +291,7 @@ async fn login(State(app): Shared, Json(body): Json<LoginBody>) -> Result<Respon
         .login
         .acquire()
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .expect("the login semaphore is never closed");
     let good = blocking(move || auth::verify(&hash, &body.password)).await?;
     if !good {
         warn!("web page: wrong admin password");
@@ -327,9 +363,7 @@ async fn command(
         CommandName::SafeStop => Command::SafeStop,
     };
     info!(?command, "web page: command");
-    app.commands
-        .send(command)
-        .map_err(|_| ApiError::Internal("the box is stopping".into()))?;
+    app.commands.send(command).map_err(|_| ApiError::Stopping)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -373,7 +407,7 @@ async fn whole(
     let rec = app.recording(id).await?;
     let pieces = blocking(move || recordings::joined(&rec))
         .await?
-        .map_err(|e| ApiError::NotJoinable(e.to_string()))?;
+        .map_err(ApiError::NotJoinable)?;
     ranged(&headers, pieces, "video/mp4")
 }
 
@@ -461,7 +495,7 @@ fn ranged(
     }
     response
         .body(Body::from_stream(read_pieces(body)))
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(ApiError::Response)
 }
 
 /// The bytes of `pieces`, read a chunk at a time.
@@ -495,81 +529,4 @@ fn read_pieces(pieces: Vec<Piece>) -> impl Stream<Item = io::Result<Bytes>> + Se
             }
         }
     })
-}
-
-/// A TCP listener that serves at most as many connections at once as it has
-/// permits; the rest wait in the kernel's backlog.
-struct CappedListener {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-}
-
-impl axum::serve::Listener for CappedListener {
-    type Io = Capped;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Capped, SocketAddr) {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (
-            Capped {
-                io,
-                _permit: permit,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A connection holding its permit until it closes.
-struct Capped {
-    io: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Capped {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Capped {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
 }
