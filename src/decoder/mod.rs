@@ -2,3 +2,5 @@
 
 pub mod h264;
 pub mod opus;
+pub mod video;
+pub mod vp8;
