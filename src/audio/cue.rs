@@ -73,6 +73,7 @@ impl ChimeCues {
             // also come as `Relayed`, which is where they are counted.
             MixerReport::Relayed(Notice::Stats { .. })
             | MixerReport::Relayed(Notice::Ingest { .. })
+            | MixerReport::Relayed(Notice::UnsupportedCodec { .. })
             | MixerReport::Link(_)
             | MixerReport::Participants(_)
             | MixerReport::Output { .. } => None,

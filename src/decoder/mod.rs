@@ -2,3 +2,5 @@
 
 pub(crate) mod h264;
 pub mod opus;
+pub mod video;
+pub mod vp8;

@@ -9,16 +9,19 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use super::depacketize::h264::H264Depacketizer;
+use super::depacketize::h264::{H264Depacketizer, H264Error};
 use super::depacketize::opus;
+use super::depacketize::vp8::{Vp8Depacketizer, Vp8Error};
+use super::depacketize::AccessUnit;
 use super::jitter::{JitterBuffer, JitterConfig, OrderedPacket, PushStatus, Ready};
 use super::keyframe::{KeyframeLimiter, DEFAULT_MIN_INTERVAL};
 use super::rtcp::{self, ClockSync, ReceptionStats, ReportBlock, RtcpError, RtcpMessage};
 use super::rtp::{is_rtcp, RtpPacket, DEFAULT_MAX_PACKET};
 use super::source::{Admission, SourceLock};
 use super::stats::{DemuxStats, StreamStats};
+use crate::media::codec::VideoFormat;
 
-/// RTP clock rate of H.264 (RFC 6184).
+/// RTP clock rate of video (H.264, RFC 6184; VP8, RFC 7741).
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,7 +29,7 @@ pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 pub enum MediaKind {
     /// Opus (RFC 7587).
     Audio,
-    /// H.264 (RFC 6184).
+    /// H.264 (RFC 6184) or VP8 (RFC 7741).
     Video,
 }
 
@@ -45,6 +48,8 @@ pub struct StreamConfig {
     pub kind: MediaKind,
     /// Payload types this stream may use; packets with others are dropped.
     pub payload_types: Vec<u8>,
+    /// Video: the payload format (audio is always Opus).
+    pub format: VideoFormat,
     pub jitter: JitterConfig,
     /// Minimum time between two keyframe requests.
     pub keyframe_interval: Duration,
@@ -56,6 +61,7 @@ impl StreamConfig {
             ssrc,
             kind,
             payload_types: vec![payload_type],
+            format: VideoFormat::H264,
             jitter: JitterConfig::default(),
             keyframe_interval: DEFAULT_MIN_INTERVAL,
         }
@@ -69,7 +75,7 @@ pub struct Frame {
     pub kind: MediaKind,
     /// Extended RTP timestamp (no wrap-around), in the kind's clock rate.
     pub ts: i64,
-    /// Video: an Annex B access unit. Audio: one Opus packet.
+    /// Video: an Annex B access unit (H.264) or one frame (VP8). Audio: one Opus packet.
     pub data: Vec<u8>,
     /// Decoding can start here (every Opus packet can).
     pub keyframe: bool,
@@ -97,7 +103,66 @@ pub enum IngestOutput {
 #[derive(Debug)]
 enum Depacketizer {
     Audio,
-    Video(Box<H264Depacketizer>),
+    Video(Box<VideoDepacketizer>),
+}
+
+/// The depacketizer of a video stream's format.
+#[derive(Debug)]
+enum VideoDepacketizer {
+    H264(H264Depacketizer),
+    Vp8(Vp8Depacketizer),
+}
+
+#[derive(Debug, Error)]
+enum PayloadError {
+    #[error("H.264: {0}")]
+    H264(#[from] H264Error),
+    #[error("VP8: {0}")]
+    Vp8(#[from] Vp8Error),
+}
+
+impl VideoDepacketizer {
+    fn new(format: VideoFormat) -> Self {
+        match format {
+            VideoFormat::H264 => Self::H264(H264Depacketizer::new()),
+            VideoFormat::Vp8 => Self::Vp8(Vp8Depacketizer::new()),
+        }
+    }
+
+    fn push(&mut self, ts: i64, marker: bool, payload: &[u8]) -> Result<(), PayloadError> {
+        match self {
+            Self::H264(d) => Ok(d.push(ts, marker, payload)?),
+            Self::Vp8(d) => Ok(d.push(ts, marker, payload)?),
+        }
+    }
+
+    fn lost(&mut self) {
+        match self {
+            Self::H264(d) => d.lost(),
+            Self::Vp8(d) => d.lost(),
+        }
+    }
+
+    fn pop(&mut self) -> Option<AccessUnit> {
+        match self {
+            Self::H264(d) => d.pop(),
+            Self::Vp8(d) => d.pop(),
+        }
+    }
+
+    fn needs_keyframe(&self) -> bool {
+        match self {
+            Self::H264(d) => d.needs_keyframe(),
+            Self::Vp8(d) => d.needs_keyframe(),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            Self::H264(d) => d.dropped(),
+            Self::Vp8(d) => d.dropped(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -115,7 +180,9 @@ impl IngestStream {
     pub fn new(config: StreamConfig) -> Self {
         let depacketizer = match config.kind {
             MediaKind::Audio => Depacketizer::Audio,
-            MediaKind::Video => Depacketizer::Video(Box::default()),
+            MediaKind::Video => {
+                Depacketizer::Video(Box::new(VideoDepacketizer::new(config.format)))
+            }
         };
         Self {
             jitter: JitterBuffer::new(config.jitter),
@@ -281,7 +348,7 @@ impl IngestStream {
             Depacketizer::Video(d) => {
                 if let Err(e) = d.push(packet.ts, packet.rtp.marker, &packet.rtp.payload) {
                     self.stats.malformed += 1;
-                    debug!(ssrc, seq = packet.seq, "dropping H.264 payload: {e}");
+                    debug!(ssrc, seq = packet.seq, "dropping video payload: {e}");
                 }
                 while let Some(au) = d.pop() {
                     self.stats.frames += 1;
@@ -657,6 +724,49 @@ mod tests {
         assert_eq!(frames(&out).len(), 1);
         assert_eq!(requests(stream.poll(at(5000))), 0);
         assert_eq!(stream.stats().keyframe_requests, 2);
+    }
+
+    #[test]
+    fn a_vp8_stream_yields_libvpx_frames_and_asks_for_a_key_frame_after_a_loss() {
+        use crate::decoder::vp8::encoder::Vp8Encoder;
+        use crate::ingest::depacketize::vp8::tests::packetize;
+        use crate::media::picture::Picture;
+        let mut encoder = Vp8Encoder::new(320, 240);
+        let picture = Picture::filled(320, 240, [120, 90, 200]).unwrap();
+        let encoded: Vec<Vec<u8>> = (0..10)
+            .flat_map(|k| encoder.encode(&picture, k == 0 || k == 8))
+            .collect();
+        let mut config = StreamConfig::new(VIDEO, MediaKind::Video, 96);
+        config.format = VideoFormat::Vp8;
+        config.jitter.playout_delay = Duration::from_millis(50);
+        let mut stream = IngestStream::new(config);
+        let mut sender = RtpSender::new(VIDEO, 96, SEQ0).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for (k, frame) in encoded.iter().enumerate() {
+            let payloads = packetize(frame, 200, Some(k as u16));
+            let last = payloads.len() - 1;
+            for (i, p) in payloads.iter().enumerate() {
+                let packet = sender.packet(TS0.wrapping_add(k as u32 * 3000), i == last, p);
+                // Frame 4 loses a packet.
+                if k != 4 || i != 0 {
+                    let now = t0 + Duration::from_millis(k as u64 * 33);
+                    out.extend(stream.push_packet(packet, sfu(), now));
+                }
+            }
+        }
+        out.extend(stream.poll(t0 + Duration::from_secs(5)));
+        let got: Vec<(i64, &Vec<u8>, bool)> = frames(&out)
+            .iter()
+            .map(|f| (f.ts, &f.data, f.keyframe))
+            .collect();
+        let want: Vec<(i64, &Vec<u8>, bool)> = [0, 1, 2, 3, 8, 9]
+            .into_iter()
+            .map(|k| (TS0 as i64 + k as i64 * 3000, &encoded[k], k % 8 == 0))
+            .collect();
+        assert_eq!(got, want);
+        assert!(out.contains(&IngestOutput::KeyframeRequest { ssrc: VIDEO }));
+        assert_eq!(stream.stats().lost, 1);
     }
 
     #[test]

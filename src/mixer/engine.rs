@@ -18,8 +18,8 @@ use super::audio_mixer::{AudioMixer, MixerConfig, SourceStats};
 use super::compositor::{Compositor, CompositorConfig};
 use super::frame_clock::{FrameClock, PTS_HZ};
 use super::timeline::{LocalTimeline, ParticipantTimeline};
-use crate::decoder::h264::H264Decoder;
 use crate::decoder::opus::OpusDecoder;
+use crate::decoder::video::VideoDecoder;
 use crate::encoder::{self, EncodedVideo, EncoderConfig, EncoderError, EncoderKind, VideoEncoder};
 use crate::ingest::{Frame, MediaKind};
 use crate::link::frame::{
@@ -128,12 +128,22 @@ struct Participant {
     source: u32,
     timeline: ParticipantTimeline,
     opus: OpusDecoder,
-    h264: H264Decoder,
+    /// `None` when the box cannot decode the video's codec: its tile stays a
+    /// placeholder.
+    video: Option<VideoDecoder>,
     /// Decoded pictures with their timeline position (90 kHz), oldest first.
     pending: VecDeque<(i64, crate::media::picture::Picture)>,
     /// After a decode error: frames are skipped until a keyframe.
     awaiting_keyframe: bool,
     counters: ParticipantCounters,
+}
+
+impl Participant {
+    fn recycle(&mut self, picture: crate::media::picture::Picture) {
+        if let Some(d) = &mut self.video {
+            d.recycle(picture);
+        }
+    }
 }
 
 pub struct Engine {
@@ -248,10 +258,14 @@ impl Engine {
             warn!(id = %info.id, "participant joined twice; ignored");
             return;
         }
-        let (opus, h264) = match (OpusDecoder::new(), H264Decoder::new()) {
-            (Ok(o), Ok(h)) => (o, h),
-            (Err(e), _) => return warn!(id = %info.id, "no Opus decoder: {e}"),
-            (_, Err(e)) => return warn!(id = %info.id, "no H.264 decoder: {e}"),
+        let opus = match OpusDecoder::new() {
+            Ok(o) => o,
+            Err(e) => return warn!(id = %info.id, "no Opus decoder: {e}"),
+        };
+        let video = match info.video_codec.format().map(VideoDecoder::new) {
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => return warn!(id = %info.id, "no video decoder: {e}"),
+            None => None,
         };
         let source = self.next_source;
         self.next_source += 1;
@@ -262,7 +276,7 @@ impl Engine {
             source,
             timeline: ParticipantTimeline::default(),
             opus,
-            h264,
+            video,
             pending: VecDeque::new(),
             // Decoding starts at a keyframe.
             awaiting_keyframe: true,
@@ -322,17 +336,20 @@ impl Engine {
                 Vec::new()
             }
             MediaKind::Video => {
+                let Some(decoder) = p.video.as_mut() else {
+                    return Vec::new();
+                };
                 if p.awaiting_keyframe && !frame.keyframe {
                     return Vec::new();
                 }
-                match p.h264.decode(&frame.data) {
+                match decoder.decode(&frame.data) {
                     Ok(picture) => {
                         p.awaiting_keyframe = false;
                         p.counters.video_frames += 1;
                         if let Some(picture) = picture {
                             if p.pending.len() == MAX_PENDING_PICTURES {
                                 if let Some((_, late)) = p.pending.pop_front() {
-                                    p.h264.recycle(late);
+                                    decoder.recycle(late);
                                 }
                                 p.counters.pictures_late += 1;
                             }
@@ -343,7 +360,7 @@ impl Engine {
                     Err(e) => {
                         p.counters.video_decode_errors += 1;
                         p.awaiting_keyframe = true;
-                        debug!(id = %p.info.id, "H.264 frame does not decode: {e}");
+                        debug!(id = %p.info.id, "video frame does not decode: {e}");
                         vec![EngineOutput::KeyframeRequest(p.info.id.clone())]
                     }
                 }
@@ -433,12 +450,12 @@ impl Engine {
                 {
                     if let Some((_, passed)) = std::mem::replace(&mut shown, p.pending.pop_front())
                     {
-                        p.h264.recycle(passed);
+                        p.recycle(passed);
                     }
                 }
                 if let Some((_, picture)) = shown {
                     if let Some(done) = self.compositor.push(p.source, picture, now) {
-                        p.h264.recycle(done);
+                        p.recycle(done);
                     }
                 }
             }
@@ -547,6 +564,105 @@ mod tests {
         }
         // Frame 40 on request, then 60 frames (2 s) later, not at frame 60.
         assert_eq!(keyframes, [0, 40 * 3000, 100 * 3000]);
+    }
+
+    #[test]
+    fn h264_and_vp8_participants_fill_their_tiles_and_an_undecodable_one_is_a_placeholder() {
+        use crate::decoder::h264::H264Decoder;
+        use crate::decoder::vp8::encoder::Vp8Encoder;
+        use crate::link::frame::text;
+        use crate::media::codec::Codec;
+        use crate::media::picture::Picture;
+        use crate::mixer::layout;
+        use crate::sfu::control::StreamInfo;
+        use crate::synth::video::rgb_to_yuv;
+        use crate::synth::{PatternSource, PatternSpec, PALETTE};
+
+        let t0 = Instant::now();
+        let config = EngineConfig {
+            width: 320,
+            height: 180,
+            fps: 10,
+            encoder: EncoderKind::Software,
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config, t0).unwrap();
+        let stream = |ssrc| StreamInfo {
+            ssrc,
+            payload_type: 96,
+            port: 5004,
+        };
+        for (n, codec) in [
+            (1, Codec::H264),
+            (2, Codec::Vp8),
+            (3, Codec::from_name("vp9")),
+        ] {
+            engine.join(ParticipantInfo {
+                id: text(&format!("p{n}")),
+                name: text(&format!("P{n}")),
+                audio: stream(n * 10),
+                video: stream(n * 10 + 1),
+                video_codec: codec,
+            });
+        }
+        let mut h264 = PatternSource::new(PatternSpec {
+            width: 160,
+            height: 90,
+            fps: 10,
+            rgb: PALETTE[1],
+            ..PatternSpec::default()
+        })
+        .unwrap();
+        let mut vp8 = Vp8Encoder::new(160, 90);
+        let vp8_picture = Picture::filled(160, 90, rgb_to_yuv(PALETTE[2])).unwrap();
+        let frame = |ssrc, k: i64, data, keyframe| Frame {
+            ssrc,
+            kind: MediaKind::Video,
+            ts: k * 9000,
+            data,
+            keyframe,
+            wallclock_us: None,
+        };
+        let mut last = None;
+        let mut decoder = H264Decoder::new().unwrap();
+        for k in 0..20i64 {
+            let now = t0 + Duration::from_millis(k as u64 * 100);
+            let h = h264.next_frame().unwrap();
+            let mut out = engine.on_frame(frame(11, k, h.data, h.keyframe), now);
+            for data in vp8.encode(&vp8_picture, k == 0) {
+                out.extend(engine.on_frame(frame(21, k, data, k == 0), now));
+            }
+            // Frames of the undecodable codec (were any to arrive) are passed over.
+            out.extend(engine.on_frame(frame(31, k, vec![0x10, 0, 0], true), now));
+            assert!(out.is_empty(), "no keyframe requests: {out:?}");
+            for o in engine.poll(now).unwrap() {
+                if let EngineOutput::Media(m) = o {
+                    if m.track == Track::Video {
+                        if let Ok(Some(p)) = decoder.decode(&m.data) {
+                            last = Some(p);
+                        }
+                    }
+                }
+            }
+        }
+        let picture = last.expect("pictures of the mix");
+        let tiles = layout::tiles(3, 320, 180).unwrap();
+        let placeholder = CompositorConfig::default().placeholder;
+        for (tile, want) in
+            tiles
+                .iter()
+                .zip([rgb_to_yuv(PALETTE[1]), rgb_to_yuv(PALETTE[2]), placeholder])
+        {
+            let got = picture.pixel(tile.x + tile.width / 8, tile.y + tile.height / 8);
+            let close = got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 10);
+            assert!(close, "tile at {tile:?} is {got:?}, not {want:?}");
+        }
+        let counters: Vec<ParticipantCounters> = engine.participants().map(|(_, c)| c).collect();
+        assert!(counters[0].video_frames >= 15 && counters[1].video_frames >= 15);
+        assert_eq!(
+            counters[2].video_frames + counters[2].video_decode_errors,
+            0
+        );
     }
 
     use crate::mixer::audio_encoder::FRAME_SAMPLES;

@@ -183,8 +183,17 @@ pub async fn run<A: SfuAdapter>(
         tokio::select! {
             event = adapter.next_event() => match event {
                 Ok(Some(RosterEvent::Joined(p))) => {
-                    for (s, kind) in [(p.audio, MediaKind::Audio), (p.video, MediaKind::Video)] {
+                    let format = p.video_codec.format();
+                    if format.is_none() {
+                        unsupported_codec(&adapter, &reports, &p);
+                    }
+                    let audio = Some((p.audio, MediaKind::Audio, None));
+                    let video = format.map(|f| (p.video, MediaKind::Video, Some(f)));
+                    for (s, kind, format) in [audio, video].into_iter().flatten() {
                         let mut stream = StreamConfig::new(s.ssrc, kind, s.payload_type);
+                        if let Some(format) = format {
+                            stream.format = format;
+                        }
                         stream.jitter.playout_delay = config.playout_delay;
                         let _ = ingest_cmd.send(IngestCommand::AddStream(stream));
                         streams.insert(s.ssrc, (p.id.to_string(), kind));
@@ -294,6 +303,26 @@ fn ingest_notice(
         streams: reports,
         at: now_millis(),
     }
+}
+
+/// Tells the SFU (for the control platform) that a participant's video cannot be
+/// decoded; the engine shows a placeholder in its tile.
+fn unsupported_codec<A: SfuAdapter>(
+    adapter: &A,
+    reports: &mpsc::UnboundedSender<MixerReport>,
+    p: &ParticipantInfo,
+) {
+    let codec = p.video_codec.name();
+    warn!(id = %p.id, codec, "video codec the box cannot decode: placeholder tile");
+    let notice = Notice::UnsupportedCodec {
+        participant: p.id.to_string(),
+        codec: codec.to_owned(),
+        at: now_millis(),
+    };
+    if let Err(e) = adapter.send_notice(notice.clone()) {
+        warn!("cannot tell the SFU about the codec: {e}");
+    }
+    let _ = reports.send(MixerReport::Relayed(notice));
 }
 
 /// Relays the link's notices to the SFU, and reports what happened on the link.

@@ -292,7 +292,7 @@ impl PanelStatus {
                 }
             }
             // How the mixer receives the participants: nothing the panel shows.
-            Notice::Ingest { .. } => {}
+            Notice::Ingest { .. } | Notice::UnsupportedCodec { .. } => {}
         }
     }
 

@@ -18,7 +18,8 @@
 //!
 //! SFU → mixer:
 //! - `{"type":"welcome","version":1,"sfu":"recbox sfu-sim"}`: answer to `hello`.
-//! - `{"type":"join","participant":{"id":"p1","name":"Participant 1","audio":{"ssrc":...,"payload_type":111,"port":5004},"video":{"ssrc":...,"payload_type":96,"port":5006}}}`
+//! - `{"type":"join","participant":{"id":"p1","name":"Participant 1","audio":{"ssrc":...,"payload_type":111,"port":5004},"video":{"ssrc":...,"payload_type":96,"port":5006},"video_codec":"vp8"}}`
+//!   (`video_codec` may be left out: H.264)
 //! - `{"type":"leave","id":"p1"}`
 //!
 //! RTP goes to the announced ports with RTCP multiplexed on them (RFC 5761); RTCP
@@ -32,6 +33,7 @@ use thiserror::Error;
 
 use super::notice::Notice;
 use crate::link::frame::Text;
+use crate::media::codec::Codec;
 
 /// Version of the control protocol spoken by this build.
 pub const CONTROL_VERSION: u16 = 1;
@@ -70,6 +72,9 @@ pub struct ParticipantInfo {
     pub name: Text<128>,
     pub audio: StreamInfo,
     pub video: StreamInfo,
+    /// The video's codec; H.264 when the SFU names none.
+    #[serde(default)]
+    pub video_codec: Codec,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -206,6 +211,7 @@ mod tests {
                     payload_type: 96,
                     port: 5006,
                 },
+                video_codec: Codec::Vp8,
             },
         }
     }
@@ -214,7 +220,7 @@ mod tests {
     fn wire_form_is_as_documented() {
         assert_eq!(
             encode(&join()).unwrap(),
-            r#"{"type":"join","participant":{"id":"p1","name":"Participant 1","audio":{"ssrc":1358954514,"payload_type":111,"port":5004},"video":{"ssrc":1358954513,"payload_type":96,"port":5006}}}"#
+            r#"{"type":"join","participant":{"id":"p1","name":"Participant 1","audio":{"ssrc":1358954514,"payload_type":111,"port":5004},"video":{"ssrc":1358954513,"payload_type":96,"port":5006},"video_codec":"vp8"}}"#
         );
         let fault = MixerMessage::Notice(Notice::Fault(Fault {
             recording: text("rec-1"),

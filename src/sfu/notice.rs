@@ -37,6 +37,13 @@ pub enum Notice {
         streams: Vec<StreamReport>,
         at: UnixMillis,
     },
+    /// A participant's video is in a codec the box cannot decode (told once, when
+    /// it joins): its tile shows a placeholder, its audio is recorded.
+    UnsupportedCodec {
+        participant: String,
+        codec: String,
+        at: UnixMillis,
+    },
 }
 
 /// The ingest counters of one participant's stream.
@@ -68,8 +75,8 @@ pub fn track_active(active: &mut Vec<FaultKind>, notice: &Notice) {
         // knows the whole list.
         Notice::Stats { faults, .. } if !faults.is_empty() => active.clone_from(faults),
         Notice::Stats { .. } => {}
-        // The mixer's own; the recorder never sends it.
-        Notice::Ingest { .. } => {}
+        // The mixer's own; the recorder never sends them.
+        Notice::Ingest { .. } | Notice::UnsupportedCodec { .. } => {}
     }
 }
 
@@ -123,6 +130,9 @@ pub struct Announcement {
     /// For `ingest`: the counters of every stream the mixer receives.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<StreamReport>,
+    /// For `unsupported_codec`: whose video it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
     pub at: UnixMillis,
     /// The terminals (participant ids) it was shown on, as the SFU fills it in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -142,6 +152,7 @@ impl Announcement {
             stats: None,
             faults: Vec::new(),
             streams: Vec::new(),
+            participant: None,
             at,
             terminals: Vec::new(),
         };
@@ -183,6 +194,23 @@ impl Announcement {
                     Audience::Control,
                     "ingest".to_owned(),
                     ingest_text(streams),
+                    *at,
+                )
+            },
+            Notice::UnsupportedCodec {
+                participant,
+                codec,
+                at,
+            } => Announcement {
+                participant: Some(participant.clone()),
+                detail: Some(codec.clone()),
+                ..base(
+                    Audience::Control,
+                    "unsupported_codec".to_owned(),
+                    format!(
+                        "Participant {participant} sends video as {codec}, which the box cannot \
+                         decode: its tile shows a placeholder; its audio is recorded."
+                    ),
                     *at,
                 )
             },
@@ -306,6 +334,20 @@ mod tests {
         assert_eq!(
             line,
             r#"{"to":"terminals","kind":"disk_full","text":"Recording problem: the recording disk is full.","recording":"rec-1","target":"storage","detail":"No space left on device (os error 28)","at":1700000000000}"#
+        );
+    }
+
+    #[test]
+    fn an_undecodable_codec_is_told_to_the_control_platform() {
+        let a = Announcement::new(&Notice::UnsupportedCodec {
+            participant: "7".into(),
+            codec: "vp9".into(),
+            at: 5,
+        });
+        assert_eq!(a.to, Audience::Control);
+        assert_eq!(
+            a.to_json_line(),
+            r#"{"to":"control","kind":"unsupported_codec","text":"Participant 7 sends video as vp9, which the box cannot decode: its tile shows a placeholder; its audio is recorded.","detail":"vp9","participant":"7","at":5}"#
         );
     }
 

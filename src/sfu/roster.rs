@@ -101,6 +101,7 @@ mod tests {
             name: text(id),
             audio: stream(ssrc, 111),
             video: stream(ssrc + 1, 96),
+            video_codec: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::ingest::depacketize::h264::{H264Error, H264Packetizer};
 use crate::ingest::rtp::RtpSender;
 use crate::ingest::MediaKind;
 use crate::link::frame::text;
+use crate::media::codec::Codec;
 use crate::sfu::control::{ParticipantInfo, StreamInfo};
 use crate::sfu::sim::participant::ssrc;
 use crate::sfu::sim::{AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
@@ -224,6 +225,7 @@ impl Inputs {
                 name: text(&format!("Participant {n}")),
                 audio: stream(n, MediaKind::Audio),
                 video: stream(n, MediaKind::Video),
+                video_codec: Codec::H264,
             })
             .collect()
     }

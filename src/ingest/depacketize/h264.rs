@@ -2,15 +2,17 @@
 //! and FU-A, reassembled into Annex B access units; and the packetizer for the
 //! sending side.
 //!
-//! A frame that lost a packet cannot be decoded, and nor can the frames that refer
-//! to it, so after any loss everything is dropped until the next keyframe and a
-//! keyframe request is raised.
+//! After any loss everything is dropped until the next keyframe, and a keyframe
+//! request is raised (see [`super::gate`]).
 
 use std::collections::VecDeque;
 
 use thiserror::Error;
 use tracing::debug;
 
+use super::gate::KeyframeGate;
+pub use super::AccessUnit;
+use super::MAX_FRAME;
 use crate::media::h264::{is_annex_b, nal_type, nal_units, NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS};
 
 /// STAP-A aggregation packet type.
@@ -19,9 +21,6 @@ const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
 /// Start code written before every NAL unit of an output access unit.
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
-/// Largest access unit reassembled: the media link's default frame limit, which a
-/// frame of the mix must fit in too.
-pub const MAX_ACCESS_UNIT: usize = crate::link::codec::DEFAULT_MAX_FRAME;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum H264Error {
@@ -35,22 +34,12 @@ pub enum H264Error {
     ShortFuA,
     #[error("FU-A fragment without the start of its NAL unit")]
     FuWithoutStart,
-    #[error("access unit grows beyond {MAX_ACCESS_UNIT} bytes")]
+    #[error("access unit grows beyond {MAX_FRAME} bytes")]
     TooLarge,
     #[error("input is not an Annex B access unit")]
     NotAnnexB,
     #[error("maximum payload size {0} is too small (at least 3 bytes)")]
     PayloadTooSmall(usize),
-}
-
-/// One reassembled access unit in Annex B form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessUnit {
-    /// Extended RTP timestamp (90 kHz).
-    pub ts: i64,
-    pub data: Vec<u8>,
-    /// Contains an IDR slice (decoding can start here).
-    pub keyframe: bool,
 }
 
 /// The access unit being collected: all packets with one timestamp.
@@ -72,14 +61,8 @@ pub struct H264Depacketizer {
     pending: Option<Pending>,
     /// NAL unit being reassembled from FU-A fragments.
     fragment: Option<Vec<u8>>,
-    /// A loss was reported and no packet has arrived since: the next AU may have lost
-    /// its first packets, so it counts as damaged too.
-    gap: bool,
-    /// Dropping AUs until an undamaged keyframe.
-    awaiting_keyframe: bool,
-    dropped_since_keyframe: bool,
+    gate: KeyframeGate,
     ready: VecDeque<AccessUnit>,
-    dropped: u64,
 }
 
 impl Default for H264Depacketizer {
@@ -95,12 +78,8 @@ impl H264Depacketizer {
             pps: None,
             pending: None,
             fragment: None,
-            gap: false,
-            // A decoder can only start at a keyframe.
-            awaiting_keyframe: true,
-            dropped_since_keyframe: false,
+            gate: KeyframeGate::new(),
             ready: VecDeque::new(),
-            dropped: 0,
         }
     }
 
@@ -111,15 +90,15 @@ impl H264Depacketizer {
             // A new timestamp ends the previous AU even if its marker packet was missing.
             self.finish();
         }
+        let gap = self.gate.take_gap();
         self.pending.get_or_insert_with(|| Pending {
             ts,
             data: Vec::new(),
             keyframe: false,
             has_sps: false,
             has_pps: false,
-            damaged: std::mem::take(&mut self.gap),
+            damaged: gap,
         });
-        self.gap = false;
         let result = self.depacketize(payload);
         if result.is_err() {
             self.damage();
@@ -133,7 +112,7 @@ impl H264Depacketizer {
     /// Packets were lost just before the next one pushed.
     pub fn lost(&mut self) {
         self.damage();
-        self.gap = true;
+        self.gate.lost();
     }
 
     /// The next complete, decodable access unit.
@@ -143,12 +122,12 @@ impl H264Depacketizer {
 
     /// True from the first frame dropped for want of a keyframe until one arrives.
     pub fn needs_keyframe(&self) -> bool {
-        self.awaiting_keyframe && self.dropped_since_keyframe
+        self.gate.needs_keyframe()
     }
 
     /// Access units dropped because they were damaged or not decodable.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.gate.dropped()
     }
 
     fn damage(&mut self) {
@@ -190,7 +169,7 @@ impl H264Depacketizer {
                     self.fragment = Some(nal);
                 }
                 let nal = self.fragment.as_mut().ok_or(H264Error::FuWithoutStart)?;
-                if nal.len() + body.len() > MAX_ACCESS_UNIT {
+                if nal.len() + body.len() > MAX_FRAME {
                     return Err(H264Error::TooLarge);
                 }
                 nal.extend_from_slice(body);
@@ -206,7 +185,7 @@ impl H264Depacketizer {
 
     fn add_nal(&mut self, nal: &[u8]) -> Result<(), H264Error> {
         let pending = self.pending.as_mut().expect("push opened an access unit");
-        if pending.data.len() + START_CODE.len() + nal.len() > MAX_ACCESS_UNIT {
+        if pending.data.len() + START_CODE.len() + nal.len() > MAX_FRAME {
             return Err(H264Error::TooLarge);
         }
         match nal_type(nal) {
@@ -231,18 +210,11 @@ impl H264Depacketizer {
             return;
         };
         self.fragment = None;
-        if p.damaged {
-            self.awaiting_keyframe = true;
-        }
-        if p.damaged || (self.awaiting_keyframe && !p.keyframe) || p.data.is_empty() {
+        if !self.gate.admit(p.damaged, p.keyframe, p.data.is_empty()) {
             debug!(ts = p.ts, damaged = p.damaged, "dropping H.264 access unit");
-            self.dropped += 1;
-            self.dropped_since_keyframe = true;
             return;
         }
         let data = if p.keyframe {
-            self.awaiting_keyframe = false;
-            self.dropped_since_keyframe = false;
             self.with_parameter_sets(&p)
         } else {
             p.data

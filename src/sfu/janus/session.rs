@@ -20,6 +20,7 @@ use super::protocol::{
     PublisherForwarders, Request, VideoRoomData, TEXTROOM, VIDEOROOM,
 };
 use crate::link::frame::text;
+use crate::media::codec::Codec;
 use crate::sfu::control::{ParticipantId, ParticipantInfo, StreamInfo};
 use crate::sfu::notice::{Announcement, Audience, Notice};
 use crate::sfu::roster::RosterEvent;
@@ -68,6 +69,8 @@ pub struct Settings {
 }
 
 /// What the IO shell does next.
+// A roster event (a participant, ~350 bytes) inline: a few per meeting, not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Send(String),
@@ -142,9 +145,6 @@ struct Member {
     /// Forwarded before: a new forward (after a reconnection) is a renewal.
     forwarded: bool,
 }
-
-/// Video codecs the mixer decodes.
-const DECODABLE_VIDEO: &[&str] = &["h264"];
 
 pub struct Session {
     settings: Settings,
@@ -361,14 +361,16 @@ impl Session {
         let live = |kind: &str| p.streams.iter().find(|s| s.kind == kind && !s.disabled);
         let audio_mid = live("audio").map(|s| s.mid.clone());
         let video = live("video");
+        let video_codec = video
+            .and_then(|s| s.codec.as_deref())
+            .map(Codec::from_name)
+            .unwrap_or_default();
         let video_mid = match video {
-            Some(s) if DECODABLE_VIDEO.contains(&s.codec.as_deref().unwrap_or("")) => {
-                Some(s.mid.clone())
-            }
-            Some(s) => {
+            Some(s) if video_codec.format().is_some() => Some(s.mid.clone()),
+            Some(_) => {
                 warn!(
                     publisher = p.id,
-                    codec = s.codec.as_deref().unwrap_or("?"),
+                    codec = video_codec.name(),
                     "video codec the mixer cannot decode: recording the audio only"
                 );
                 None
@@ -396,6 +398,7 @@ impl Session {
             name: text(name),
             audio,
             video,
+            video_codec,
         };
         info!(publisher = p.id, name, "publisher in the Janus room");
         self.out

@@ -13,6 +13,7 @@ use crate::ingest::rtcp;
 use crate::ingest::rtp::RtpSender;
 use crate::ingest::MediaKind;
 use crate::link::frame::text;
+use crate::media::codec::Codec;
 use crate::sfu::control::{ParticipantInfo, StreamInfo};
 use crate::synth::{PatternSource, PatternSpec, ToneSource, ToneSpec, PALETTE, TONES_HZ};
 
@@ -176,6 +177,7 @@ impl SimParticipant {
                 payload_type: VIDEO_PAYLOAD_TYPE,
                 port: ports.video,
             },
+            video_codec: Codec::H264,
         };
         let video = PatternSource::new(PatternSpec {
             rgb: PALETTE[index],

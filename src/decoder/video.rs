@@ -1,0 +1,46 @@
+//! A participant's video decoder, of the format its stream is in.
+
+use thiserror::Error;
+
+use super::h264::{H264DecodeError, H264Decoder};
+use super::vp8::{Vp8DecodeError, Vp8Decoder};
+use crate::media::codec::VideoFormat;
+use crate::media::picture::Picture;
+
+#[derive(Debug, Error)]
+pub enum VideoDecodeError {
+    #[error(transparent)]
+    H264(#[from] H264DecodeError),
+    #[error(transparent)]
+    Vp8(#[from] Vp8DecodeError),
+}
+
+pub enum VideoDecoder {
+    H264(H264Decoder),
+    Vp8(Vp8Decoder),
+}
+
+impl VideoDecoder {
+    pub fn new(format: VideoFormat) -> Result<Self, VideoDecodeError> {
+        Ok(match format {
+            VideoFormat::H264 => Self::H264(H264Decoder::new()?),
+            VideoFormat::Vp8 => Self::Vp8(Vp8Decoder::new()?),
+        })
+    }
+
+    /// Decodes one frame; on error, ask the sender for a keyframe.
+    pub fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, VideoDecodeError> {
+        Ok(match self {
+            Self::H264(d) => d.decode(frame)?,
+            Self::Vp8(d) => d.decode(frame)?,
+        })
+    }
+
+    /// Gives back a picture this decoder made, once it is no longer shown.
+    pub fn recycle(&mut self, picture: Picture) {
+        match self {
+            Self::H264(d) => d.recycle(picture),
+            Self::Vp8(d) => d.recycle(picture),
+        }
+    }
+}

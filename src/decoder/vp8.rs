@@ -1,0 +1,345 @@
+//! VP8 decoding of one participant's video with libvpx (the system library, through
+//! `env-libvpx-sys`), one frame at a time, into [`Picture`]s.
+//!
+//! As with H.264, after any error the decoder waits for a key frame, and every error
+//! means "request a keyframe" to the caller.
+
+use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::ptr;
+
+use thiserror::Error;
+use vpx_sys::{
+    vpx_codec_ctx_t, vpx_codec_dec_init_ver, vpx_codec_decode, vpx_codec_destroy, vpx_codec_err_t,
+    vpx_codec_err_to_string, vpx_codec_get_frame, vpx_codec_vp8_dx, vpx_img_fmt,
+    VPX_DECODER_ABI_VERSION,
+};
+
+use crate::ingest::depacketize::vp8::is_key_frame;
+use crate::media::picture::{Picture, PictureError};
+
+#[derive(Debug, Error)]
+pub enum Vp8DecodeError {
+    #[error("VP8 decoder could not be created: {0}")]
+    Create(#[source] LibvpxError),
+    #[error("corrupt VP8 frame, wait for the next key frame: {0}")]
+    Corrupt(#[source] LibvpxError),
+    #[error("VP8 frame of {0} bytes is too large")]
+    TooLarge(usize),
+    #[error("VP8 picture in format {0:?}, not I420")]
+    Format(vpx_img_fmt),
+    #[error("decoded picture is unusable, wait for the next key frame: {0}")]
+    BadPicture(#[from] PictureError),
+    #[error("waiting for a key frame after an error or before the first one")]
+    AwaitingKeyframe,
+}
+
+/// An error code of libvpx, with its own description.
+#[derive(Debug, Error)]
+#[error("{}", describe(*.0))]
+pub struct LibvpxError(vpx_codec_err_t);
+
+fn describe(code: vpx_codec_err_t) -> String {
+    // SAFETY: libvpx returns a static, NUL-terminated string for every code.
+    unsafe { CStr::from_ptr(vpx_codec_err_to_string(code)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn check(code: vpx_codec_err_t) -> Result<(), LibvpxError> {
+    match code {
+        vpx_codec_err_t::VPX_CODEC_OK => Ok(()),
+        e => Err(LibvpxError(e)),
+    }
+}
+
+/// Pictures given back and kept for the next decodes.
+const MAX_SPARE: usize = 4;
+
+pub struct Vp8Decoder {
+    /// Boxed: libvpx keeps pointers to the context it was initialised in.
+    ctx: Box<vpx_codec_ctx_t>,
+    awaiting_keyframe: bool,
+    size: Option<(usize, usize)>,
+    spare: Vec<Picture>,
+}
+
+// SAFETY: the context is owned by this value alone and libvpx keeps no thread-local
+// state for it; it is used from one thread at a time (`&mut self`).
+unsafe impl Send for Vp8Decoder {}
+
+impl Vp8Decoder {
+    pub fn new() -> Result<Self, Vp8DecodeError> {
+        // SAFETY: an all-zero context is what vpx_codec_dec_init expects to fill in.
+        let mut ctx: Box<vpx_codec_ctx_t> =
+            Box::new(unsafe { MaybeUninit::zeroed().assume_init() });
+        // SAFETY: ctx is valid and stays at its address (boxed); a null configuration
+        // asks for the defaults.
+        let code = unsafe {
+            vpx_codec_dec_init_ver(
+                &mut *ctx,
+                vpx_codec_vp8_dx(),
+                ptr::null(),
+                0,
+                VPX_DECODER_ABI_VERSION as i32,
+            )
+        };
+        check(code).map_err(Vp8DecodeError::Create)?;
+        Ok(Self {
+            ctx,
+            // A stream joined mid-way cannot be decoded before its next key frame.
+            awaiting_keyframe: true,
+            size: None,
+            spare: Vec::new(),
+        })
+    }
+
+    /// Gives back a picture this decoder made, once it is no longer shown.
+    pub fn recycle(&mut self, picture: Picture) {
+        if self.spare.len() < MAX_SPARE {
+            self.spare.push(picture);
+        }
+    }
+
+    /// Decodes one frame. `Ok(None)` when it gave no picture (a frame not to be
+    /// shown). On error, ask the sender for a key frame.
+    pub fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, Vp8DecodeError> {
+        let result = self.decode_frame(frame);
+        if let Err(e) = &result {
+            if !self.awaiting_keyframe {
+                tracing::debug!(error = %e, "VP8 decoding stopped until the next key frame");
+            }
+            self.awaiting_keyframe = true;
+        }
+        result
+    }
+
+    fn decode_frame(&mut self, frame: &[u8]) -> Result<Option<Picture>, Vp8DecodeError> {
+        let keyframe = is_key_frame(frame);
+        if self.awaiting_keyframe && !keyframe {
+            return Err(Vp8DecodeError::AwaitingKeyframe);
+        }
+        let len = u32::try_from(frame.len()).map_err(|_| Vp8DecodeError::TooLarge(frame.len()))?;
+        // SAFETY: the context was initialised; libvpx reads `len` bytes of `frame`
+        // and keeps no pointer to them after the call.
+        let code =
+            unsafe { vpx_codec_decode(&mut *self.ctx, frame.as_ptr(), len, ptr::null_mut(), 0) };
+        check(code).map_err(Vp8DecodeError::Corrupt)?;
+        let mut iter = ptr::null();
+        let mut picture = None;
+        loop {
+            // SAFETY: the context is initialised; the image it returns stays valid
+            // until the next call on the context, and is copied out before that.
+            let img = unsafe { vpx_codec_get_frame(&mut *self.ctx, &mut iter) };
+            // SAFETY: a non-null image from libvpx is a valid vpx_image_t.
+            let Some(img) = (unsafe { img.as_ref() }) else {
+                break;
+            };
+            if img.fmt != vpx_img_fmt::VPX_IMG_FMT_I420 {
+                return Err(Vp8DecodeError::Format(img.fmt));
+            }
+            // I420 needs even sizes; an odd size loses its last row or column.
+            let (w, h) = (img.d_w as usize, img.d_h as usize);
+            let (width, height) = (w & !1, h & !1);
+            let strides = [0, 1, 2].map(|i| img.stride[i].max(0) as usize);
+            let rows = [h, h.div_ceil(2), h.div_ceil(2)];
+            // SAFETY: each plane of a decoded I420 image holds `rows` rows of `stride`
+            // bytes.
+            let plane = |i: usize| unsafe {
+                std::slice::from_raw_parts(img.planes[i], strides[i] * rows[i])
+            };
+            let planes = (plane(0), plane(1), plane(2));
+            let strides = (strides[0], strides[1], strides[2]);
+            let p = match self.spare.pop() {
+                Some(mut p) => p.copy_strided(width, height, planes, strides).map(|()| p)?,
+                None => Picture::from_strided(width, height, planes, strides)?,
+            };
+            picture = Some(p);
+        }
+        if keyframe {
+            self.awaiting_keyframe = false;
+        }
+        if let Some(p) = &picture {
+            let size = (p.width(), p.height());
+            if self.size != Some(size) {
+                tracing::debug!(width = size.0, height = size.1, "VP8 picture size");
+                self.size = Some(size);
+            }
+        }
+        Ok(picture)
+    }
+}
+
+impl Drop for Vp8Decoder {
+    fn drop(&mut self) {
+        // SAFETY: the context was initialised in `new` and is destroyed once.
+        unsafe { vpx_codec_destroy(&mut *self.ctx) };
+    }
+}
+
+/// A VP8 encoder for tests: pictures in, frames out, with libvpx's own encoder.
+#[cfg(test)]
+pub(crate) mod encoder {
+    use super::*;
+    use vpx_sys::{
+        vpx_codec_cx_pkt_kind, vpx_codec_enc_cfg_t, vpx_codec_enc_config_default,
+        vpx_codec_enc_init_ver, vpx_codec_encode, vpx_codec_get_cx_data, vpx_codec_vp8_cx,
+        vpx_image_t, vpx_img_wrap, VPX_DL_REALTIME, VPX_EFLAG_FORCE_KF, VPX_ENCODER_ABI_VERSION,
+    };
+
+    pub(crate) struct Vp8Encoder {
+        ctx: Box<vpx_codec_ctx_t>,
+        pts: i64,
+    }
+
+    impl Vp8Encoder {
+        pub(crate) fn new(width: u32, height: u32) -> Self {
+            // SAFETY: zeroed structs are filled in by libvpx before use.
+            unsafe {
+                let mut cfg: vpx_codec_enc_cfg_t = MaybeUninit::zeroed().assume_init();
+                check(vpx_codec_enc_config_default(
+                    vpx_codec_vp8_cx(),
+                    &mut cfg,
+                    0,
+                ))
+                .unwrap();
+                cfg.g_w = width;
+                cfg.g_h = height;
+                cfg.g_timebase.num = 1;
+                cfg.g_timebase.den = 30;
+                cfg.rc_target_bitrate = 500;
+                cfg.g_lag_in_frames = 0;
+                let mut ctx: Box<vpx_codec_ctx_t> = Box::new(MaybeUninit::zeroed().assume_init());
+                check(vpx_codec_enc_init_ver(
+                    &mut *ctx,
+                    vpx_codec_vp8_cx(),
+                    &cfg,
+                    0,
+                    VPX_ENCODER_ABI_VERSION as i32,
+                ))
+                .unwrap();
+                Self { ctx, pts: 0 }
+            }
+        }
+
+        /// The frames for one picture (one, unless the encoder drops it).
+        pub(crate) fn encode(&mut self, picture: &Picture, key: bool) -> Vec<Vec<u8>> {
+            let (w, h) = (picture.width(), picture.height());
+            let mut i420 = [picture.y(), picture.u(), picture.v()].concat();
+            let mut out = Vec::new();
+            // SAFETY: the image wraps `i420`, which outlives the encode call; packets
+            // are copied out before the next call on the context.
+            unsafe {
+                let mut img: vpx_image_t = MaybeUninit::zeroed().assume_init();
+                vpx_img_wrap(
+                    &mut img,
+                    vpx_img_fmt::VPX_IMG_FMT_I420,
+                    w as u32,
+                    h as u32,
+                    1,
+                    i420.as_mut_ptr(),
+                );
+                let flags = if key { VPX_EFLAG_FORCE_KF as i64 } else { 0 };
+                check(vpx_codec_encode(
+                    &mut *self.ctx,
+                    &img,
+                    self.pts,
+                    1,
+                    flags,
+                    VPX_DL_REALTIME.into(),
+                ))
+                .unwrap();
+                self.pts += 1;
+                let mut iter = ptr::null();
+                loop {
+                    let pkt = vpx_codec_get_cx_data(&mut *self.ctx, &mut iter);
+                    let Some(pkt) = pkt.as_ref() else { break };
+                    if pkt.kind == vpx_codec_cx_pkt_kind::VPX_CODEC_CX_FRAME_PKT {
+                        let f = pkt.data.frame;
+                        out.push(
+                            std::slice::from_raw_parts(f.buf as *const u8, f.sz as usize).to_vec(),
+                        );
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    impl Drop for Vp8Encoder {
+        fn drop(&mut self) {
+            // SAFETY: initialised in `new`, destroyed once.
+            unsafe { vpx_codec_destroy(&mut *self.ctx) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encoder::Vp8Encoder;
+    use super::*;
+    use crate::synth::video::rgb_to_yuv;
+    use crate::synth::PALETTE;
+
+    fn assert_near(got: [u8; 3], want: [u8; 3]) {
+        let close = got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 6);
+        assert!(close, "{got:?} is not near {want:?}");
+    }
+
+    fn frames(width: usize, height: usize, rgb: [u8; 3], n: usize) -> Vec<Vec<u8>> {
+        let mut encoder = Vp8Encoder::new(width as u32, height as u32);
+        let picture = Picture::filled(width, height, rgb_to_yuv(rgb)).unwrap();
+        (0..n)
+            .flat_map(|i| encoder.encode(&picture, i == 0))
+            .collect()
+    }
+
+    #[test]
+    fn libvpx_frames_decode_in_colour_and_size() {
+        let encoded = frames(320, 180, PALETTE[3], 5);
+        assert_eq!(encoded.len(), 5);
+        assert!(is_key_frame(&encoded[0]) && !is_key_frame(&encoded[1]));
+        let mut decoder = Vp8Decoder::new().unwrap();
+        for frame in &encoded {
+            let picture = decoder.decode(frame).unwrap().unwrap();
+            assert_eq!((picture.width(), picture.height()), (320, 180));
+            assert_near(picture.pixel(8, 8), rgb_to_yuv(PALETTE[3]));
+            assert_near(picture.pixel(300, 170), rgb_to_yuv(PALETTE[3]));
+            decoder.recycle(picture);
+        }
+        assert_eq!(decoder.size, Some((320, 180)));
+    }
+
+    #[test]
+    fn corrupt_input_waits_for_the_next_key_frame_and_never_panics() {
+        let encoded = frames(160, 120, PALETTE[1], 3);
+        let mut decoder = Vp8Decoder::new().unwrap();
+        assert!(matches!(
+            decoder.decode(&encoded[1]),
+            Err(Vp8DecodeError::AwaitingKeyframe)
+        ));
+        assert!(decoder.decode(&encoded[0]).unwrap().is_some());
+        // A key frame tag on garbage, and flipped bytes in a real key frame.
+        let mut seed = 7u64;
+        for round in 0..40 {
+            let mut f = encoded[0].clone();
+            if round % 2 == 0 {
+                f = [&f[..10], &crate::synth::filler(seed, 300)].concat();
+            } else {
+                for _ in 0..8 {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let i = 10 + (seed >> 33) as usize % (f.len() - 10);
+                    f[i] ^= (seed >> 20) as u8 | 1;
+                }
+            }
+            seed += 1;
+            let _ = decoder.decode(&f);
+        }
+        assert!(decoder.decode(b"x").is_err());
+        assert!(decoder.awaiting_keyframe);
+        assert!(decoder.decode(&encoded[0]).unwrap().is_some());
+        assert!(decoder.decode(&encoded[1]).unwrap().is_some());
+    }
+}
