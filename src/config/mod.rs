@@ -32,6 +32,7 @@ use crate::recorder::monitor::MonitorConfig;
 use crate::recorder::recording::WriterOptions;
 use crate::recorder::service::{check_spool, RecorderConfig, DEFAULT_STATS_INTERVAL};
 use crate::sfu::janus::JanusConfig;
+use crate::sfu::webhook::{Target, WebhookConfig};
 use crate::storage::health::HealthConfig;
 
 /// Where the box reads its configuration.
@@ -196,6 +197,12 @@ pub struct SfuSection {
     pub textroom: u64,
     /// Janus: the mixer's name in the room.
     pub display_name: String,
+    /// The control platform's webhook (`http://...`): every notice is POSTed to it.
+    #[serde(with = "value::text_or_empty")]
+    pub webhook: Option<String>,
+    /// Signs every webhook request (HMAC-SHA256 of the body).
+    #[serde(with = "value::text_or_empty")]
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for SfuSection {
@@ -208,6 +215,8 @@ impl Default for SfuSection {
             admin_key: None,
             textroom: 1234,
             display_name: "recbox".into(),
+            webhook: None,
+            webhook_secret: None,
         }
     }
 }
@@ -472,6 +481,15 @@ impl Config {
         })
     }
 
+    /// The control platform's webhook, when one is configured (and valid).
+    pub fn webhook_config(&self) -> Option<WebhookConfig> {
+        let target = Target::parse(self.sfu.webhook.as_deref()?).ok()?;
+        Some(WebhookConfig {
+            secret: self.sfu.webhook_secret.clone(),
+            ..WebhookConfig::new(target)
+        })
+    }
+
     pub fn local_link(&self) -> LinkAddr {
         LinkAddr::Unix(self.link.socket.clone())
     }
@@ -634,6 +652,17 @@ impl Config {
         }
         if self.sfu.display_name.is_empty() {
             p.add("sfu.display_name", "", "must not be empty");
+        }
+        if let Some(url) = &self.sfu.webhook {
+            if let Err(e) = Target::parse(url) {
+                p.add("sfu.webhook", url, e.to_string());
+            }
+        } else if self.sfu.webhook_secret.is_some() {
+            p.push(
+                "sfu.webhook_secret",
+                None,
+                "set, but there is no sfu.webhook",
+            );
         }
 
         let panel = &self.panel;

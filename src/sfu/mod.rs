@@ -10,6 +10,7 @@ pub mod notice;
 pub mod roster;
 #[cfg(feature = "lab")]
 pub mod sim;
+pub mod webhook;
 pub mod ws_adapter;
 
 pub use adapter::SfuAdapter;
