@@ -428,13 +428,18 @@ impl Config {
     /// a comment says it is set.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        let key = shown.link.key.take();
-        let text =
-            toml::to_string(&shown).expect("every value of the configuration has a TOML form");
-        match key {
-            Some(_) => format!("# link.key is set (not shown)\n{text}"),
-            None => text,
+        let hidden = [
+            ("link.key", shown.link.key.take()),
+            ("sfu.webhook_secret", shown.sfu.webhook_secret.take()),
+        ];
+        let mut text = String::new();
+        for (key, _) in hidden.iter().filter(|(_, v)| v.is_some()) {
+            text.push_str(&format!("# {key} is set (not shown)\n"));
         }
+        text.push_str(
+            &toml::to_string(&shown).expect("every value of the configuration has a TOML form"),
+        );
+        text
     }
 
     /// The media-link key from `link.key` or `link.key_file`; `None` when neither is set.

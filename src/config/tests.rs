@@ -92,6 +92,14 @@ fn an_inline_key_is_not_printed() {
         "{text}"
     );
     assert!(text.contains("key = \"\""), "{text}");
+    let c =
+        Config::parse("[sfu]\nwebhook = \"http://c/\"\nwebhook_secret = \"hmac-key\"\n").unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("hmac-key"), "{text}");
+    assert!(
+        text.starts_with("# sfu.webhook_secret is set (not shown)\n"),
+        "{text}"
+    );
 }
 
 #[test]
