@@ -37,6 +37,7 @@ use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport}
 use crate::mixer::status::RecordingStatus;
 use crate::recorder::service::{self as recorder, RecorderConfig, StartError};
 use crate::sfu::janus::JanusConfig;
+use crate::sfu::webhook::{Webhook, WebhookConfig};
 use crate::systemd::Notifier;
 use controller::{Action, Ended};
 
@@ -47,6 +48,8 @@ pub const MIXER_STALL_LIMIT: Duration = Duration::from_secs(20);
 /// A recorder in this process may leave the link unanswered this long (a storage
 /// failing over can hold it a while).
 pub const RECORDER_STALL_LIMIT: Duration = Duration::from_secs(60);
+/// How long the last notices may take to reach the webhook when the box stops.
+const WEBHOOK_PATIENCE: Duration = Duration::from_secs(3);
 /// Events kept for a slow subscriber before it misses some.
 const EVENT_BACKLOG: usize = 256;
 
@@ -70,6 +73,8 @@ pub struct Plan {
     pub janus: Option<JanusConfig>,
     /// The mixer's name at the SFU.
     pub name: String,
+    /// The control platform's webhook, which gets every notice the mixer relays.
+    pub webhook: Option<WebhookConfig>,
     /// Record from the start.
     pub autostart: bool,
 }
@@ -95,6 +100,7 @@ impl Plan {
             sfu_url: config.sfu.url.clone(),
             janus: config.janus_config(),
             name: config.mixer.name.clone(),
+            webhook: config.webhook_config(),
             autostart: config.recording.autostart,
         }
     }
@@ -196,6 +202,11 @@ impl Appliance {
             last_status: String::new(),
             last_state: None,
         };
+        let webhook = self
+            .plan
+            .webhook
+            .clone()
+            .map(|config| Webhook::spawn(config, &self.plan.name, &self.plan.mixer.link.room));
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
         let (joined_tx, mut joined) = mpsc::unbounded_channel();
         let (mut controller, actions) = Controller::new(self.plan.autostart);
@@ -240,6 +251,9 @@ impl Appliance {
                     controller.command(command)
                 }
                 Some(report) = reports.recv() => {
+                    if let (Some(webhook), MixerReport::Relayed(notice)) = (&webhook, &report) {
+                        webhook.post(notice);
+                    }
                     shell.liveness.on_report(&report, Instant::now().into_std());
                     shell.status.update(&report);
                     let _ = self.handle.events.send(Event::Mixer(Arc::new(report)));
@@ -309,6 +323,15 @@ impl Appliance {
         // still runs is idle.
         if let Some(task) = recorder_task {
             task.abort();
+        }
+        if let Some(webhook) = webhook {
+            // The last run's final notices may still be on their way here.
+            while let Ok(report) = reports.try_recv() {
+                if let MixerReport::Relayed(notice) = &report {
+                    webhook.post(notice);
+                }
+            }
+            webhook.finish(WEBHOOK_PATIENCE).await;
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ use crate::recorder::monitor::MonitorConfig;
 use crate::recorder::recording::WriterOptions;
 use crate::recorder::service::{check_spool, RecorderConfig, DEFAULT_STATS_INTERVAL};
 use crate::sfu::janus::JanusConfig;
+use crate::sfu::webhook::{Target, WebhookConfig};
 use crate::storage::health::HealthConfig;
 
 /// Where the box reads its configuration.
@@ -196,6 +197,12 @@ pub struct SfuSection {
     pub textroom: u64,
     /// Janus: the mixer's name in the room.
     pub display_name: String,
+    /// The control platform's webhook (`http://...`): every notice is POSTed to it.
+    #[serde(with = "value::text_or_empty")]
+    pub webhook: Option<String>,
+    /// Signs every webhook request (HMAC-SHA256 of the body).
+    #[serde(with = "value::text_or_empty")]
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for SfuSection {
@@ -208,6 +215,8 @@ impl Default for SfuSection {
             admin_key: None,
             textroom: 1234,
             display_name: "recbox".into(),
+            webhook: None,
+            webhook_secret: None,
         }
     }
 }
@@ -424,13 +433,18 @@ impl Config {
     /// a comment says it is set.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        let key = shown.link.key.take();
-        let text =
-            toml::to_string(&shown).expect("every value of the configuration has a TOML form");
-        match key {
-            Some(_) => format!("# link.key is set (not shown)\n{text}"),
-            None => text,
+        let hidden = [
+            ("link.key", shown.link.key.take()),
+            ("sfu.webhook_secret", shown.sfu.webhook_secret.take()),
+        ];
+        let mut text = String::new();
+        for (key, _) in hidden.iter().filter(|(_, v)| v.is_some()) {
+            text.push_str(&format!("# {key} is set (not shown)\n"));
         }
+        text.push_str(
+            &toml::to_string(&shown).expect("every value of the configuration has a TOML form"),
+        );
+        text
     }
 
     /// The media-link key from `link.key` or `link.key_file`; `None` when neither is set.
@@ -474,6 +488,15 @@ impl Config {
             secret: sfu.secret.clone(),
             admin_key: sfu.admin_key.clone(),
             textroom: (sfu.textroom != 0).then_some(sfu.textroom),
+        })
+    }
+
+    /// The control platform's webhook, when one is configured (and valid).
+    pub fn webhook_config(&self) -> Option<WebhookConfig> {
+        let target = Target::parse(self.sfu.webhook.as_deref()?).ok()?;
+        Some(WebhookConfig {
+            secret: self.sfu.webhook_secret.clone(),
+            ..WebhookConfig::new(target)
         })
     }
 
@@ -639,6 +662,17 @@ impl Config {
         }
         if self.sfu.display_name.is_empty() {
             p.add("sfu.display_name", "", "must not be empty");
+        }
+        if let Some(url) = &self.sfu.webhook {
+            if let Err(e) = Target::parse(url) {
+                p.add("sfu.webhook", url, e.to_string());
+            }
+        } else if self.sfu.webhook_secret.is_some() {
+            p.push(
+                "sfu.webhook_secret",
+                None,
+                "set, but there is no sfu.webhook",
+            );
         }
 
         let panel = &self.panel;

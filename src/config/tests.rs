@@ -92,6 +92,14 @@ fn an_inline_key_is_not_printed() {
         "{text}"
     );
     assert!(text.contains("key = \"\""), "{text}");
+    let c =
+        Config::parse("[sfu]\nwebhook = \"http://c/\"\nwebhook_secret = \"hmac-key\"\n").unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("hmac-key"), "{text}");
+    assert!(
+        text.starts_with("# sfu.webhook_secret is set (not shown)\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -377,4 +385,28 @@ fn janus_section_names_its_bad_keys() {
     assert!(err("[sfu]\nkind = \"zoom\"\n").contains("sfu.kind"));
     assert!(err("[sfu]\nroom = 0\n").contains("sfu.room"));
     assert!(err("[sfu]\ndisplay_name = \"\"\n").contains("sfu.display_name"));
+}
+
+#[test]
+fn the_webhook_is_plain_http_and_its_secret_needs_it() {
+    let c =
+        Config::parse("[sfu]\nwebhook = \"http://10.0.0.2:9000/hooks\"\nwebhook_secret = \"s3\"\n")
+            .unwrap();
+    let w = c.webhook_config().unwrap();
+    assert_eq!(w.target.to_string(), "http://10.0.0.2:9000/hooks");
+    assert_eq!(w.secret.as_deref(), Some("s3"));
+    assert!(Config::default().webhook_config().is_none());
+    assert_eq!(
+        problem("[sfu]\nwebhook = \"https://c.example/\"\n"),
+        "sfu.webhook = \"https://c.example/\": https:// is not supported (the box has no TLS \
+         client): use http:// on a trusted network, with sfu.webhook_secret"
+    );
+    assert_eq!(
+        problem("[sfu]\nwebhook = \"c.example:80\"\n"),
+        "sfu.webhook = \"c.example:80\": not an http:// URL (example: http://control.example:8080/recbox)"
+    );
+    assert_eq!(
+        problem("[sfu]\nwebhook_secret = \"s\"\n"),
+        "sfu.webhook_secret: set, but there is no sfu.webhook"
+    );
 }

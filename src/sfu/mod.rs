@@ -10,6 +10,7 @@ pub mod notice;
 pub(crate) mod roster;
 #[cfg(feature = "lab")]
 pub mod sim;
+pub mod webhook;
 pub(crate) mod ws_adapter;
 
 pub use adapter::SfuAdapter;

@@ -7,6 +7,7 @@ pub mod process;
 pub mod proxy;
 pub mod rtp;
 pub mod segments;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
