@@ -10,6 +10,7 @@ use recbox::bench::mix::ffmpeg::FfmpegSettings;
 use recbox::bench::mix::recbox_side::SideConfig;
 use recbox::bench::mix::MixBenchConfig;
 use recbox::bench::BenchPart;
+use recbox::encoder::EncoderKind;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,6 +45,11 @@ pub struct Args {
     /// Mix: threads of ffmpeg's decoders, filter graph and encoder.
     #[arg(long, default_value_t = 1)]
     ffmpeg_threads: u16,
+    /// Mix: the output video's encoder, `software` (openh264 against libx264) or
+    /// `none` (the encoder out of the figures, as with the box's hardware one:
+    /// recbox's null encoder against ffmpeg's raw video to a null sink).
+    #[arg(long, default_value = "software")]
+    encoder: EncoderKind,
 }
 
 /// The recbox side of `bench mix`: mixer and recorder in one process, for a fixed
@@ -56,6 +62,8 @@ pub struct MixSideArgs {
     storage: PathBuf,
     #[arg(long)]
     tap: PathBuf,
+    #[arg(long, default_value = "software")]
+    encoder: EncoderKind,
 }
 
 pub async fn mix_side(args: MixSideArgs) -> Result<()> {
@@ -63,6 +71,7 @@ pub async fn mix_side(args: MixSideArgs) -> Result<()> {
         roster: args.roster,
         storage: args.storage,
         tap: args.tap,
+        encoder: args.encoder,
     };
     recbox::bench::mix::recbox_side::serve(config, &mut std::io::stdout()).await?;
     Ok(())
@@ -71,6 +80,9 @@ pub async fn mix_side(args: MixSideArgs) -> Result<()> {
 pub async fn run(args: Args) -> Result<()> {
     if let Some(&bad) = args.participants.iter().find(|n| !(1..=16).contains(*n)) {
         bail!("--participants must be 1..=16 each, got {bad}");
+    }
+    if !matches!(args.encoder, EncoderKind::Software | EncoderKind::Null) {
+        bail!("--encoder must be software or none, got {}", args.encoder);
     }
     let mut out = std::io::stdout();
     let parts = if args.parts.is_empty() {
@@ -111,12 +123,13 @@ pub async fn run(args: Args) -> Result<()> {
                 let dir = dir("mix")?;
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
-                let engine = recbox::bench::mix::recbox_side::engine_config();
+                let engine = recbox::bench::mix::recbox_side::engine_config(args.encoder.clone());
                 let config = MixBenchConfig {
                     participants: args.participants.clone(),
                     seconds: args.mix_seconds,
                     warmup: args.warmup,
                     rounds: args.mix_rounds,
+                    encoder: args.encoder.clone(),
                     dir,
                     ffmpeg: FfmpegSettings {
                         preset: args.x264_preset.clone(),

@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::measure::monotonic_ns;
+use crate::encoder::EncoderKind;
 use crate::link::frame::Track;
 use crate::link::handshake::LinkKey;
 use crate::link::transport::{LinkAddr, LinkListener};
@@ -43,11 +44,11 @@ pub enum SideError {
 }
 
 /// The mixer engine both sides are compared on: recbox's defaults (1280x720 at 30
-/// fps, 2.5 Mbit/s H.264, 96 kbit/s Opus) with the software encoder and a keyframe
-/// every recorder fragment.
-pub fn engine_config() -> EngineConfig {
+/// fps, 2.5 Mbit/s H.264, 96 kbit/s Opus) with `encoder` (software, or none) and a
+/// keyframe every recorder fragment.
+pub fn engine_config(encoder: EncoderKind) -> EngineConfig {
     EngineConfig {
-        encoder: crate::encoder::EncoderKind::Software,
+        encoder,
         keyframe_interval: crate::recorder::recording::WriterOptions::default().max_fragment,
         ..EngineConfig::default()
     }
@@ -86,6 +87,7 @@ impl SfuAdapter for FixedRoster {
 
 pub struct SideConfig {
     pub roster: PathBuf,
+    pub encoder: EncoderKind,
     pub storage: PathBuf,
     pub tap: PathBuf,
 }
@@ -114,7 +116,7 @@ pub async fn serve(config: SideConfig, out: &mut (impl Write + Send)) -> Result<
     let mixer_config = MixerConfig {
         ingest: "127.0.0.1:0".parse().expect("an address"),
         playout_delay: PLAYOUT_DELAY,
-        engine: engine_config(),
+        engine: engine_config(config.encoder.clone()),
         link: LinkConfig::new(recorder_addr, key, "bench-1", ROOM),
         stats_interval: Duration::from_secs(10),
         microphone: None,
