@@ -9,13 +9,14 @@ use super::parse_duration;
 use recbox::bench::mix::ffmpeg::FfmpegSettings;
 use recbox::bench::mix::recbox_side::SideConfig;
 use recbox::bench::mix::MixBenchConfig;
+use recbox::bench::soak::SoakConfig;
 use recbox::bench::BenchPart;
 use recbox::encoder::EncoderKind;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Parts to run: link, writer, faults, faults-e2e, mix (default: all of them;
-    /// the fault parts need root, mix needs ffmpeg).
+    /// Parts to run: link, writer, faults, faults-e2e, mix, soak (default: all but
+    /// soak; the fault parts need root, mix needs ffmpeg).
     parts: Vec<BenchPart>,
     /// Seconds per link case.
     #[arg(long, default_value_t = 2.0)]
@@ -50,6 +51,15 @@ pub struct Args {
     /// recbox's null encoder against ffmpeg's raw video to a null sink).
     #[arg(long, default_value = "software")]
     encoder: EncoderKind,
+    /// Soak: minutes of meeting (3 hours: 180).
+    #[arg(long, default_value_t = 30)]
+    minutes: u32,
+    /// Soak: participants in the meeting.
+    #[arg(long, default_value_t = 9)]
+    soak_participants: u8,
+    /// Soak: how often the mixer + recorder process is sampled.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    soak_sample: Duration,
 }
 
 /// The recbox side of `bench mix`: mixer and recorder in one process, for a fixed
@@ -61,7 +71,7 @@ pub struct MixSideArgs {
     #[arg(long)]
     storage: PathBuf,
     #[arg(long)]
-    tap: PathBuf,
+    tap: Option<PathBuf>,
     #[arg(long, default_value = "software")]
     encoder: EncoderKind,
 }
@@ -86,7 +96,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let mut out = std::io::stdout();
     let parts = if args.parts.is_empty() {
-        &BenchPart::ALL[..]
+        &BenchPart::DEFAULT[..]
     } else {
         &args.parts[..]
     };
@@ -140,6 +150,19 @@ pub async fn run(args: Args) -> Result<()> {
                 };
                 // Blocking work of its own (child processes, replay threads).
                 tokio::task::block_in_place(|| recbox::bench::mix::run(&mut out, &config))?;
+            }
+            BenchPart::Soak => {
+                if !(1..=16).contains(&args.soak_participants) || args.minutes == 0 {
+                    bail!("--soak-participants must be 1..=16 and --minutes at least 1");
+                }
+                let config = SoakConfig {
+                    minutes: args.minutes,
+                    participants: args.soak_participants,
+                    encoder: args.encoder.clone(),
+                    sample: args.soak_sample.max(Duration::from_secs(1)),
+                    dir: dir("soak")?,
+                };
+                tokio::task::block_in_place(|| recbox::bench::soak::run(&mut out, &config))?;
             }
         }
     }
