@@ -23,7 +23,9 @@ use crate::mixer::engine::EngineConfig;
 use crate::mixer::service::{self as mixer, MixerReport};
 use crate::mixer::status::RecordingStatus;
 use crate::panel::pattern::describe;
-use crate::panel::{Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel};
+use crate::panel::{
+    Lifecycle, Panel, PanelState, PanelTiming, SimulatedPanel, SimulatedPanelHandle,
+};
 use crate::recorder::layout::{encode_chain, parse_chain, CHAIN_FILE};
 use crate::recorder::service::RecorderConfig;
 use crate::recorder::{recovery, resume};
@@ -154,11 +156,71 @@ impl Place {
     }
 }
 
+/// Runs the demo: starts the meeting, shows it until the configured duration is over
+/// (breaking and repairing the disk on the fault plan's schedule), stops it, and
+/// gathers the recording's segments.
 pub async fn run(
     config: DemoConfig,
     out: &mut (impl Write + Send),
 ) -> Result<DemoOutcome, DemoError> {
     let place = Place::new(&config)?;
+    let recording = format!("demo-{}", crate::link::frame::now_millis());
+    let mut meeting = start_meeting(&config, &place, &recording).await?;
+    let mut log = Log {
+        out,
+        t0: Instant::now(),
+    };
+    log.say(format!(
+        "demo: {} participants for {:?} -> mixer ({}x{} @ {} fps) -> recorder writing under {}",
+        config.participants,
+        config.duration,
+        config.engine.width,
+        config.engine.height,
+        config.engine.fps,
+        place.primary.display()
+    ));
+    let mut show = Show::new(log, config.chimes.as_deref());
+    let mut fault = config.fault.map(|plan| (plan, FaultStep::Inject));
+    let result = show
+        .follow(&mut meeting, config.duration, &place, &mut fault)
+        .await;
+    let (mut log, announcements, panel) = show.wind_down(&mut meeting, &result).await;
+    drop(meeting);
+    // A fault the demo outlasted is repaired now, so that what is on the disk is kept.
+    if let (Some((_, FaultStep::Lift(injected))), Some(disk)) = (fault, place.disk.as_ref()) {
+        log.say_at(&repair(
+            disk,
+            &injected,
+            "fault repaired after the recording",
+        ));
+    }
+    let segments = gather_segments(&place, &config.storage, &recording, &mut log);
+    let summary = match result {
+        Ok(Ok(Some(summary))) => summary,
+        Ok(Ok(None)) => return Err(DemoError::NoSummary),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    log.say(format!(
+        "demo: stopped: {} fragments, {} bytes, {:.1} s of media",
+        summary.fragments,
+        summary.file_bytes,
+        summary.media_ms as f64 / 1000.0
+    ));
+    Ok(DemoOutcome {
+        summary,
+        segments,
+        announcements,
+        panel,
+    })
+}
+
+/// The meeting on loopback, its recorder writing to `place`.
+async fn start_meeting(
+    config: &DemoConfig,
+    place: &Place,
+    recording: &str,
+) -> Result<Meeting, DemoError> {
     let key = LinkKey::new(rand::random::<[u8; 32]>().to_vec()).expect("32 bytes is a valid key");
     let mut rec = RecorderConfig::new(place.primary.clone(), key);
     rec.stats_interval = config.stats_interval;
@@ -166,222 +228,245 @@ pub async fn run(
     if place.disk.is_some() {
         rec.health = FaultDisk::health();
     }
-    let recording = format!("demo-{}", crate::link::frame::now_millis());
-    let mut meeting = Meeting::start(MeetingConfig {
+    Ok(Meeting::start(MeetingConfig {
         recorder: rec,
         participants: config.participants,
         engine: config.engine.clone(),
-        recording: recording.clone(),
+        recording: recording.to_owned(),
         microphone: config.microphone.clone(),
     })
-    .await?;
-    // Nothing presses the demo's button: its commands have nobody to go to.
-    let (panel_io, mut panel_sim) = SimulatedPanel::new();
-    let panel = Panel::spawn(
-        Box::new(panel_io),
-        PanelTiming::default(),
-        mpsc::unbounded_channel().0,
-    );
-    panel.lifecycle(Lifecycle::Starting);
+    .await?)
+}
 
-    let say = |out: &mut dyn Write, line: String| {
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    };
-    say(
-        out,
-        format!(
-            "demo: {} participants for {:?} -> mixer ({}x{} @ {} fps) -> recorder writing under {}",
-            config.participants,
-            config.duration,
-            config.engine.width,
-            config.engine.height,
-            config.engine.fps,
-            place.primary.display()
-        ),
-    );
-    let chimes = match &config.chimes {
-        Some(device) => {
-            let player = ChimePlayer::open(device);
-            if !player.is_enabled() {
-                say(
-                    out,
-                    format!(
-                        "demo: no chimes: {device} cannot be played on (RUST_LOG=warn says why)"
-                    ),
-                );
-            }
-            player
-        }
-        None => ChimePlayer::silent(),
-    };
-    let mut cues = ChimeCues::new();
-    let t0 = Instant::now();
-    let mut progress = interval(Duration::from_secs(1));
-    let mut status = RecordingStatus::default();
-    let mut announcements = Vec::new();
-    let mut panel_states = Vec::new();
-    let panel_line = |state| {
-        format!(
-            "demo: [{:>5.1}s] panel: {}",
-            t0.elapsed().as_secs_f64(),
-            describe(state)
-        )
-    };
-    let mut fault = config.fault.map(|plan| (plan, FaultStep::Inject));
-    let result = loop {
-        let fault_due = fault.as_ref().map(|(plan, step)| {
-            t0 + match step {
-                FaultStep::Inject => plan.at,
-                FaultStep::Lift(_) => plan.at + plan.lasts,
-            }
-        });
-        tokio::select! {
-            result = &mut meeting.mixer => break result,
-            Some(event) = meeting.sim_events.recv() => {
-                if let SimEvent::Announcement(a) = event {
-                    let who = match a.to {
-                        Audience::Terminals => "terminals",
-                        Audience::Control => "control",
-                    };
-                    if a.to == Audience::Terminals {
-                        say(out, format!("demo: [{:>5.1}s] {who} see: {}", t0.elapsed().as_secs_f64(), a.text));
-                    }
-                    announcements.push(a.to_json_line());
-                }
-            }
-            Some(report) = meeting.reports.recv() => {
-                panel.report(&report);
-                if let Some(line) = chime(&mut cues, &chimes, &report) {
-                    say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
-                }
-                status.update(&report);
-            }
-            Some(state) = panel_sim.next_shown() => {
-                say(out, panel_line(state));
-                panel_states.push(state);
-            }
-            _ = progress.tick() => {
-                say(out, format!("{} | panel: {}", progress_line(&status, t0.elapsed()), panel.state()));
-                if t0.elapsed() >= config.duration && !meeting.stopping() {
-                    say(out, "demo: stopping".into());
-                    panel.lifecycle(Lifecycle::Stopping);
-                    meeting.stop();
-                }
-            }
-            _ = sleep_until(fault_due.unwrap_or(t0 + Duration::from_secs(86_400))), if fault_due.is_some() => {
-                let (plan, step) = fault.take().expect("due");
-                let disk = place.disk.as_ref().expect("a fault demo has its disk");
-                let line = match step {
-                    FaultStep::Inject => match disk.inject(plan.fault) {
-                        Ok(injected) => {
-                            fault = Some((plan, FaultStep::Lift(injected)));
-                            format!("injecting fault: {}", plan.fault)
-                        }
-                        Err(e) => format!("could not inject fault: {}: {e}", plan.fault),
-                    },
-                    FaultStep::Lift(injected) => repair(disk, &injected, "fault repaired"),
-                };
-                say(out, format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()));
-            }
-        }
-    };
-    // Whatever was still on its way.
-    while let Ok(report) = meeting.reports.try_recv() {
-        panel.report(&report);
-        if let Some(line) = chime(&mut cues, &chimes, &report) {
-            say(out, format!("demo: {line}"));
-        }
-        status.update(&report);
+/// The demo's output lines, timed from the start of the meeting.
+struct Log<'a> {
+    out: &'a mut (dyn Write + Send),
+    t0: Instant,
+}
+
+impl Log<'_> {
+    fn say(&mut self, line: String) {
+        let _ = writeln!(self.out, "{line}");
+        let _ = self.out.flush();
     }
-    panel.lifecycle(match &result {
-        Ok(Ok(Some(_))) => Lifecycle::Stopped,
-        Ok(Ok(None)) => Lifecycle::Failed(DemoError::NoSummary.to_string()),
-        Ok(Err(e)) => Lifecycle::Failed(e.to_string()),
-        Err(e) => Lifecycle::Failed(e.to_string()),
-    });
-    // The panel's task ends once it has shown all it was told.
-    drop(panel);
-    while let Some(state) = panel_sim.next_shown().await {
-        say(out, panel_line(state));
-        panel_states.push(state);
+
+    /// `line` after the time since the start.
+    fn say_at(&mut self, line: &str) {
+        let at = self.t0.elapsed().as_secs_f64();
+        self.say(format!("demo: [{at:>5.1}s] {line}"));
     }
-    // The stop chime plays to its end, off the async threads.
-    let _ = tokio::task::spawn_blocking(move || drop(chimes)).await;
-    while let Ok(SimEvent::Announcement(a)) = meeting.sim_events.try_recv() {
-        announcements.push(a.to_json_line());
-    }
-    drop(meeting);
-    // A fault the demo outlasted is repaired now, so that what is on the disk is kept.
-    if let (Some((_, FaultStep::Lift(injected))), Some(disk)) = (fault, place.disk.as_ref()) {
-        let line = repair(disk, &injected, "fault repaired after the recording");
-        say(
-            out,
-            format!("demo: [{:>5.1}s] {line}", t0.elapsed().as_secs_f64()),
+}
+
+type MixerResult = Result<Result<Option<Summary>, mixer::MixerError>, tokio::task::JoinError>;
+
+/// What the demo shows of a running meeting: the simulated front panel, the chimes,
+/// the progress and every announcement, kept for the outcome.
+struct Show<'a> {
+    log: Log<'a>,
+    panel: Panel,
+    panel_sim: SimulatedPanelHandle,
+    chimes: ChimePlayer,
+    cues: ChimeCues,
+    status: RecordingStatus,
+    announcements: Vec<String>,
+    panel_states: Vec<PanelState>,
+}
+
+impl<'a> Show<'a> {
+    fn new(mut log: Log<'a>, chime_device: Option<&str>) -> Self {
+        // Nothing presses the demo's button: its commands have nobody to go to.
+        let (panel_io, panel_sim) = SimulatedPanel::new();
+        let panel = Panel::spawn(
+            Box::new(panel_io),
+            PanelTiming::default(),
+            mpsc::unbounded_channel().0,
         );
+        panel.lifecycle(Lifecycle::Starting);
+        let chimes = match chime_device {
+            Some(device) => {
+                let player = ChimePlayer::open(device);
+                if !player.is_enabled() {
+                    log.say(format!(
+                        "demo: no chimes: {device} cannot be played on (RUST_LOG=warn says why)"
+                    ));
+                }
+                player
+            }
+            None => ChimePlayer::silent(),
+        };
+        Self {
+            log,
+            panel,
+            panel_sim,
+            chimes,
+            cues: ChimeCues::new(),
+            status: RecordingStatus::default(),
+            announcements: Vec::new(),
+            panel_states: Vec::new(),
+        }
     }
-    // Every segment of the recording (failover adds some), in order, wherever it is.
+
+    /// Follows the meeting until the mixer ends: stops it after `duration`, and
+    /// injects and lifts the planned fault when due.
+    async fn follow(
+        &mut self,
+        meeting: &mut Meeting,
+        duration: Duration,
+        place: &Place,
+        fault: &mut Option<(FaultPlan, FaultStep)>,
+    ) -> MixerResult {
+        let t0 = self.log.t0;
+        let mut progress = interval(Duration::from_secs(1));
+        loop {
+            let fault_due = fault.as_ref().map(|(plan, step)| {
+                t0 + match step {
+                    FaultStep::Inject => plan.at,
+                    FaultStep::Lift(_) => plan.at + plan.lasts,
+                }
+            });
+            tokio::select! {
+                result = &mut meeting.mixer => return result,
+                Some(event) = meeting.sim_events.recv() => self.sim_event(event),
+                Some(report) = meeting.reports.recv() => self.report(&report, true),
+                Some(state) = self.panel_sim.next_shown() => self.panel_shown(state),
+                _ = progress.tick() => {
+                    let line = format!("{} | panel: {}", progress_line(&self.status, t0.elapsed()), self.panel.state());
+                    self.log.say(line);
+                    if t0.elapsed() >= duration && !meeting.stopping() {
+                        self.log.say("demo: stopping".into());
+                        self.panel.lifecycle(Lifecycle::Stopping);
+                        meeting.stop();
+                    }
+                }
+                _ = sleep_until(fault_due.unwrap_or(t0 + Duration::from_secs(86_400))), if fault_due.is_some() => {
+                    let (plan, step) = fault.take().expect("due");
+                    let disk = place.disk.as_ref().expect("a fault demo has its disk");
+                    let line = match step {
+                        FaultStep::Inject => match disk.inject(plan.fault) {
+                            Ok(injected) => {
+                                *fault = Some((plan, FaultStep::Lift(injected)));
+                                format!("injecting fault: {}", plan.fault)
+                            }
+                            Err(e) => format!("could not inject fault: {}: {e}", plan.fault),
+                        },
+                        FaultStep::Lift(injected) => repair(disk, &injected, "fault repaired"),
+                    };
+                    self.log.say_at(&line);
+                }
+            }
+        }
+    }
+
+    fn sim_event(&mut self, event: SimEvent) {
+        if let SimEvent::Announcement(a) = event {
+            if a.to == Audience::Terminals {
+                self.log.say_at(&format!("terminals see: {}", a.text));
+            }
+            self.announcements.push(a.to_json_line());
+        }
+    }
+
+    /// Follows a mixer report on the panel and in the progress, with its chime;
+    /// `timed` says whether the chime's line shows the time.
+    fn report(&mut self, report: &MixerReport, timed: bool) {
+        self.panel.report(report);
+        if let Some(line) = chime(&mut self.cues, &self.chimes, report) {
+            if timed {
+                self.log.say_at(&line);
+            } else {
+                self.log.say(format!("demo: {line}"));
+            }
+        }
+        self.status.update(report);
+    }
+
+    fn panel_shown(&mut self, state: PanelState) {
+        let at = self.log.t0.elapsed().as_secs_f64();
+        self.log
+            .say(format!("demo: [{at:>5.1}s] panel: {}", describe(state)));
+        self.panel_states.push(state);
+    }
+
+    /// After the mixer ended: takes what was still on its way, shows the end on the
+    /// panel and lets the stop chime play out. Returns the log, the announcements and
+    /// the panel's states.
+    async fn wind_down(
+        mut self,
+        meeting: &mut Meeting,
+        result: &MixerResult,
+    ) -> (Log<'a>, Vec<String>, Vec<PanelState>) {
+        while let Ok(report) = meeting.reports.try_recv() {
+            self.report(&report, false);
+        }
+        self.panel.lifecycle(match result {
+            Ok(Ok(Some(_))) => Lifecycle::Stopped,
+            Ok(Ok(None)) => Lifecycle::Failed(DemoError::NoSummary.to_string()),
+            Ok(Err(e)) => Lifecycle::Failed(e.to_string()),
+            Err(e) => Lifecycle::Failed(e.to_string()),
+        });
+        let Self {
+            mut log,
+            panel,
+            mut panel_sim,
+            chimes,
+            mut announcements,
+            mut panel_states,
+            ..
+        } = self;
+        // The panel's task ends once it has shown all it was told.
+        drop(panel);
+        while let Some(state) = panel_sim.next_shown().await {
+            let at = log.t0.elapsed().as_secs_f64();
+            log.say(format!("demo: [{at:>5.1}s] panel: {}", describe(state)));
+            panel_states.push(state);
+        }
+        // The stop chime plays to its end, off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(chimes)).await;
+        while let Ok(SimEvent::Announcement(a)) = meeting.sim_events.try_recv() {
+            announcements.push(a.to_json_line());
+        }
+        (log, announcements, panel_states)
+    }
+}
+
+/// Every segment of the recording (failover adds some), in order, wherever it is.
+/// From a fault demo's small disk, which goes away with the demo, segments are
+/// copied to the storage, the chain in every segment names the copies, and a
+/// segment left unfinished by the fault is recovered as the recorder would at its
+/// next start.
+fn gather_segments(place: &Place, storage: &Path, recording: &str, log: &mut Log) -> Vec<PathBuf> {
     let roots: Vec<&Path> = std::iter::once(place.primary.as_path())
         .chain(place.spool.as_deref())
         .collect();
-    let mut segments = resume::segment_dirs(&roots, ROOM, &recording);
-    // The small disk goes away with the demo: what was recorded on it is kept, and
-    // the chain in every segment names the copies.
-    if place.disk.is_some() {
-        let before = segments.clone();
-        for dir in &mut segments {
-            if dir.starts_with(&place.primary) {
-                match keep(dir, &config.storage) {
-                    Ok(copy) => *dir = copy,
-                    Err(e) => say(out, format!("demo: could not keep {}: {e}", dir.display())),
-                }
-            }
-        }
-        if let Err(e) = relocate_chain(&before, &segments) {
-            say(
-                out,
-                format!("demo: could not update the segment chain: {e}"),
-            );
-        }
-        // A segment that could not be closed on the broken disk is repaired, as the
-        // recorder would at its next start.
-        for dir in &segments {
-            match recovery::recover(dir) {
-                Ok(r) if !r.was_finished => say(
-                    out,
-                    format!(
-                        "demo: {} was left unfinished by the fault; recovered: {} fragments, {:.1} s",
-                        dir.display(),
-                        r.fragments,
-                        r.media_duration_us as f64 / 1e6
-                    ),
-                ),
-                Ok(_) => {}
-                Err(e) => say(out, format!("demo: could not recover {}: {e}", dir.display())),
+    let mut segments = resume::segment_dirs(&roots, ROOM, recording);
+    if place.disk.is_none() {
+        return segments;
+    }
+    let before = segments.clone();
+    for dir in &mut segments {
+        if dir.starts_with(&place.primary) {
+            match keep(dir, storage) {
+                Ok(copy) => *dir = copy,
+                Err(e) => log.say(format!("demo: could not keep {}: {e}", dir.display())),
             }
         }
     }
-    let summary = match result {
-        Ok(Ok(Some(summary))) => summary,
-        Ok(Ok(None)) => return Err(DemoError::NoSummary),
-        Ok(Err(e)) => return Err(e.into()),
-        Err(e) => return Err(e.into()),
-    };
-    say(
-        out,
-        format!(
-            "demo: stopped: {} fragments, {} bytes, {:.1} s of media",
-            summary.fragments,
-            summary.file_bytes,
-            summary.media_ms as f64 / 1000.0
-        ),
-    );
-    Ok(DemoOutcome {
-        summary,
-        segments,
-        announcements,
-        panel: panel_states,
-    })
+    if let Err(e) = relocate_chain(&before, &segments) {
+        log.say(format!("demo: could not update the segment chain: {e}"));
+    }
+    for dir in &segments {
+        match recovery::recover(dir) {
+            Ok(r) if !r.was_finished => log.say(format!(
+                "demo: {} was left unfinished by the fault; recovered: {} fragments, {:.1} s",
+                dir.display(),
+                r.fragments,
+                r.media_duration_us as f64 / 1e6
+            )),
+            Ok(_) => {}
+            Err(e) => log.say(format!("demo: could not recover {}: {e}", dir.display())),
+        }
+    }
+    segments
 }
 
 enum FaultStep {

@@ -322,7 +322,7 @@ async fn write_error_is_reported_on_a_later_send() {
     })
     .await
     .expect("sends keep succeeding on a dead link");
-    assert!(matches!(failed, TransportError::Closed(_)), "{failed}");
+    assert!(matches!(failed, TransportError::WriteFailed(_)), "{failed}");
     assert!(client_sender.send(Frame::Ping { seq: 1 }).await.is_err());
 }
 

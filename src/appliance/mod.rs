@@ -445,7 +445,13 @@ async fn record(
         let (ingest, adapter) = tokio::select! {
             joined = join => match joined {
                 Ok(joined) => joined?,
-                Err(_) => return Err(MixerError::Sfu(format!("no welcome from {url} within {JOIN_TIMEOUT:?}"))),
+                Err(_) => {
+                    return Err(MixerError::JoinTimeout {
+                        what: "no welcome",
+                        url,
+                        limit: JOIN_TIMEOUT,
+                    })
+                }
             },
             _ = &mut stop => return Ok(None),
         };
@@ -456,7 +462,13 @@ async fn record(
     let (ingest, adapter) = tokio::select! {
         joined = join => match joined {
             Ok(joined) => joined?,
-            Err(_) => return Err(MixerError::Sfu(format!("not in the Janus room at {url} within {JOIN_TIMEOUT:?}"))),
+            Err(_) => {
+                return Err(MixerError::JoinTimeout {
+                    what: "not in the Janus room",
+                    url,
+                    limit: JOIN_TIMEOUT,
+                })
+            }
         },
         _ = &mut stop => return Ok(None),
     };

@@ -107,11 +107,11 @@ async fn measure(
     let elapsed = start.elapsed();
     let sent = producer
         .await
-        .map_err(|e| TransportError::Closed(format!("the sending task failed: {e}")))??;
+        .map_err(|e| TransportError::Io(io::Error::other(e)))??;
     if sent != received {
-        return Err(TransportError::Closed(format!(
+        return Err(TransportError::Io(io::Error::other(format!(
             "sent {sent} frames but received {received}"
-        )));
+        ))));
     }
     Ok((received, elapsed))
 }

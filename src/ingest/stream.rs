@@ -297,12 +297,6 @@ impl Demux {
         }
     }
 
-    /// Accept datagrams up to `max_packet` bytes (default [`DEFAULT_MAX_PACKET`]).
-    pub fn with_max_packet(mut self, max_packet: usize) -> Self {
-        self.max_packet = max_packet;
-        self
-    }
-
     pub fn max_packet(&self) -> usize {
         self.max_packet
     }

@@ -54,8 +54,10 @@ pub enum TransportError {
     Codec(#[from] CodecError),
     #[error("the peer closed the link in the middle of a frame ({buffered} bytes received)")]
     Truncated { buffered: usize },
-    #[error("the link is closed: {0}")]
-    Closed(String),
+    #[error("the link is closed: it was closed by this side")]
+    Closed,
+    #[error("the link is closed: its writer failed: {0}")]
+    WriteFailed(#[source] Arc<io::Error>),
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
     #[error(transparent)]
@@ -463,8 +465,9 @@ enum StreamItem {
 #[derive(Debug)]
 struct Shared {
     max_frame: usize,
-    /// Why the writer stopped: `Ok` for a local close, `Err` with the I/O error.
-    end: OnceLock<Result<(), String>>,
+    /// Why the writer stopped: `Ok` for a local close, `Err` with the I/O error
+    /// (shared: every clone of the sender reports it).
+    end: OnceLock<Result<(), Arc<io::Error>>>,
 }
 
 /// The sending end of a link; clone it freely. When the last clone is dropped the
@@ -527,16 +530,16 @@ impl FrameSender {
             let _ = done_rx.await;
         }
         match self.shared.end.get() {
-            Some(Err(cause)) => Err(TransportError::Closed(cause.clone())),
+            Some(Err(cause)) => Err(TransportError::WriteFailed(cause.clone())),
             _ => Ok(()),
         }
     }
 
     fn closed(&self) -> TransportError {
-        TransportError::Closed(match self.shared.end.get() {
-            Some(Err(cause)) => cause.clone(),
-            _ => "the link was closed by this side".to_owned(),
-        })
+        match self.shared.end.get() {
+            Some(Err(cause)) => TransportError::WriteFailed(cause.clone()),
+            _ => TransportError::Closed,
+        }
     }
 }
 
@@ -557,7 +560,7 @@ async fn run_writer<W: AsyncWrite + Unpin>(
         warn!(error = %e, "media link writer failed");
     }
     // Recorded before the queues close, so a sender that finds them closed sees why.
-    let _ = shared.end.set(result.map_err(|e| e.to_string()));
+    let _ = shared.end.set(result.map_err(Arc::new));
     drop((control, stream));
     if let Some(done) = done {
         let _ = done.send(());

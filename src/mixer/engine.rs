@@ -234,10 +234,6 @@ impl Engine {
         }
     }
 
-    pub fn encoder_name(&self) -> &str {
-        self.video_encoder.name()
-    }
-
     pub fn participants(&self) -> impl Iterator<Item = (&ParticipantInfo, ParticipantCounters)> {
         self.participants.iter().map(|p| (&p.info, p.counters))
     }

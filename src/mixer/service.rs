@@ -56,7 +56,13 @@ pub enum MixerError {
     #[error("mixing engine: {0}")]
     Engine(#[from] EngineError),
     #[error("SFU adapter: {0}")]
-    Sfu(String),
+    Sfu(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("{what} at {url} within {limit:?}")]
+    JoinTimeout {
+        what: &'static str,
+        url: String,
+        limit: std::time::Duration,
+    },
     #[error(transparent)]
     SfuConnect(#[from] WsAdapterError),
     #[error(transparent)]
@@ -184,7 +190,7 @@ pub async fn run<A: SfuAdapter>(
                         streams.insert(s.ssrc, (p.id.to_string(), kind));
                     }
                     if let Err(e) = adapter.forward(&p.id) {
-                        break Err(MixerError::Sfu(e.to_string()));
+                        break Err(MixerError::Sfu(Box::new(e)));
                     }
                     participants += 1;
                     let _ = reports.send(MixerReport::Participants(participants));

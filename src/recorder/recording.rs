@@ -952,16 +952,6 @@ impl RecordingWriter {
         self.closed.iter().map(|s| s.index_bytes).sum::<u64>() + self.current.index_bytes
     }
 
-    /// Durable bytes of the current segment's `recording.mp4`.
-    pub fn current_file_bytes(&self) -> u64 {
-        self.current.file_bytes
-    }
-
-    /// Durable bytes of the current segment's `recording.idx`.
-    pub fn current_index_bytes(&self) -> u64 {
-        self.current.index_bytes
-    }
-
     /// Fragments whose media is durable (indexed, or indexed by recovery).over all segments.
     pub fn fragments(&self) -> u32 {
         self.closed.iter().map(|s| s.fragments).sum::<u32>() + self.current.fragments

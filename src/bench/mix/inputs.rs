@@ -227,14 +227,6 @@ impl Inputs {
             })
             .collect()
     }
-
-    /// The streams of one kind in participant order, with their indices.
-    pub fn of_kind(&self, kind: MediaKind) -> impl Iterator<Item = (usize, &InputStream)> {
-        self.streams
-            .iter()
-            .enumerate()
-            .filter(move |(_, s)| s.kind == kind)
-    }
 }
 
 #[cfg(test)]

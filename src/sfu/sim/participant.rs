@@ -212,10 +212,6 @@ impl SimParticipant {
         &self.info
     }
 
-    pub fn is_forwarding(&self) -> bool {
-        self.started.is_some()
-    }
-
     /// Starts sending at `now` (the first video frame is a keyframe).
     pub fn start(&mut self, now: Instant) {
         if self.started.is_none() {
