@@ -5,6 +5,7 @@ pub mod faults_e2e;
 pub mod latency;
 pub mod link;
 pub mod mix;
+pub mod soak;
 pub mod writer;
 
 use std::str::FromStr;
@@ -23,10 +24,22 @@ pub enum BenchPart {
     FaultsE2e,
     /// The mixer side by side with ffmpeg (xstack + amix) on the same RTP inputs.
     Mix,
+    /// A long meeting through mixer and recorder, sampled every minute; only when
+    /// named (it lasts `--minutes`).
+    Soak,
 }
 
 impl BenchPart {
-    pub const ALL: [BenchPart; 5] = [
+    pub const ALL: [BenchPart; 6] = [
+        BenchPart::Link,
+        BenchPart::Writer,
+        BenchPart::Faults,
+        BenchPart::FaultsE2e,
+        BenchPart::Mix,
+        BenchPart::Soak,
+    ];
+    /// What runs when no part is named: all but the long soak.
+    pub const DEFAULT: [BenchPart; 5] = [
         BenchPart::Link,
         BenchPart::Writer,
         BenchPart::Faults,
@@ -41,6 +54,7 @@ impl BenchPart {
             BenchPart::Faults => "faults",
             BenchPart::FaultsE2e => "faults-e2e",
             BenchPart::Mix => "mix",
+            BenchPart::Soak => "soak",
         }
     }
 }
@@ -72,7 +86,7 @@ mod tests {
         let e = "mixer".parse::<BenchPart>().unwrap_err().to_string();
         assert_eq!(
             e,
-            "`mixer` is not a bench part: one of link, writer, faults, faults-e2e, mix"
+            "`mixer` is not a bench part: one of link, writer, faults, faults-e2e, mix, soak"
         );
     }
 }

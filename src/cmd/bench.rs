@@ -9,12 +9,14 @@ use super::parse_duration;
 use recbox::bench::mix::ffmpeg::FfmpegSettings;
 use recbox::bench::mix::recbox_side::SideConfig;
 use recbox::bench::mix::MixBenchConfig;
+use recbox::bench::soak::SoakConfig;
 use recbox::bench::BenchPart;
+use recbox::encoder::EncoderKind;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Parts to run: link, writer, faults, faults-e2e, mix (default: all of them;
-    /// the fault parts need root, mix needs ffmpeg).
+    /// Parts to run: link, writer, faults, faults-e2e, mix, soak (default: all but
+    /// soak; the fault parts need root, mix needs ffmpeg).
     parts: Vec<BenchPart>,
     /// Seconds per link case.
     #[arg(long, default_value_t = 2.0)]
@@ -44,6 +46,20 @@ pub struct Args {
     /// Mix: threads of ffmpeg's decoders, filter graph and encoder.
     #[arg(long, default_value_t = 1)]
     ffmpeg_threads: u16,
+    /// Mix: the output video's encoder, `software` (openh264 against libx264) or
+    /// `none` (the encoder out of the figures, as with the box's hardware one:
+    /// recbox's null encoder against ffmpeg's raw video to a null sink).
+    #[arg(long, default_value = "software")]
+    encoder: EncoderKind,
+    /// Soak: minutes of meeting (3 hours: 180).
+    #[arg(long, default_value_t = 30)]
+    minutes: u32,
+    /// Soak: participants in the meeting.
+    #[arg(long, default_value_t = 9)]
+    soak_participants: u8,
+    /// Soak: how often the mixer + recorder process is sampled.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    soak_sample: Duration,
 }
 
 /// The recbox side of `bench mix`: mixer and recorder in one process, for a fixed
@@ -55,7 +71,9 @@ pub struct MixSideArgs {
     #[arg(long)]
     storage: PathBuf,
     #[arg(long)]
-    tap: PathBuf,
+    tap: Option<PathBuf>,
+    #[arg(long, default_value = "software")]
+    encoder: EncoderKind,
 }
 
 pub async fn mix_side(args: MixSideArgs) -> Result<()> {
@@ -63,6 +81,7 @@ pub async fn mix_side(args: MixSideArgs) -> Result<()> {
         roster: args.roster,
         storage: args.storage,
         tap: args.tap,
+        encoder: args.encoder,
     };
     recbox::bench::mix::recbox_side::serve(config, &mut std::io::stdout()).await?;
     Ok(())
@@ -72,9 +91,12 @@ pub async fn run(args: Args) -> Result<()> {
     if let Some(&bad) = args.participants.iter().find(|n| !(1..=16).contains(*n)) {
         bail!("--participants must be 1..=16 each, got {bad}");
     }
+    if !matches!(args.encoder, EncoderKind::Software | EncoderKind::Null) {
+        bail!("--encoder must be software or none, got {}", args.encoder);
+    }
     let mut out = std::io::stdout();
     let parts = if args.parts.is_empty() {
-        &BenchPart::ALL[..]
+        &BenchPart::DEFAULT[..]
     } else {
         &args.parts[..]
     };
@@ -111,12 +133,13 @@ pub async fn run(args: Args) -> Result<()> {
                 let dir = dir("mix")?;
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
-                let engine = recbox::bench::mix::recbox_side::engine_config();
+                let engine = recbox::bench::mix::recbox_side::engine_config(args.encoder.clone());
                 let config = MixBenchConfig {
                     participants: args.participants.clone(),
                     seconds: args.mix_seconds,
                     warmup: args.warmup,
                     rounds: args.mix_rounds,
+                    encoder: args.encoder.clone(),
                     dir,
                     ffmpeg: FfmpegSettings {
                         preset: args.x264_preset.clone(),
@@ -127,6 +150,19 @@ pub async fn run(args: Args) -> Result<()> {
                 };
                 // Blocking work of its own (child processes, replay threads).
                 tokio::task::block_in_place(|| recbox::bench::mix::run(&mut out, &config))?;
+            }
+            BenchPart::Soak => {
+                if !(1..=16).contains(&args.soak_participants) || args.minutes == 0 {
+                    bail!("--soak-participants must be 1..=16 and --minutes at least 1");
+                }
+                let config = SoakConfig {
+                    minutes: args.minutes,
+                    participants: args.soak_participants,
+                    encoder: args.encoder.clone(),
+                    sample: args.soak_sample.max(Duration::from_secs(1)),
+                    dir: dir("soak")?,
+                };
+                tokio::task::block_in_place(|| recbox::bench::soak::run(&mut out, &config))?;
             }
         }
     }

@@ -2,6 +2,8 @@
 //! the box's V4L2 memory-to-memory hardware encoder, chosen by configuration with
 //! a logged fallback to software when the hardware cannot be used.
 
+#[cfg(feature = "lab")]
+pub mod null;
 pub mod software;
 pub mod v4l2;
 
@@ -53,6 +55,10 @@ pub enum EncoderKind {
     V4l2 {
         device: Option<PathBuf>,
     },
+    /// No encoding at all (the lab's stand-in for a hardware encoder, to measure
+    /// what the CPU pays for the rest): see [`null`].
+    #[cfg(feature = "lab")]
+    Null,
 }
 
 impl FromStr for EncoderKind {
@@ -64,6 +70,8 @@ impl FromStr for EncoderKind {
             "auto" => Ok(Self::Auto),
             "software" => Ok(Self::Software),
             "v4l2" => Ok(Self::V4l2 { device: None }),
+            #[cfg(feature = "lab")]
+            "none" => Ok(Self::Null),
             _ => match s.strip_prefix("v4l2:") {
                 Some(path) if !path.is_empty() => Ok(Self::V4l2 {
                     device: Some(PathBuf::from(path)),
@@ -83,6 +91,8 @@ impl fmt::Display for EncoderKind {
             Self::Software => f.write_str("software"),
             Self::V4l2 { device: None } => f.write_str("v4l2"),
             Self::V4l2 { device: Some(p) } => write!(f, "v4l2:{}", p.display()),
+            #[cfg(feature = "lab")]
+            Self::Null => f.write_str("none"),
         }
     }
 }
@@ -163,6 +173,8 @@ pub fn open(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, EncoderErro
     config.validate()?;
     let device = match &config.kind {
         EncoderKind::Software => return software_encoder(config),
+        #[cfg(feature = "lab")]
+        EncoderKind::Null => return Ok(Box::new(null::NullEncoder::new(config)?)),
         EncoderKind::Auto => None,
         EncoderKind::V4l2 { device } => device.as_deref(),
     };
@@ -207,6 +219,8 @@ mod tests {
             assert_eq!(text.parse::<EncoderKind>().unwrap(), kind);
             assert_eq!(kind.to_string(), text);
         }
+        #[cfg(feature = "lab")]
+        assert_eq!("none".parse::<EncoderKind>().unwrap(), EncoderKind::Null);
         for bad in ["", "v4l2:", "hardware", "V4L2"] {
             assert!(bad.parse::<EncoderKind>().is_err(), "{bad:?}");
         }

@@ -209,8 +209,9 @@ fn draw_picture(
 ) -> Result<(), ScaleError> {
     let (w, h) = (picture.width(), picture.height());
     let target = fit(w, h, rect);
-    if target != rect {
-        fill(output, rect, config.background);
+    // Only the bars: the picture covers the rest.
+    for bar in bars(rect, target) {
+        fill(output, bar, config.background);
     }
     let scaler = match scaler {
         Some(s)
@@ -221,6 +222,32 @@ fn draw_picture(
         _ => scaler.insert(Scaler::new(w, h, target.width, target.height)?),
     };
     scaler.scale(picture, output, target)
+}
+
+/// The parts of `rect` outside `inner` (centred in it, as `fit` places it): up to
+/// two bars on the sides or above and below.
+fn bars(rect: Rect, inner: Rect) -> impl Iterator<Item = Rect> {
+    let left = Rect {
+        width: inner.x - rect.x,
+        ..rect
+    };
+    let right = Rect {
+        x: inner.right(),
+        width: rect.right() - inner.right(),
+        ..rect
+    };
+    let top = Rect {
+        height: inner.y - rect.y,
+        ..rect
+    };
+    let bottom = Rect {
+        y: inner.bottom(),
+        height: rect.bottom() - inner.bottom(),
+        ..rect
+    };
+    [left, right, top, bottom]
+        .into_iter()
+        .filter(|r| r.width > 0 && r.height > 0)
 }
 
 /// A placeholder tile: a head above shoulders, centred, in units of an eighth of

@@ -232,7 +232,14 @@ impl PlaneScaler {
         let (acc, mid) = (&mut scratch.acc[..src_w], &mut scratch.mid[..src_w]);
         for (oy, weights) in v.weights.chunks_exact(v.taps).enumerate() {
             let rows = &src[v.starts[oy] * src_w..][..v.taps * src_w];
-            vertical(rows.chunks_exact(src_w).zip(weights), acc, mid);
+            // Common tap counts in one pass over the row, without the accumulator.
+            match v.taps {
+                1 => vertical_fused::<1>(rows, weights, mid),
+                2 => vertical_fused::<2>(rows, weights, mid),
+                3 => vertical_fused::<3>(rows, weights, mid),
+                4 => vertical_fused::<4>(rows, weights, mid),
+                _ => vertical(rows.chunks_exact(src_w).zip(weights), acc, mid),
+            }
             let out = &mut dst[(y + oy) * stride + x..][..dst_w];
             // Common tap counts get their own copy of the loop, unrolled.
             match h.taps {
@@ -305,6 +312,23 @@ fn vertical<'a>(rows: impl Iterator<Item = (&'a [u8], &'a u32)>, acc: &mut [u32]
     }
     let shift = WEIGHT_BITS - MID_BITS;
     for (m, &a) in mid.iter_mut().zip(acc.iter()) {
+        *m = (a + (1 << (shift - 1))) >> shift;
+    }
+}
+
+/// [`vertical`] for `T` taps: `rows` holds the `T` source rows one after the
+/// other, each `mid.len()` long. The same sums, so the same samples.
+#[inline(always)]
+fn vertical_fused<const T: usize>(rows: &[u8], weights: &[u32], mid: &mut [u32]) {
+    let n = mid.len();
+    let rows: [&[u8]; T] = std::array::from_fn(|t| &rows[t * n..][..n]);
+    let weights: [u32; T] = std::array::from_fn(|t| weights[t]);
+    let shift = WEIGHT_BITS - MID_BITS;
+    for (i, m) in mid.iter_mut().enumerate() {
+        let mut a = 0u32;
+        for t in 0..T {
+            a += weights[t] * u32::from(rows[t][i]);
+        }
         *m = (a + (1 << (shift - 1))) >> shift;
     }
 }
@@ -464,6 +488,27 @@ mod tests {
         // Chroma rows are 8 samples of 0, 2, 4..: the first block is 0, 2, 16, 18.
         assert_eq!(dst.u()[0], 9);
         assert!(dst.v().iter().all(|&v| v == 128));
+    }
+
+    #[test]
+    fn the_fused_vertical_pass_gives_the_general_one_s_samples() {
+        let n = 37;
+        let rows: Vec<u8> = (0..4 * n).map(|i| (i * 97 % 256) as u8).collect();
+        for taps in 1..=4 {
+            let taps_of = Taps::new(taps * 7, 7);
+            let weights = &taps_of.weights[..taps_of.taps];
+            let rows = &rows[..taps_of.taps * n];
+            let (mut acc, mut want, mut got) = (vec![0; n], vec![0; n], vec![0; n]);
+            vertical(rows.chunks_exact(n).zip(weights), &mut acc, &mut want);
+            match taps_of.taps {
+                1 => vertical_fused::<1>(rows, weights, &mut got),
+                2 => vertical_fused::<2>(rows, weights, &mut got),
+                3 => vertical_fused::<3>(rows, weights, &mut got),
+                4 => vertical_fused::<4>(rows, weights, &mut got),
+                t => panic!("{t} taps"),
+            }
+            assert_eq!(got, want, "{taps} taps");
+        }
     }
 
     #[test]

@@ -154,29 +154,64 @@ pub fn encoder_args(engine: &EngineConfig, settings: &FfmpegSettings) -> Vec<Str
         "0",
         "-threads",
         &settings.threads.to_string(),
-        "-c:a",
-        "libopus",
-        "-b:a",
-        &kbps(engine.audio_bitrate_bps),
-        "-application",
-        "audio",
-        "-frame_duration",
-        "20",
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(audio_encoder_args(engine))
     .collect()
 }
 
-/// The whole command line after `ffmpeg`: read `sdp_path`, write the MP4 to stdout.
-pub fn args(
+/// The audio encoder options, as recbox encodes its mix (the box has no audio
+/// encoder in hardware).
+fn audio_encoder_args(engine: &EngineConfig) -> Vec<String> {
+    [
+        "-c:a".to_owned(),
+        "libopus".to_owned(),
+        "-b:a".to_owned(),
+        format!("{}k", engine.audio_bitrate_bps / 1000),
+        "-application".to_owned(),
+        "audio".to_owned(),
+        "-frame_duration".to_owned(),
+        "20".to_owned(),
+    ]
+    .into()
+}
+
+/// How often `-progress` reports the frames out, in the null-sink form.
+pub const PROGRESS_PERIOD_S: f64 = 0.1;
+
+/// The command line for the form without a video encoder: the same inputs and
+/// graph, the composited pictures handed raw (`wrapped_avframe`, no copy) to the
+/// null muxer, the audio still encoded; the frames out are reported on stdout
+/// (`-progress`, see [`ProgressClock`]).
+pub fn null_args(
     sdp_path: &str,
     graph: &str,
     engine: &EngineConfig,
     settings: &FfmpegSettings,
 ) -> Vec<String> {
+    let mut args = input_args(sdp_path, graph, settings);
+    args.extend(["-c:v", "wrapped_avframe"].map(String::from));
+    args.extend(audio_encoder_args(engine));
+    args.extend(
+        [
+            "-progress",
+            "pipe:1",
+            "-stats_period",
+            &PROGRESS_PERIOD_S.to_string(),
+            "-f",
+            "null",
+            "-",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// Everything up to the output options: threads, the SDP input, the graph, the maps.
+fn input_args(sdp_path: &str, graph: &str, settings: &FfmpegSettings) -> Vec<String> {
     let threads = settings.threads.to_string();
-    let mut args: Vec<String> = [
+    [
         "-hide_banner",
         "-nostdin",
         "-loglevel",
@@ -198,7 +233,63 @@ pub fn args(
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
+    .collect()
+}
+
+/// Follows ffmpeg's `-progress` output (`key=value` lines) and stamps each report
+/// of the video frames out so far.
+#[derive(Debug, Default)]
+pub struct ProgressClock {
+    partial: String,
+    /// (instant, frames out by then), in the order reported.
+    reports: Vec<(u64, u64)>,
+}
+
+impl ProgressClock {
+    pub fn push(&mut self, data: &[u8], now_ns: u64) {
+        self.partial.push_str(&String::from_utf8_lossy(data));
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            if let Some(frames) = line
+                .trim()
+                .strip_prefix("frame=")
+                .and_then(|n| n.trim().parse().ok())
+            {
+                self.reports.push((now_ns, frames));
+            }
+        }
+    }
+
+    /// By video frame: an instant it was out by, the frames of each report spread
+    /// evenly since the report before (a report comes every [`PROGRESS_PERIOD_S`]).
+    pub fn finish(self) -> Vec<u64> {
+        let mut arrivals = Vec::new();
+        let (mut last_ns, mut last_frames) = match self.reports.first() {
+            Some(&(ns, frames)) => {
+                arrivals.extend(std::iter::repeat_n(ns, frames as usize));
+                (ns, frames)
+            }
+            None => return arrivals,
+        };
+        for &(ns, frames) in &self.reports[1..] {
+            let new = frames.saturating_sub(last_frames);
+            for k in 1..=new {
+                arrivals.push(last_ns + (ns - last_ns) * k / new);
+            }
+            (last_ns, last_frames) = (ns, frames.max(last_frames));
+        }
+        arrivals
+    }
+}
+
+/// The whole command line after `ffmpeg`: read `sdp_path`, write the MP4 to stdout.
+pub fn args(
+    sdp_path: &str,
+    graph: &str,
+    engine: &EngineConfig,
+    settings: &FfmpegSettings,
+) -> Vec<String> {
+    let mut args = input_args(sdp_path, graph, settings);
     args.extend(encoder_args(engine, settings));
     args.extend(
         [
@@ -399,6 +490,32 @@ mod tests {
         junk.push(&[0u8; TS_PACKET], 0);
         assert!(junk.error.is_some());
         assert_eq!(TsClock::default().finish(), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn null_sink_and_progress() {
+        let engine = EngineConfig::default();
+        let settings = FfmpegSettings {
+            preset: "veryfast".into(),
+            threads: 1,
+            gop_frames: 60,
+        };
+        let a = null_args("in.sdp", "GRAPH", &engine, &settings).join(" ");
+        assert!(a.contains("-i in.sdp -filter_complex GRAPH -map [v] -map [a] -c:v wrapped_avframe -c:a libopus -b:a 96k"), "{a}");
+        assert!(
+            a.ends_with("-progress pipe:1 -stats_period 0.1 -f null -"),
+            "{a}"
+        );
+        assert!(!a.contains("libx264"), "{a}");
+
+        let mut clock = ProgressClock::default();
+        clock.push(b"frame=2\nfps=0.0\nprogress=continue\nfra", 100);
+        // A report split between reads counts when its line is whole.
+        clock.push(b"me=", 150);
+        clock.push(b"6\nprogress=continue\n", 200);
+        clock.push(b"frame=6\nframe=7\n", 300);
+        assert_eq!(clock.finish(), [100, 100, 125, 150, 175, 200, 300]);
+        assert_eq!(ProgressClock::default().finish(), Vec::<u64>::new());
     }
 
     #[test]

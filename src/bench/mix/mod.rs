@@ -37,13 +37,14 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use self::ffmpeg::{FfmpegSettings, TsClock};
+use self::ffmpeg::{FfmpegSettings, ProgressClock, TsClock};
 use self::inputs::{InputError, Inputs};
 use self::marker::{MarkerLayout, MarkerReader};
 use self::measure::{cpu_time, monotonic_ns, threads, wait_child, Exit};
 use self::recbox_side::{engine_config, parse_side_line, parse_tap, SideLine};
 use self::replay::{replay, Destination, ReplayLog};
 use super::latency::Percentiles;
+use crate::encoder::EncoderKind;
 use crate::mixer::engine::EngineConfig;
 use crate::recorder::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use crate::recorder::layout::INDEX_FILE;
@@ -94,12 +95,17 @@ pub struct MixBenchConfig {
     /// Runs of each side per participant count, alternating; the run with the
     /// median CPU of each side goes in the table (a shared machine's speed drifts).
     pub rounds: usize,
+    /// The output video's encoder: `Software` (openh264 against libx264), or `Null`
+    /// (no encoding: recbox's null encoder against ffmpeg's raw video to a null
+    /// sink, as the box pays for everything but the hardware encoder; no latency).
+    pub encoder: EncoderKind,
 }
 
 /// One side's run, measured.
 struct SideRun {
     name: &'static str,
-    output: PathBuf,
+    /// The encoded output, when the side writes one.
+    output: Option<PathBuf>,
     /// By output video frame: when it reached the measuring point.
     arrived_ns: Vec<u64>,
     /// recbox only, by output video frame: when its fragment was durable.
@@ -151,7 +157,7 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
         });
     }
     let duration = Duration::from_secs_f64(config.seconds);
-    let engine = engine_config();
+    let engine = engine_config(config.encoder.clone());
     let video = PatternSpec::default();
     let w = |out: &mut dyn Write, s: String| {
         writeln!(out, "{s}")
@@ -182,11 +188,11 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
             for side in 0..2 {
                 let recbox_now = (side + round + r) % 2 == 0;
                 let run = if recbox_now {
-                    run_recbox(&inputs, &dir, config.warmup)?
+                    run_recbox(&inputs, &dir, config)?
                 } else {
                     run_ffmpeg(&inputs, &dir, &engine, config)?
                 };
-                let f = figures_of(&run, &inputs, &engine, config.warmup)?;
+                let f = figures_of(&run, &inputs, &engine, config)?;
                 sides[usize::from(!recbox_now)].push((f, run));
             }
         }
@@ -210,7 +216,11 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
         }
         rows.push((n, figures));
     }
-    w(out, format!("\n{}", table(&rows)))?;
+    let target = match config.encoder {
+        EncoderKind::Null => "0.7",
+        _ => "1",
+    };
+    w(out, format!("\n{}", table(&rows, target)))?;
     Ok(())
 }
 
@@ -221,6 +231,34 @@ fn settings_text(
     duration: Duration,
 ) -> String {
     let gop = config.ffmpeg.gop_frames;
+    if config.encoder == EncoderKind::Null {
+        return format!(
+            "inputs: per participant H.264 {}x{} @ {} fps (openh264, keyframe every {} frames) + Opus 20 ms mono, \
+             replayed as RTP over loopback UDP in real time for {:.0} s (first {:.0} s not measured)\n\
+             output (both): {}x{} @ {} fps, grid layout, NO video encoding (the box's encoder is hardware), Opus stereo {} kbit/s\n\
+             recbox: mixer service + recorder in one process (`recbox bench-mix-side --encoder none`): the composited \
+             pictures go to the null encoder (a copy of a stored black access unit each), recorded as fragmented MP4, fsync per fragment\n\
+             ffmpeg: {}, one SDP input, scale+pad+xstack, amix normalize=0 + alimiter -1 dBFS, libopus {}k, \
+             raw video (wrapped_avframe) to the null muxer; -threads {} for decoders, -filter_complex_threads {}\n\
+             measured per side: CPU s of the process per s of output while replaying (after the warm-up), peak RSS (wait4); \
+             frames out: received by the recorder (recbox), ffmpeg's -progress reports (every {} s); no latency (no pictures to read)",
+            video.width,
+            video.height,
+            video.fps,
+            video.gop,
+            duration.as_secs_f64(),
+            config.warmup.as_secs_f64(),
+            engine.width,
+            engine.height,
+            engine.fps,
+            engine.audio_bitrate_bps / 1000,
+            ffmpeg_version(),
+            engine.audio_bitrate_bps / 1000,
+            config.ffmpeg.threads,
+            config.ffmpeg.threads,
+            ffmpeg::PROGRESS_PERIOD_S,
+        );
+    }
     format!(
         "inputs: per participant H.264 {}x{} @ {} fps (openh264, keyframe every {} frames) + Opus 20 ms mono, \
          replayed as RTP over loopback UDP in real time for {:.0} s (first {:.0} s not measured)\n\
@@ -324,7 +362,11 @@ fn reap(pid: u32, patience: Duration) -> std::io::Result<Exit> {
     wait_child(pid)
 }
 
-fn run_recbox(inputs: &Inputs, dir: &Path, warmup: Duration) -> Result<SideRun, MixBenchError> {
+fn run_recbox(
+    inputs: &Inputs,
+    dir: &Path,
+    config: &MixBenchConfig,
+) -> Result<SideRun, MixBenchError> {
     const SIDE: &str = "recbox";
     let roster = dir.join("roster.json");
     let json = serde_json::to_string_pretty(&inputs.roster()).expect("a roster serializes");
@@ -342,6 +384,8 @@ fn run_recbox(inputs: &Inputs, dir: &Path, warmup: Duration) -> Result<SideRun, 
             .arg(&storage)
             .arg("--tap")
             .arg(&tap)
+            .arg("--encoder")
+            .arg(config.encoder.to_string())
             .stdin(Stdio::piped()),
         &log,
     )?;
@@ -379,7 +423,7 @@ fn run_recbox(inputs: &Inputs, dir: &Path, warmup: Duration) -> Result<SideRun, 
     // The ingest learns the SSRCs just before `ready`: a moment for it to take them.
     std::thread::sleep(Duration::from_millis(100));
     let to = Destination::Muxed(([127, 0, 0, 1], port).into());
-    let (replay_log, window) = measured_replay(pid, inputs, to, warmup)?;
+    let (replay_log, window) = measured_replay(pid, inputs, to, config.warmup)?;
     std::thread::sleep(DRAIN);
     drop(stdin);
     let exit = reap(pid, PATIENCE).map_err(io("waiting for the recbox side"))?;
@@ -408,7 +452,7 @@ fn run_recbox(inputs: &Inputs, dir: &Path, warmup: Duration) -> Result<SideRun, 
         .collect();
     Ok(SideRun {
         name: SIDE,
-        output: recording.join(crate::recorder::layout::MP4_FILE),
+        output: Some(recording.join(crate::recorder::layout::MP4_FILE)),
         arrived_ns: video.iter().map(|&(_, ns)| ns).collect(),
         durable_ns: Some(durable),
         replay: replay_log,
@@ -493,8 +537,15 @@ fn run_ffmpeg(
         usize::from(inputs.video.height),
     );
     let graph = ffmpeg::filter_graph(usize::from(inputs.participants()), source, engine)?;
-    let args = ffmpeg::args(&sdp_path.to_string_lossy(), &graph, engine, &config.ffmpeg);
-    let (output, log) = (dir.join("ffmpeg.ts"), dir.join("ffmpeg.log"));
+    let sdp = sdp_path.to_string_lossy();
+    let encoding = config.encoder != EncoderKind::Null;
+    let args = if encoding {
+        ffmpeg::args(&sdp, &graph, engine, &config.ffmpeg)
+    } else {
+        ffmpeg::null_args(&sdp, &graph, engine, &config.ffmpeg)
+    };
+    let log = dir.join("ffmpeg.log");
+    let output = encoding.then(|| dir.join("ffmpeg.ts"));
     std::fs::write(dir.join("ffmpeg.args"), args.join("\n")).map_err(io("writing ffmpeg.args"))?;
     let mut child = spawn_logged(
         Command::new("ffmpeg").args(&args).stdin(Stdio::null()),
@@ -502,21 +553,36 @@ fn run_ffmpeg(
     )?;
     let pid = child.id();
     let mut stdout = child.stdout.take().expect("piped");
-    let mut file =
-        std::fs::File::create(&output).map_err(io(format!("creating {}", output.display())))?;
+    let mut file = match &output {
+        Some(path) => {
+            Some(std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?)
+        }
+        None => None,
+    };
+    // The encoded stream is stamped frame by frame as it comes out; the null
+    // sink's frames by its progress reports.
     let reader = std::thread::spawn(move || {
-        let mut clock = TsClock::default();
+        let (mut ts, mut progress) = (TsClock::default(), ProgressClock::default());
         let mut buf = vec![0u8; 1 << 16];
         while let Ok(n) = stdout.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            clock.push(&buf[..n], monotonic_ns());
-            if file.write_all(&buf[..n]).is_err() {
-                break;
+            let now = monotonic_ns();
+            match &mut file {
+                Some(file) => {
+                    ts.push(&buf[..n], now);
+                    if file.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                None => progress.push(&buf[..n], now),
             }
         }
-        clock
+        match file {
+            Some(_) => ts.error.take().map_or_else(|| Ok(ts.finish()), Err),
+            None => Ok(progress.finish()),
+        }
     });
     let rtp_ports: Vec<u16> = (0..inputs.streams.len() as u16)
         .map(|i| base + 2 * i)
@@ -539,16 +605,14 @@ fn run_ffmpeg(
     // SAFETY: signalling our own child, which has not been reaped yet.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
     let exit = reap(pid, PATIENCE).map_err(io("waiting for ffmpeg"))?;
-    let clock = reader
+    let arrived_ns = reader
         .join()
-        .map_err(|_| side_error(SIDE, "output reader failed", &log))?;
-    if let Some(e) = &clock.error {
-        return Err(side_error(SIDE, format!("output: {e}"), &log));
-    }
+        .map_err(|_| side_error(SIDE, "output reader failed", &log))?
+        .map_err(|e| side_error(SIDE, format!("output: {e}"), &log))?;
     Ok(SideRun {
         name: SIDE,
         output,
-        arrived_ns: clock.finish(),
+        arrived_ns,
         durable_ns: None,
         replay: replay_log,
         window,
@@ -609,8 +673,9 @@ fn figures_of(
     run: &SideRun,
     inputs: &Inputs,
     engine: &EngineConfig,
-    warmup: Duration,
+    config: &MixBenchConfig,
 ) -> Result<Figures, MixBenchError> {
+    let warmup = config.warmup;
     let source = (
         usize::from(inputs.video.width),
         usize::from(inputs.video.height),
@@ -618,8 +683,17 @@ fn figures_of(
     let output = (usize::from(engine.width), usize::from(engine.height));
     let places = ffmpeg::placements(usize::from(inputs.participants()), source, output)?;
     let reader = MarkerLayout::for_size(source.0, source.1).reader(places[0].1);
-    let codes = decode_codes(&run.output, &reader)?;
+    // The null encoder's pictures are black: no marker to read.
+    let codes = match &run.output {
+        Some(output) if config.encoder != EncoderKind::Null => decode_codes(output, &reader)?,
+        _ => Vec::new(),
+    };
     let frames = codes.len().min(run.arrived_ns.len());
+    // Without decoding: every frame that came out.
+    let out_frames = match codes.len() {
+        0 => run.arrived_ns.len(),
+        _ => frames,
+    };
     let from_ns = run.replay.started_ns + warmup.as_nanos() as u64;
     let sent = &run.replay.state_sent_ns;
     let latencies =
@@ -641,7 +715,11 @@ fn figures_of(
         .filter(|&&t| (w.from_ns..=w.to_ns).contains(&t))
         .count();
     let output_s = in_window as f64 / f64::from(engine.fps);
-    let bytes = std::fs::metadata(&run.output).map_or(0, |m| m.len());
+    let bytes = run
+        .output
+        .as_ref()
+        .and_then(|o| std::fs::metadata(o).ok())
+        .map_or(0, |m| m.len());
     Ok(Figures {
         cpu_per_output_s: w.cpu.as_secs_f64() / output_s,
         peak_rss_mb: run.exit.peak_rss_bytes as f64 / 1e6,
@@ -649,8 +727,11 @@ fn figures_of(
         durable: durable.and_then(|d| Percentiles::of(&ms(&d))),
         decoded: codes.len(),
         stamped: run.arrived_ns.len(),
-        probe: probe(&run.output),
-        kbps: bytes as f64 * 8.0 / 1000.0 / (frames as f64 / f64::from(engine.fps)),
+        probe: run
+            .output
+            .as_deref()
+            .map_or_else(|| "to the null sink".into(), probe),
+        kbps: bytes as f64 * 8.0 / 1000.0 / (out_frames.max(1) as f64 / f64::from(engine.fps)),
         threads: w.threads,
     })
 }
@@ -687,13 +768,15 @@ fn detail_line(run: &SideRun, f: &Figures) -> String {
         samples(&f.latency) + samples(&f.durable),
         run.replay.send_errors,
         run.replay.worst_lag.as_secs_f64() * 1000.0,
-        run.output.display(),
+        run.output
+            .as_deref()
+            .map_or("no file".into(), |o| o.display().to_string()),
         run.log.display(),
     )
 }
 
 /// The figures of every participant count, recbox, ffmpeg and recbox / ffmpeg.
-fn table(rows: &[(u8, Vec<Figures>)]) -> String {
+fn table(rows: &[(u8, Vec<Figures>)], target: &str) -> String {
     let mut s = format!(
         "{:<6} {:<8} {:>9} {:>10} {:>10} {:>10} {:>12} {:>12}\n",
         "people", "side", "CPU s/s", "peak MB", "lat p50", "lat p99", "durable p50", "durable p99"
@@ -732,6 +815,8 @@ fn table(rows: &[(u8, Vec<Figures>)]) -> String {
             ));
         }
     }
-    s.push_str("ratio = recbox / ffmpeg (target: CPU at or below 1)");
+    s.push_str(&format!(
+        "ratio = recbox / ffmpeg (target: CPU at or below {target})"
+    ));
     s
 }

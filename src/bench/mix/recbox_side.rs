@@ -3,7 +3,7 @@
 //! by a fixed roster instead of an SFU. It tells its parent on stdout when it can
 //! take RTP (`ready PORT`) and where the recording is (`recording DIR`), stops when
 //! its stdin closes, and writes when the recorder received each media frame to the
-//! tap file (`video|audio PTS MONOTONIC_NS` per line).
+//! tap file, when it is given (`video|audio PTS MONOTONIC_NS` per line).
 
 use std::future::pending;
 use std::io::Write;
@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::measure::monotonic_ns;
+use crate::encoder::EncoderKind;
 use crate::link::frame::Track;
 use crate::link::handshake::LinkKey;
 use crate::link::transport::{LinkAddr, LinkListener};
@@ -43,11 +44,11 @@ pub enum SideError {
 }
 
 /// The mixer engine both sides are compared on: recbox's defaults (1280x720 at 30
-/// fps, 2.5 Mbit/s H.264, 96 kbit/s Opus) with the software encoder and a keyframe
-/// every recorder fragment.
-pub fn engine_config() -> EngineConfig {
+/// fps, 2.5 Mbit/s H.264, 96 kbit/s Opus) with `encoder` (software, or none) and a
+/// keyframe every recorder fragment.
+pub fn engine_config(encoder: EncoderKind) -> EngineConfig {
     EngineConfig {
-        encoder: crate::encoder::EncoderKind::Software,
+        encoder,
         keyframe_interval: crate::recorder::recording::WriterOptions::default().max_fragment,
         ..EngineConfig::default()
     }
@@ -86,8 +87,11 @@ impl SfuAdapter for FixedRoster {
 
 pub struct SideConfig {
     pub roster: PathBuf,
+    pub encoder: EncoderKind,
     pub storage: PathBuf,
-    pub tap: PathBuf,
+    /// Where to write when each media frame reached the recorder; none for a long
+    /// run (the list grows with the recording).
+    pub tap: Option<PathBuf>,
 }
 
 /// The child's whole life; `out` is its stdout.
@@ -104,7 +108,9 @@ pub async fn serve(config: SideConfig, out: &mut (impl Write + Send)) -> Result<
     let key = LinkKey::new(rand::random::<[u8; 32]>().to_vec()).expect("32 bytes is a valid key");
     let (tap_tx, mut tap) = mpsc::unbounded_channel();
     let mut rec = RecorderConfig::new(config.storage.clone(), key.clone());
-    rec.media_tap = Some(tap_tx);
+    if config.tap.is_some() {
+        rec.media_tap = Some(tap_tx);
+    }
     let listener = LinkListener::bind(&LinkAddr::Tcp("127.0.0.1:0".into()))
         .await
         .map_err(|e| SideError::Link(e.to_string()))?;
@@ -114,7 +120,7 @@ pub async fn serve(config: SideConfig, out: &mut (impl Write + Send)) -> Result<
     let mixer_config = MixerConfig {
         ingest: "127.0.0.1:0".parse().expect("an address"),
         playout_delay: PLAYOUT_DELAY,
-        engine: engine_config(),
+        engine: engine_config(config.encoder.clone()),
         link: LinkConfig::new(recorder_addr, key, "bench-1", ROOM),
         stats_interval: Duration::from_secs(10),
         microphone: None,
@@ -166,7 +172,9 @@ pub async fn serve(config: SideConfig, out: &mut (impl Write + Send)) -> Result<
     while let Ok(m) = tap.try_recv() {
         received.push(m);
     }
-    write_tap(&config.tap, &received).map_err(io(format!("writing {}", config.tap.display())))?;
+    if let Some(path) = &config.tap {
+        write_tap(path, &received).map_err(io(format!("writing {}", path.display())))?;
+    }
     match result {
         Ok(Ok(summary)) => {
             let fragments = summary.map_or(0, |s| s.fragments);

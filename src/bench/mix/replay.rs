@@ -62,6 +62,21 @@ pub fn replay(
     checkpoints: &[Duration],
     at_offset: &mut dyn FnMut(Duration),
 ) -> std::io::Result<ReplayLog> {
+    replay_for(inputs, to, inputs.duration, checkpoints, at_offset)
+}
+
+/// [`replay`] for `total`, the schedule sent again and again back to back: lap
+/// `k` goes out `k` times the inputs' duration later, its RTP sequence numbers and
+/// timestamps moved on by what one lap holds, so every stream goes on without a
+/// gap (inputs of whole groups of pictures begin each lap with a keyframe). Marker
+/// states are logged on the first lap only.
+pub fn replay_for(
+    inputs: &Inputs,
+    to: Destination,
+    total: Duration,
+    checkpoints: &[Duration],
+    at_offset: &mut dyn FnMut(Duration),
+) -> std::io::Result<ReplayLog> {
     let socket = UdpSocket::bind(match to.rtp(0).ip() {
         IpAddr::V4(_) => "0.0.0.0:0",
         IpAddr::V6(_) => "[::]:0",
@@ -77,47 +92,77 @@ pub fn replay(
         .unwrap_or_default();
     log.started_ns = monotonic_ns();
     let mut pending = checkpoints.iter().copied().peekable();
+    // RTP packets of each stream in one lap: how far a lap moves its sequence numbers.
+    let mut lap_packets = vec![0u16; inputs.streams.len()];
     for s in &inputs.schedule {
-        while let Some(&c) = pending.peek().filter(|&&c| c <= s.at) {
-            sleep_until(start + c);
-            at_offset(c);
-            pending.next();
+        if matches!(s.item, Item::Rtp { .. }) {
+            lap_packets[s.stream] = lap_packets[s.stream].wrapping_add(1);
         }
-        sleep_until(start + s.at);
-        log.worst_lag = log.worst_lag.max(start.elapsed().saturating_sub(s.at));
-        let stream = &inputs.streams[s.stream];
-        let (packets, octets) = &mut counts[s.stream];
-        let sent = match &s.item {
-            Item::Rtp { data, marker_state } => {
-                if let Some(state) = *marker_state {
-                    log.state_sent_ns[state as usize] = Some(monotonic_ns());
-                }
-                *packets = packets.wrapping_add(1);
-                *octets = octets.wrapping_add((data.len() - 12) as u32);
-                socket.send_to(data, to.rtp(s.stream))
-            }
-            Item::Report => {
-                let ticks = s.at.as_micros() * u128::from(stream.kind.clock_rate()) / 1_000_000;
-                let report = rtcp::sender_report(
-                    stream.ssrc,
-                    ntp_time(unix_start + s.at),
-                    stream.ts0.wrapping_add(ticks as u32),
-                    *packets,
-                    *octets,
-                )
-                .expect("a sender report without blocks always fits");
-                socket.send_to(&report, to.rtcp(s.stream))
-            }
-        };
-        log.send_errors += u64::from(sent.is_err());
     }
-    sleep_until(start + inputs.duration);
+    let laps = (0u32..).map(|lap| (lap, inputs.duration * lap));
+    let mut packet = Vec::new();
+    'laps: for (lap, lap_start) in laps {
+        for s in &inputs.schedule {
+            let at = lap_start + s.at;
+            if at >= total {
+                break 'laps;
+            }
+            while let Some(&c) = pending.peek().filter(|&&c| c <= at) {
+                sleep_until(start + c);
+                at_offset(c);
+                pending.next();
+            }
+            sleep_until(start + at);
+            log.worst_lag = log.worst_lag.max(start.elapsed().saturating_sub(at));
+            let stream = &inputs.streams[s.stream];
+            let (packets, octets) = &mut counts[s.stream];
+            let sent = match &s.item {
+                Item::Rtp { data, marker_state } => {
+                    if let Some(state) = marker_state.filter(|_| lap == 0) {
+                        log.state_sent_ns[state as usize] = Some(monotonic_ns());
+                    }
+                    *packets = packets.wrapping_add(1);
+                    *octets = octets.wrapping_add((data.len() - 12) as u32);
+                    let ticks =
+                        lap_start.as_micros() * u128::from(stream.kind.clock_rate()) / 1_000_000;
+                    let seq = lap_packets[s.stream].wrapping_mul(lap as u16);
+                    shift_rtp(data, seq, ticks as u32, &mut packet);
+                    socket.send_to(&packet, to.rtp(s.stream))
+                }
+                Item::Report => {
+                    let ticks = at.as_micros() * u128::from(stream.kind.clock_rate()) / 1_000_000;
+                    let report = rtcp::sender_report(
+                        stream.ssrc,
+                        ntp_time(unix_start + at),
+                        stream.ts0.wrapping_add(ticks as u32),
+                        *packets,
+                        *octets,
+                    )
+                    .expect("a sender report without blocks always fits");
+                    socket.send_to(&report, to.rtcp(s.stream))
+                }
+            };
+            log.send_errors += u64::from(sent.is_err());
+        }
+    }
+    sleep_until(start + total);
     for c in pending {
         sleep_until(start + c);
         at_offset(c);
     }
     log.ended_ns = monotonic_ns();
     Ok(log)
+}
+
+/// `rtp` into `out` with its sequence number moved on by `seq` and its timestamp
+/// by `ticks` (RFC 3550 header: sequence number at bytes 2-3, timestamp at 4-7).
+fn shift_rtp(rtp: &[u8], seq: u16, ticks: u32, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(rtp);
+    let old_seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+    out[2..4].copy_from_slice(&old_seq.wrapping_add(seq).to_be_bytes());
+    let old_ts = u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]);
+    out[4..8].copy_from_slice(&old_ts.wrapping_add(ticks).to_be_bytes());
 }
 
 fn sleep_until(deadline: Instant) {
@@ -132,6 +177,50 @@ mod tests {
     use super::*;
     use crate::ingest::rtp::{is_rtcp, peek_ssrc};
     use crate::synth::PatternSpec;
+
+    #[test]
+    fn laps_go_on_with_sequence_numbers_and_timestamps() {
+        let video = PatternSpec {
+            width: 64,
+            height: 48,
+            ..PatternSpec::default()
+        };
+        let inputs = Inputs::record(1, Duration::from_millis(100), video, 1).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let to = Destination::Muxed(socket.local_addr().unwrap());
+        // Two and a half laps.
+        let log = replay_for(&inputs, to, Duration::from_millis(250), &[], &mut |_| {}).unwrap();
+        assert_eq!(log.send_errors, 0);
+        let mut audio = Vec::new();
+        let mut buf = [0u8; 2000];
+        while let Ok(n) = socket.recv(&mut buf) {
+            let p = &buf[..n];
+            if !is_rtp_audio(p, &inputs) {
+                continue;
+            }
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            audio.push((seq, ts));
+        }
+        // 20 ms packets: 5 a lap, 13 in 250 ms, each one on from the one before.
+        assert_eq!(audio.len(), 13, "{audio:?}");
+        for w in audio.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1), "{audio:?}");
+            assert_eq!(w[1].1, w[0].1.wrapping_add(960), "{audio:?}");
+        }
+    }
+
+    fn is_rtp_audio(p: &[u8], inputs: &Inputs) -> bool {
+        let audio = inputs
+            .streams
+            .iter()
+            .find(|s| s.kind == crate::ingest::MediaKind::Audio)
+            .unwrap();
+        !is_rtcp(p) && peek_ssrc(p) == Some(audio.ssrc)
+    }
 
     #[test]
     fn every_packet_reaches_its_port() {
