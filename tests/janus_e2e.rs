@@ -279,9 +279,9 @@ fn terminal(ns: &Netns, name: &str, args: &[&str]) -> Proc {
     Proc::spawn(name, cmd)
 }
 
-/// A publisher showing `PALETTE[i]` and sounding `TONES_HZ[i]`, once Janus has
-/// taken its media.
-fn publisher(ns: &Netns, name: &str, i: usize) -> Proc {
+/// A publisher showing `PALETTE[i]` in `codec` ("h264" or "vp8") and sounding
+/// `TONES_HZ[i]`, once Janus has taken its media.
+fn publisher(ns: &Netns, name: &str, i: usize, codec: &str) -> Proc {
     let [r, g, b] = PALETTE[i];
     let rgb = format!("{r:02x}{g:02x}{b:02x}");
     let freq = TONES_HZ[i].to_string();
@@ -291,7 +291,7 @@ fn publisher(ns: &Netns, name: &str, i: usize) -> Proc {
         &[
             "--publish",
             "--vcodec",
-            "x264",
+            if codec == "vp8" { "vp8" } else { "x264" },
             "--rgb",
             &rgb,
             "--freq",
@@ -299,7 +299,7 @@ fn publisher(ns: &Netns, name: &str, i: usize) -> Proc {
         ],
     );
     let configured = p.wait_event("configured", |_| true);
-    assert_eq!(configured["video_codec"], "h264", "{configured}");
+    assert_eq!(configured["video_codec"], codec, "{configured}");
     assert_eq!(configured["audio_codec"], "opus", "{configured}");
     p.wait_event("webrtcup", |_| true);
     p
@@ -568,9 +568,9 @@ async fn recbox_records_a_real_janus_meeting_and_tells_its_terminals() {
     // The meeting: a TextRoom terminal and three publishers, then the box.
     let mut carol = terminal(&ns, "carol", &["--textroom"]);
     carol.wait_event("textroom_joined", |_| true);
-    let alice = publisher(&ns, "alice", 0);
-    let bob = publisher(&ns, "bob", 1);
-    let mut dave = publisher(&ns, "dave", 2);
+    let alice = publisher(&ns, "alice", 0, "h264");
+    let bob = publisher(&ns, "bob", 1, "vp8");
+    let mut dave = publisher(&ns, "dave", 2, "h264");
     let config = box_config(dir.path(), disk.root(), &webhook);
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_recbox"));
     cmd.arg("run")
@@ -585,7 +585,7 @@ async fn recbox_records_a_real_janus_meeting_and_tells_its_terminals() {
     // Dave leaves, Erin joins.
     assert!(dave.stop().success(), "dave left cleanly");
     drop(dave);
-    let erin = publisher(&ns, "erin", 3);
+    let erin = publisher(&ns, "erin", 3, "vp8");
     let second = platform.receiving(3, &first).await;
     assert_eq!(
         first.intersection(&second).count(),

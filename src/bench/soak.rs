@@ -342,7 +342,10 @@ fn last_record(path: &Path, len: u64) -> Option<(IndexRecord, u64)> {
         .ok()?
         .read_exact_at(&mut bytes, at)
         .ok()?;
-    Some((IndexRecord::decode(&bytes, IndexHeader::default()).ok()?, records))
+    Some((
+        IndexRecord::decode(&bytes, IndexHeader::default()).ok()?,
+        records,
+    ))
 }
 
 /// A value of `/proc/PID/io`, e.g. `write_bytes`.
