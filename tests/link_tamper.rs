@@ -141,7 +141,9 @@ async fn tampered_session_ends_and_the_recording_continues(tamper: Tamper, reaso
             while let Some(event) = up.try_event() {
                 match event {
                     UplinkEvent::Recorder(MixerEvent::Rejected { reason }) => return reason,
-                    UplinkEvent::Closed(why) => return why.unwrap_or_default(),
+                    UplinkEvent::Closed(why) => {
+                        return why.map(|e| e.to_string()).unwrap_or_default()
+                    }
                     UplinkEvent::Recorder(_) => {}
                 }
             }

@@ -386,8 +386,9 @@ impl RecorderLink {
         let event = match event {
             Some(UplinkEvent::Recorder(event)) => event,
             Some(UplinkEvent::Closed(reason)) => {
-                return self
-                    .went_down(reason.unwrap_or_else(|| "the recorder closed the link".into()))
+                return self.went_down(
+                    reason.map_or_else(|| "the recorder closed the link".into(), |e| e.to_string()),
+                )
             }
             None => return self.went_down("the media link is gone".into()),
         };

@@ -31,6 +31,15 @@ pub enum UplinkError {
     HandshakeTimeout(std::time::Duration),
 }
 
+/// Why an established link ended other than by the recorder closing it.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkEnded {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("link protocol: {0}")]
+    Session(#[from] SessionError),
+}
+
 /// What the recorder said, or what happened to the link.
 // A few events a second: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -38,7 +47,7 @@ pub enum UplinkError {
 pub enum UplinkEvent {
     Recorder(MixerEvent),
     /// The link ended; `None` for a clean close by the recorder.
-    Closed(Option<String>),
+    Closed(Option<LinkEnded>),
 }
 
 pub struct Uplink {
@@ -142,10 +151,10 @@ async fn forward_events(
                         return;
                     }
                 }
-                Err(e) => break Some(e.to_string()),
+                Err(e) => break Some(e.into()),
             },
             Ok(None) => break None,
-            Err(e) => break Some(e.to_string()),
+            Err(e) => break Some(e.into()),
         }
     };
     let _ = tx.send(UplinkEvent::Closed(end));
