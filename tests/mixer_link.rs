@@ -1,7 +1,8 @@
 //! The mixer's link to a real recorder through a proxy that breaks it: the recorder
 //! is reported unreachable within the bound (at once for a cut, after the pong
 //! timeout for a link that stops moving), media is held, the link comes back, the
-//! same recording continues as a new segment, and no media is lost.
+//! same recording continues as a new segment, and no media is lost. A fake recorder
+//! without the key is sent nothing after the handshake and reported unreachable.
 
 mod common;
 
@@ -234,4 +235,62 @@ async fn a_link_that_stops_moving_is_reported_after_the_pong_timeout() {
         .stop(PATIENCE)
         .await
         .expect("the recorder confirms the stop");
+}
+
+/// A fake recorder that knows the banner but not the key: it answers the mixer's
+/// first handshake message with noise, then counts what else the mixer sends.
+async fn fake_recorder() -> (SocketAddr, mpsc::UnboundedReceiver<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                s.write_all(recbox::link::handshake::BANNER).await.unwrap();
+                // Preamble, length, Noise message 1 (an ephemeral key and a tag).
+                let mut first = vec![0; 14 + 2 + 48];
+                if s.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                s.write_all(&[48, 0]).await.unwrap();
+                s.write_all(&[1; 48]).await.unwrap();
+                let mut rest = Vec::new();
+                let _ = timeout(PATIENCE, s.read_to_end(&mut rest)).await;
+                let _ = tx.send(rest.len());
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_without_the_key_gets_nothing_and_is_reported_unreachable() {
+    let (addr, mut after_handshake) = fake_recorder().await;
+    let mut mixer = Mixer::new(addr, "rec-fake", Duration::from_secs(2));
+    // Media is offered all along: none of it may reach the fake.
+    mixer
+        .run_until(true, |log| {
+            log.iter()
+                .any(|(_, r)| is_fault(r, FaultKind::RecorderUnreachable))
+        })
+        .await;
+    let detail = unreachable_detail(&mixer.log);
+    assert!(
+        detail.contains("recorder failed authentication"),
+        "{detail}"
+    );
+    assert!(!mixer.link.is_up());
+    // The mixer gave up on that connection without sending a byte more: no Start,
+    // no media, not even its Hello.
+    let extra = timeout(PATIENCE, after_handshake.recv())
+        .await
+        .expect("the mixer closes the connection")
+        .unwrap();
+    assert_eq!(
+        extra, 0,
+        "bytes sent to a recorder that did not prove the key"
+    );
 }

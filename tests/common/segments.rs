@@ -73,7 +73,8 @@ pub fn check_segments_from(dirs: &[PathBuf], from: usize, gap: Option<usize>) ->
             "{} starts with a keyframe",
             dir.display()
         );
-        assert!(recover(dir).unwrap().was_clean(), "{}", dir.display());
+        let recovered = recover(dir).unwrap();
+        assert!(recovered.was_clean(), "{recovered}");
         if dirs.len() > 1 {
             let chain = parse_chain(&fs::read_to_string(dir.join(CHAIN_FILE)).unwrap()).unwrap();
             let listed: Vec<_> = chain.iter().map(|e| e.dir.clone()).collect();
