@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use common::decode;
 use recbox::demo::{self, DemoConfig};
 use recbox::mixer::layout;
 use recbox::mixer::tone::tone_power;
@@ -19,50 +18,6 @@ use recbox::synth::{PALETTE, TONES_HZ};
 
 const WIDTH: usize = 1280;
 const HEIGHT: usize = 720;
-
-/// One decoded picture at `at_s` seconds, as raw I420.
-fn picture_at(file: &Path, at_s: f64) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-ss", &format!("{at_s}"), "-i"])
-        .arg(file)
-        .args([
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout.len(), WIDTH * HEIGHT * 3 / 2);
-    out.stdout
-}
-
-/// The mixed audio from `from_s` on, as 48 kHz mono samples.
-fn audio_from(file: &Path, from_s: f64) -> Vec<i16> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-ss", &format!("{from_s}"), "-i"])
-        .arg(file)
-        .args(["-vn", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_records_every_participant_in_its_tile_and_the_mix() {
@@ -112,17 +67,16 @@ async fn demo_records_every_participant_in_its_tile_and_the_mix() {
 
     // Late in the recording, every participant is on screen in its own tile: sample
     // a quarter of the way down each tile, clear of the pattern's moving square.
-    let picture = picture_at(&file, duration - 1.5);
+    let picture = decode::picture_at(
+        &file,
+        Duration::from_secs_f64(duration - 1.5),
+        WIDTH,
+        HEIGHT,
+    );
     let tiles = layout::tiles(4, WIDTH, HEIGHT).unwrap();
-    let (chroma_w, luma) = (WIDTH / 2, WIDTH * HEIGHT);
     for (i, tile) in tiles.iter().enumerate() {
         let (x, y) = (tile.x + tile.width / 2, tile.y + tile.height / 4);
-        let c = (y / 2) * chroma_w + x / 2;
-        let got = [
-            picture[y * WIDTH + x],
-            picture[luma + c],
-            picture[luma + luma / 4 + c],
-        ];
+        let got = decode::yuv_at(&picture, WIDTH, HEIGHT, x, y);
         let want = rgb_to_yuv(PALETTE[i]);
         let close = got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 12);
         assert!(
@@ -133,7 +87,7 @@ async fn demo_records_every_participant_in_its_tile_and_the_mix() {
     }
 
     // Every participant's tone is in the mix, and no other.
-    let audio = audio_from(&file, 1.0);
+    let audio = decode::audio_at(&file, Duration::from_secs(1), None);
     assert!(audio.len() >= 48_000 * 3, "{} samples", audio.len());
     let powers: Vec<f32> = TONES_HZ
         .iter()

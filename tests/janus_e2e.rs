@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::decode;
 use common::webhook::{Received, Receiver};
 use recbox::mixer::layout;
 use recbox::mixer::tone::tone_power;
@@ -423,81 +424,17 @@ impl Platform {
     }
 }
 
-/// One decoded picture at `at` into the recording, as raw I420.
-fn picture_at(file: &Path, at: Duration) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-ss",
-            &format!("{:.3}", at.as_secs_f64()),
-            "-i",
-        ])
-        .arg(file)
-        .args([
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout.len(), WIDTH * HEIGHT * 3 / 2);
-    out.stdout
-}
-
-/// The mixed audio for `len` from `from`, as 48 kHz mono samples.
-fn audio_at(file: &Path, from: Duration, len: Duration) -> Vec<i16> {
-    let out = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-ss",
-            &format!("{:.3}", from.as_secs_f64()),
-            "-t",
-        ])
-        .arg(format!("{:.3}", len.as_secs_f64()))
-        .arg("-i")
-        .arg(file)
-        .args(["-vn", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
-}
-
 /// Which publishers (indexes into the palette, of `candidates`) fill the tiles of a
 /// `shown`-participant layout at `at`.
 fn tiles_at(file: &Path, at: Duration, shown: usize, candidates: &[usize]) -> BTreeSet<usize> {
-    let picture = picture_at(file, at);
-    let luma = WIDTH * HEIGHT;
+    let picture = decode::picture_at(file, at, WIDTH, HEIGHT);
     layout::tiles(shown, WIDTH, HEIGHT)
         .unwrap()
         .iter()
         .enumerate()
         .map(|(t, tile)| {
             let (x, y) = (tile.x + tile.width / 2, tile.y + tile.height / 2);
-            let c = (y / 2) * (WIDTH / 2) + x / 2;
-            let got = [
-                picture[y * WIDTH + x],
-                picture[luma + c],
-                picture[luma + luma / 4 + c],
-            ];
+            let got = decode::yuv_at(&picture, WIDTH, HEIGHT, x, y);
             let distance = |i: &usize| {
                 let want = rgb_to_yuv(PALETTE[*i]);
                 got.iter()
@@ -518,7 +455,7 @@ fn tiles_at(file: &Path, at: Duration, shown: usize, candidates: &[usize]) -> BT
 
 /// The tones (of `candidates`) clearly in the mix for `len` from `from`.
 fn tones_at(file: &Path, from: Duration, len: Duration, candidates: &[usize]) -> BTreeSet<usize> {
-    let audio = audio_at(file, from, len);
+    let audio = decode::audio_at(file, from, Some(len));
     assert!(audio.len() >= 48_000, "{} samples", audio.len());
     let powers: Vec<f32> = candidates
         .iter()
