@@ -50,15 +50,6 @@ async fn start_only(
     }
 }
 
-/// Records `seconds` of media for the recording, and stops it cleanly.
-async fn record(addr: &LinkAddr, seconds: f64) {
-    let mut up = connect(addr, ID).await;
-    let mut feed = feed();
-    up.start(feed.start_params(ID, ROOM)).await.unwrap();
-    let mut sent = send_media(&up, &mut feed, seconds).await;
-    stop(&mut up, &mut sent.events).await;
-}
-
 fn holds_no_fragment(dir: &Path) -> bool {
     let init = fs::read(dir.join(MP4_FILE)).unwrap();
     let boxes: Vec<String> = recbox::media::mp4::boxes(&init)
@@ -125,7 +116,7 @@ async fn a_recorder_killed_right_after_start_leaves_no_unplayable_segment() {
     // The restart recovers it: no fragment, so it is gone; the mixer comes back.
     let recorder = RecorderProcess::spawn(storage.path(), &[]);
     assert!(!empty.exists(), "{} is left", empty.display());
-    record(&recorder.addr, 3.0).await;
+    record(&recorder.addr, ID, 3.0).await;
     let dirs = every_listed_segment_plays(storage.path());
     assert_eq!(dirs.len(), 1);
     let (out, text) = inspect(&dirs[0]);
@@ -171,7 +162,7 @@ async fn a_recorder_killed_right_after_a_resumed_start_keeps_the_chain_right() {
     // mixer comes back once more and the recording continues.
     let recorder = RecorderProcess::spawn(storage.path(), &[]);
     assert!(!empty.exists(), "{} is left", empty.display());
-    record(&recorder.addr, 3.0).await;
+    record(&recorder.addr, ID, 3.0).await;
     let dirs = every_listed_segment_plays(storage.path());
     assert_eq!(dirs.len(), 2, "{dirs:?}");
     let (ok, text) = inspect(&dirs[0]);

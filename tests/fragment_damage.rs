@@ -12,25 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
-use recbox::recorder::index::{IndexFile, IndexRecord};
+use recbox::recorder::index::IndexRecord;
 
 /// Records 4 s (four 1-second fragments) and returns the recording directory.
 async fn record(storage: &Path) -> PathBuf {
-    let addr = start_recorder("127.0.0.1:0", storage, |_| {}).await;
-    let mut up = connect(&addr, "rec-d").await;
-    let mut feed = feed();
-    up.start(feed.start_params("rec-d", ROOM)).await.unwrap();
-    let mut sent = send_media(&up, &mut feed, 4.0).await;
-    stop(&mut up, &mut sent.events).await;
-    recording_dir(storage, "rec-d")
-}
-
-fn records(dir: &Path) -> Vec<IndexRecord> {
-    IndexFile::open(&dir.join("recording.idx"))
-        .unwrap()
-        .read_all()
-        .unwrap()
-        .records
+    record_in(storage, "rec-d", 4.0).await
 }
 
 fn recbox(command: &str, dir: &Path) -> (Output, String) {
@@ -85,7 +71,7 @@ async fn a_flipped_bit_in_a_fragment_is_named_by_inspect_and_repair() {
     let storage = tempfile::tempdir().unwrap();
     let dir = record(storage.path()).await;
     let mp4 = dir.join("recording.mp4");
-    let records = records(&dir);
+    let records = index_records(&dir);
     assert_eq!(records.len(), 4);
     assert!(records.iter().all(|r| r.checksum.is_some()));
 
@@ -119,7 +105,7 @@ async fn a_flipped_bit_in_a_fragment_is_named_by_inspect_and_repair() {
         "{text}"
     );
     // Repair changed nothing and hid nothing: the index is the one written live.
-    assert_eq!(self::records(&dir), records);
+    assert_eq!(index_records(&dir), records);
     let (_, text) = recbox("inspect", &dir);
     assert!(
         text.contains(&want) && !text.contains("finished cleanly"),
@@ -132,7 +118,7 @@ async fn after_a_crash_a_torn_tail_is_cut_and_a_damaged_fragment_is_kept() {
     let storage = tempfile::tempdir().unwrap();
     let dir = record(storage.path()).await;
     let mp4 = dir.join("recording.mp4");
-    let records = records(&dir);
+    let records = index_records(&dir);
     // What a crash leaves: the playlist not ended, half a fragment after the last
     // whole one; and, older, a bit flipped in fragment 1.
     let playlist = dir.join("recording.m3u8");
@@ -154,7 +140,7 @@ async fn after_a_crash_a_torn_tail_is_cut_and_a_damaged_fragment_is_kept() {
         "{text}"
     );
     assert_eq!(fs::metadata(&mp4).unwrap().len(), whole);
-    assert_eq!(self::records(&dir), records);
+    assert_eq!(index_records(&dir), records);
     let (_, text) = recbox("inspect", &dir);
     assert!(
         text.contains(&want) && text.contains("health   DAMAGED") && !text.contains("TORN"),
@@ -202,9 +188,9 @@ fn write_version_1_index(dir: &Path, records: &[IndexRecord]) -> Vec<u8> {
 async fn an_index_of_the_previous_version_is_still_read() {
     let storage = tempfile::tempdir().unwrap();
     let dir = record(storage.path()).await;
-    let records = records(&dir);
+    let records = index_records(&dir);
     let old = write_version_1_index(&dir, &records);
-    let read = self::records(&dir);
+    let read = index_records(&dir);
     assert!(read.iter().all(|r| r.checksum.is_none()));
     assert!(read.iter().zip(&records).all(|(a, b)| a.same_fragment(b)));
 

@@ -8,27 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use recbox::recorder::index::{IndexFile, IndexRecord};
 use recbox::recorder::recovery;
 use recbox::recorder::service::recover_unfinished;
 
 /// Records 4 s (four 1-second fragments) and returns the recording directory.
 async fn record(storage: &Path) -> PathBuf {
-    let addr = start_recorder("127.0.0.1:0", storage, |_| {}).await;
-    let mut up = connect(&addr, "rec-r").await;
-    let mut feed = feed();
-    up.start(feed.start_params("rec-r", ROOM)).await.unwrap();
-    let mut sent = send_media(&up, &mut feed, 4.0).await;
-    stop(&mut up, &mut sent.events).await;
-    recording_dir(storage, "rec-r")
-}
-
-fn records(dir: &Path) -> Vec<IndexRecord> {
-    IndexFile::open(&dir.join("recording.idx"))
-        .unwrap()
-        .read_all()
-        .unwrap()
-        .records
+    record_in(storage, "rec-r", 4.0).await
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -50,7 +35,7 @@ fn unfinish(dir: &Path) {
 async fn torn_file_torn_index_and_missing_index_are_recovered() {
     let tmp = tempfile::tempdir().unwrap();
     let original = record(&tmp.path().join("storage")).await;
-    let live = records(&original);
+    let live = index_records(&original);
     assert_eq!(live.len(), 4);
     let live_index = std::fs::read(original.join("recording.idx")).unwrap();
 
@@ -72,7 +57,7 @@ async fn torn_file_torn_index_and_missing_index_are_recovered() {
     unfinish(&crashed);
 
     // The index without its damaged record is still readable up to the tear.
-    assert_eq!(records(&crashed), live[..3]);
+    assert_eq!(index_records(&crashed), live[..3]);
 
     // Missing index: only the file is left.
     let no_index = tmp.path().join("storage/room-1/no-index");

@@ -155,6 +155,33 @@ pub async fn stop(uplink: &mut Uplink, events: &mut Vec<MixerEvent>) -> Summary 
     }
 }
 
+/// Records `seconds` of media as `recording` over the link at `addr`, and stops it
+/// cleanly.
+pub async fn record(addr: &LinkAddr, recording: &str, seconds: f64) {
+    let mut up = connect(addr, recording).await;
+    let mut feed = feed();
+    up.start(feed.start_params(recording, ROOM)).await.unwrap();
+    let mut sent = send_media(&up, &mut feed, seconds).await;
+    stop(&mut up, &mut sent.events).await;
+}
+
+/// Records `seconds` of media as `recording` with a recorder of its own on
+/// `storage`; returns the recording's directory.
+pub async fn record_in(storage: &Path, recording: &str, seconds: f64) -> PathBuf {
+    let addr = start_recorder("127.0.0.1:0", storage, |_| {}).await;
+    record(&addr, recording, seconds).await;
+    recording_dir(storage, recording)
+}
+
+/// The records of the index in the recording directory `dir`.
+pub fn index_records(dir: &Path) -> Vec<recbox::recorder::index::IndexRecord> {
+    recbox::recorder::index::IndexFile::open(&dir.join(recbox::recorder::layout::INDEX_FILE))
+        .unwrap()
+        .read_all()
+        .unwrap()
+        .records
+}
+
 /// The one recording directory under the room.
 pub fn recording_dir(storage: &Path, recording: &str) -> PathBuf {
     let room = storage.join(ROOM);
