@@ -301,6 +301,42 @@ impl Chromium {
         r.unwrap_or_else(|e| panic!("{expression}: {e}"))
     }
 
+    /// Logs in through the page's own form; returns once the recordings are listed.
+    async fn log_in(&mut self) {
+        self.eval(&format!(
+            "document.getElementById('password').value = {}; \
+             document.getElementById('login').requestSubmit(); true",
+            json!(PASSWORD)
+        ))
+        .await;
+        self.wait_for(
+            "the recordings",
+            "document.querySelectorAll('#list tr').length > 0",
+        )
+        .await;
+    }
+
+    /// Plays `src` muted in the page's player until it is past `past` seconds:
+    /// `[currentTime, duration, videoWidth, videoHeight]` then, or the media error.
+    async fn play_past(&mut self, what: &str, src: &str, past: f64) -> Value {
+        self.eval(&format!(
+            "const v = document.getElementById('player'); v.muted = true; \
+             v.src = {}; v.play(); true",
+            json!(src)
+        ))
+        .await;
+        self.wait_for(
+            what,
+            &format!(
+                "(() => {{ const v = document.getElementById('player'); \
+                   if (v.error) return 'error ' + v.error.code + ' ' + v.error.message; \
+                   return v.currentTime > {past} \
+                     ? [v.currentTime, v.duration, v.videoWidth, v.videoHeight] : null; }})()"
+            ),
+        )
+        .await
+    }
+
     /// Until `expression` is truthy; exceptions count as not yet (the page may
     /// still be loading).
     async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
@@ -637,34 +673,13 @@ fn the_web_page_serves_status_recordings_and_commands() {
     // The page plays the finished segment, logged in through its own form.
     let mp4 = mp4.to_owned();
     rt.block_on(async {
-        browser
-            .eval(&format!(
-                "document.getElementById('password').value = {}; \
-                 document.getElementById('login').requestSubmit(); true",
-                json!(PASSWORD)
-            ))
-            .await;
-        browser
-            .wait_for("the recordings", "document.querySelectorAll('#list tr').length > 0")
-            .await;
-        browser
-            .eval(&format!(
-                "const v = document.getElementById('player'); v.muted = true; \
-                 v.src = {}; v.play(); true",
-                json!(mp4)
-            ))
-            .await;
+        browser.log_in().await;
         let played = browser
-            .wait_for(
-                "the video playing past 3 s",
-                "(() => { const v = document.getElementById('player'); \
-                   if (v.error) return 'error ' + v.error.code + ' ' + v.error.message; \
-                   return v.currentTime > 3 ? [v.currentTime, v.videoWidth, v.videoHeight] : null; })()",
-            )
+            .play_past("the video playing past 3 s", &mp4, 3.0)
             .await;
         assert!(played.is_array(), "media error: {played}");
-        assert_eq!(played[1], 1280, "{played}");
-        assert_eq!(played[2], 720, "{played}");
+        assert_eq!(played[2], 1280, "{played}");
+        assert_eq!(played[3], 720, "{played}");
     });
     drop(recbox);
 }
@@ -811,31 +826,12 @@ fn a_failed_over_recording_downloads_as_one_file() {
                 "document.getElementById('state').textContent.startsWith('idle')",
             )
             .await;
-        browser
-            .eval(&format!(
-                "document.getElementById('password').value = {}; \
-                 document.getElementById('login').requestSubmit(); true",
-                json!(PASSWORD)
-            ))
-            .await;
-        browser
-            .wait_for("the recordings", "document.querySelectorAll('#list tr').length > 0")
-            .await;
-        browser
-            .eval(&format!(
-                "const v = document.getElementById('player'); v.muted = true; \
-                 v.src = {}; v.play(); true",
-                json!(whole_url)
-            ))
-            .await;
+        browser.log_in().await;
         let played = browser
-            .wait_for(
+            .play_past(
                 "the whole recording playing into its second segment",
-                &format!(
-                    "(() => {{ const v = document.getElementById('player'); \
-                       if (v.error) return 'error ' + v.error.code + ' ' + v.error.message; \
-                       return v.currentTime > {past_first} ? [v.currentTime, v.duration] : null; }})()"
-                ),
+                whole_url,
+                past_first,
             )
             .await;
         assert!(played.is_array(), "media error: {played}");
