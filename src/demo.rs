@@ -255,6 +255,11 @@ impl Log<'_> {
         let at = self.t0.elapsed().as_secs_f64();
         self.say(format!("demo: [{at:>5.1}s] {line}"));
     }
+
+    /// What the front panel shows now.
+    fn panel(&mut self, state: PanelState) {
+        self.say_at(&format!("panel: {}", describe(state)));
+    }
 }
 
 type MixerResult = Result<Result<Option<Summary>, mixer::MixerError>, tokio::task::JoinError>;
@@ -381,9 +386,7 @@ impl<'a> Show<'a> {
     }
 
     fn panel_shown(&mut self, state: PanelState) {
-        let at = self.log.t0.elapsed().as_secs_f64();
-        self.log
-            .say(format!("demo: [{at:>5.1}s] panel: {}", describe(state)));
+        self.log.panel(state);
         self.panel_states.push(state);
     }
 
@@ -416,8 +419,7 @@ impl<'a> Show<'a> {
         // The panel's task ends once it has shown all it was told.
         drop(panel);
         while let Some(state) = panel_sim.next_shown().await {
-            let at = log.t0.elapsed().as_secs_f64();
-            log.say(format!("demo: [{at:>5.1}s] panel: {}", describe(state)));
+            log.panel(state);
             panel_states.push(state);
         }
         // The stop chime plays to its end, off the async threads.
