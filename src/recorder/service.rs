@@ -464,6 +464,9 @@ async fn run_session(
     loop {
         if let Some(outcome) = closing.as_ref() {
             if recs.all.is_empty() {
+                // Everything queued (the `Stopped` among it) is on the wire before
+                // the session ends: a recorder shutting down exits right after.
+                let _ = sender.close().await;
                 return outcome.clone();
             }
         }
