@@ -137,6 +137,32 @@ fn check_recovered(live: &Live, surviving: usize) {
 }
 
 #[test]
+fn a_gap_in_the_media_raises_the_playlist_target_duration() {
+    // Five seconds missing after the third (as after a broken link): the last
+    // sample before the gap lasts until the media goes on, so its fragment is
+    // longer than the two seconds the playlist declared at first.
+    let root = tempfile::tempdir().unwrap();
+    let at = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
+    let mut w = RecordingWriter::create(root.path(), &start("rec-1"), at, WriterOptions::default())
+        .unwrap();
+    let seconds = |m: &Media| match m.track {
+        Track::Video => m.dts / 90_000,
+        Track::Audio => m.dts / 48_000,
+    };
+    for m in frames(10).iter().filter(|m| !(3..8).contains(&seconds(m))) {
+        w.push(m).unwrap();
+    }
+    let dir = w.dir().to_owned();
+    w.finish().unwrap();
+    let playlist = fs::read_to_string(dir.join(PLAYLIST_FILE)).unwrap();
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:6\n"), "{playlist}");
+    assert!(playlist.contains("#EXTINF:6.000000,\n"), "{playlist}");
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    let report = recover(&dir).unwrap();
+    assert!(report.was_clean(), "{report}");
+}
+
+#[test]
 fn recovers_a_file_torn_mid_fragment() {
     let root = tempfile::tempdir().unwrap();
     let live = write(root.path(), "torn", 4, false);

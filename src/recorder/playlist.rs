@@ -64,6 +64,19 @@ pub fn parse_target_duration(text: &str) -> Option<u64> {
     })
 }
 
+/// The playlist with its target duration set to `target_duration_secs`.
+pub fn retarget(text: &str, target_duration_secs: u64) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("#EXT-X-TARGETDURATION:") {
+            out.push_str(&format!("#EXT-X-TARGETDURATION:{target_duration_secs}\n"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// True when the playlist was ended (the recording finished cleanly).
 pub fn is_ended(text: &str) -> bool {
     text.lines().any(|l| l.trim() == END.trim())
@@ -79,6 +92,20 @@ pub fn covering_target_duration(records: &[IndexRecord]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retargets_only_the_target_duration() {
+        let record = IndexRecord {
+            duration_us: 4_000_000,
+            offset: 900,
+            length: 5000,
+            ..Default::default()
+        };
+        let text = playlist(2, 900, &[record], false);
+        let wider = retarget(&text, covering_target_duration(&[record]));
+        assert_eq!(wider, playlist(4, 900, &[record], false));
+        assert_eq!(parse_target_duration(&wider), Some(4));
+    }
 
     #[test]
     fn renders_a_finished_playlist() {

@@ -35,8 +35,8 @@ use super::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use super::integrity;
 use super::layout::{
     encode_chain, replace_file, segment_dir_name, segment_suffix, utc_stamp, ChainEntry,
-    SegmentInfo, SegmentState, Target, CHAIN_FILE, DEFAULT_MAX_FRAGMENT, INDEX_FILE, MP4_FILE,
-    PLAYLIST_FILE,
+    FileOpError, SegmentInfo, SegmentState, Target, CHAIN_FILE, DEFAULT_MAX_FRAGMENT, INDEX_FILE,
+    MP4_FILE, PLAYLIST_FILE,
 };
 use super::monitor::WatchedFile;
 use super::playlist;
@@ -233,6 +233,15 @@ fn create_file(
     Ok(file)
 }
 
+fn file_op_err(target: Target) -> impl FnOnce(FileOpError) -> WriteError {
+    move |e| WriteError::Io {
+        target,
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    }
+}
+
 /// The files of one segment and the fragments not yet durable in it.
 struct Segment {
     number: u16,
@@ -245,6 +254,8 @@ struct Segment {
     mp4: File,
     index: File,
     playlist: File,
+    /// The target duration the playlist declares, in seconds.
+    playlist_target: u64,
     queue: VecDeque<Queued>,
     /// Bytes in the mp4 including queued fragments (where the next one goes).
     mp4_end: u64,
@@ -279,6 +290,7 @@ impl Segment {
         fs::create_dir_all(&room_dir).map_err(io_err(Target::Directory, "create", &room_dir))?;
         let dir = room_dir.join(&place.name);
         fs::create_dir(&dir).map_err(io_err(Target::Directory, "create", &dir))?;
+        let playlist_target = playlist::target_duration_secs(opts.max_fragment);
         let files = (|| -> Result<(File, File, File), WriteError> {
             if let Some(budget) = place.budget {
                 check_budget(
@@ -295,8 +307,7 @@ impl Segment {
                 Target::Index,
                 &IndexHeader::default().encode(),
             )?;
-            let header =
-                playlist::header(playlist::target_duration_secs(opts.max_fragment), init.len);
+            let header = playlist::header(playlist_target, init.len);
             let playlist = create_file(&dir, PLAYLIST_FILE, Target::Playlist, header.as_bytes())?;
             sync_dir(&dir)?;
             sync_dir(&room_dir)?;
@@ -316,6 +327,7 @@ impl Segment {
             mp4,
             index,
             playlist,
+            playlist_target,
             queue: VecDeque::new(),
             mp4_end: init.len,
             file_bytes: init.len,
@@ -417,15 +429,42 @@ impl Segment {
                 self.index_bytes += RECORD_SIZE as u64;
                 q.next = Step::Playlist;
             }
-            let path = self.dir.join(PLAYLIST_FILE);
-            self.playlist
-                .write_all(playlist::entry(&q.record).as_bytes())
-                .map_err(io_err(Target::Playlist, "write", &path))?;
-            tracing::debug!(record = ?q.record, "fragment written");
-            last = Some(q.record);
+            let record = q.record;
+            self.append_to_playlist(&record)?;
+            tracing::debug!(?record, "fragment written");
+            last = Some(record);
             self.queue.pop_front();
         }
         Ok(last)
+    }
+
+    /// Appends a fragment's line to the playlist. A fragment longer than the target
+    /// duration the playlist declares (media missing inside it, as after a broken
+    /// link) would make the playlist invalid, so it is written again with a target
+    /// that covers the fragment.
+    fn append_to_playlist(&mut self, record: &IndexRecord) -> Result<(), WriteError> {
+        let path = self.dir.join(PLAYLIST_FILE);
+        let entry = playlist::entry(record);
+        let needed = playlist::covering_target_duration(std::slice::from_ref(record));
+        if needed <= self.playlist_target {
+            return self.playlist.write_all(entry.as_bytes()).map_err(io_err(
+                Target::Playlist,
+                "write",
+                &path,
+            ));
+        }
+        let text = fs::read_to_string(&path).map_err(io_err(Target::Playlist, "read", &path))?;
+        let text = playlist::retarget(&text, needed) + &entry;
+        replace_file(&self.dir, PLAYLIST_FILE, text.as_bytes())
+            .map_err(file_op_err(Target::Playlist))?;
+        self.playlist = OpenOptions::new().append(true).open(&path).map_err(io_err(
+            Target::Playlist,
+            "open",
+            &path,
+        ))?;
+        tracing::debug!(target_duration = needed, "playlist target duration raised");
+        self.playlist_target = needed;
+        Ok(())
     }
 
     /// Writes what is queued, cuts anything after the durable end (a failed partial
@@ -939,12 +978,8 @@ impl RecordingWriter {
                 tracing::debug!(error = %e, "chain not updated in an earlier segment");
             }
         }
-        replace_file(&self.current.dir, CHAIN_FILE, text.as_bytes()).map_err(|e| WriteError::Io {
-            target: Target::Chain,
-            op: e.op,
-            path: e.path,
-            source: e.source,
-        })
+        replace_file(&self.current.dir, CHAIN_FILE, text.as_bytes())
+            .map_err(file_op_err(Target::Chain))
     }
 
     /// Durable bytes of the recording files over all segments.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use recbox::media::mp4;
 use recbox::recorder::index::{encode_index, IndexRecord};
-use recbox::recorder::layout::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE};
+use recbox::recorder::layout::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
 use recbox::recorder::recovery::{index_from_file, recover};
 
 /// What one segment's mp4 holds: (video samples, audio samples, records).
@@ -73,8 +73,12 @@ pub fn check_segments_from(dirs: &[PathBuf], from: usize, gap: Option<usize>) ->
             "{} starts with a keyframe",
             dir.display()
         );
+        let written = fs::read_to_string(dir.join(PLAYLIST_FILE)).unwrap_or_default();
         let recovered = recover(dir).unwrap();
-        assert!(recovered.was_clean(), "{recovered}");
+        assert!(
+            recovered.was_clean(),
+            "{recovered}\nthe playlist as written:\n{written}\nrecords: {records:#?}"
+        );
         if dirs.len() > 1 {
             let chain = parse_chain(&fs::read_to_string(dir.join(CHAIN_FILE)).unwrap()).unwrap();
             let listed: Vec<_> = chain.iter().map(|e| e.dir.clone()).collect();
