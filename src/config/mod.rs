@@ -429,12 +429,14 @@ impl Config {
         Ok(Loaded { config, warnings })
     }
 
-    /// The effective configuration as a config file. An inline key is not shown:
+    /// The effective configuration as a config file. A key or secret is not shown:
     /// a comment says it is set.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         let hidden = [
             ("link.key", shown.link.key.take()),
+            ("sfu.secret", shown.sfu.secret.take()),
+            ("sfu.admin_key", shown.sfu.admin_key.take()),
             ("sfu.webhook_secret", shown.sfu.webhook_secret.take()),
         ];
         let mut text = String::new();

@@ -83,7 +83,7 @@ fn printed_config_reads_back() {
 }
 
 #[test]
-fn an_inline_key_is_not_printed() {
+fn an_inline_key_or_secret_is_not_printed() {
     let c = Config::parse("[link]\nkey = \"s3cret\"\n").unwrap();
     let text = c.to_toml();
     assert!(!text.contains("s3cret"), "{text}");
@@ -98,6 +98,16 @@ fn an_inline_key_is_not_printed() {
     assert!(!text.contains("hmac-key"), "{text}");
     assert!(
         text.starts_with("# sfu.webhook_secret is set (not shown)\n"),
+        "{text}"
+    );
+    let c = Config::parse(
+        "[sfu]\nkind = \"janus\"\nurl = \"ws://10.0.0.1:8188/\"\nroom = 7\nsecret = \"room-pw\"\nadmin_key = \"fwd-pw\"\n",
+    )
+    .unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("room-pw") && !text.contains("fwd-pw"), "{text}");
+    assert!(
+        text.starts_with("# sfu.secret is set (not shown)\n# sfu.admin_key is set (not shown)\n"),
         "{text}"
     );
 }
