@@ -105,7 +105,10 @@ fn an_inline_key_or_secret_is_not_printed() {
     )
     .unwrap();
     let text = c.to_toml();
-    assert!(!text.contains("room-pw") && !text.contains("fwd-pw"), "{text}");
+    assert!(
+        !text.contains("room-pw") && !text.contains("fwd-pw"),
+        "{text}"
+    );
     assert!(
         text.starts_with("# sfu.secret is set (not shown)\n# sfu.admin_key is set (not shown)\n"),
         "{text}"

@@ -233,6 +233,33 @@ fn create_file(
     Ok(file)
 }
 
+fn chain_entries(segments: &[SegmentInfo]) -> Vec<ChainEntry> {
+    segments
+        .iter()
+        .map(|s| ChainEntry {
+            segment: s.segment,
+            first_us: s.first_us,
+            state: s.state,
+            dir: s.dir.clone(),
+        })
+        .collect()
+}
+
+/// Removes a segment directory that holds no fragment (best effort: one left
+/// behind is removed by recovery).
+fn remove_segment_dir(dir: &Path) {
+    let removed = fs::remove_dir_all(dir).and_then(|()| match dir.parent() {
+        Some(parent) => File::open(parent)?.sync_all(),
+        None => Ok(()),
+    });
+    match removed {
+        Ok(()) => tracing::info!(dir = %dir.display(), "segment without any fragment removed"),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "segment without any fragment not removed")
+        }
+    }
+}
+
 fn file_op_err(target: Target) -> impl FnOnce(FileOpError) -> WriteError {
     move |e| WriteError::Io {
         target,
@@ -843,11 +870,22 @@ impl RecordingWriter {
         }
         self.current.close(&self.init)?;
         self.cut_superseded();
-        let segments = self.segments_with(SegmentState::Closed);
-        if segments.len() > 1 {
-            if let Err(e) = self.write_chain(&segments) {
-                // Only the states in the chain are stale; the media is complete.
-                tracing::warn!(error = %e, "chain not updated at finish");
+        // A segment that holds only its init segment is nothing a player opens: it
+        // is removed, as recovery removes it, rather than left "finished cleanly".
+        let (segments, empty): (Vec<_>, Vec<_>) = self
+            .segments_with(SegmentState::Closed)
+            .into_iter()
+            .partition(|s| s.fragments > 0);
+        for s in &empty {
+            remove_segment_dir(&s.dir);
+        }
+        if segments.len() > 1 || !(segments.is_empty() || empty.is_empty()) {
+            let text = encode_chain(&chain_entries(&segments));
+            for s in &segments {
+                if let Err(e) = replace_file(&s.dir, CHAIN_FILE, text.as_bytes()) {
+                    // Only the states in the chain are stale; the media is complete.
+                    tracing::warn!(error = %e, "chain not updated at finish");
+                }
             }
         }
         let summary = Summary {
@@ -962,17 +1000,12 @@ impl RecordingWriter {
     /// without any fragment is not listed: no player opens an init segment alone
     /// (recovery removes its directory).
     fn write_chain(&self, segments: &[SegmentInfo]) -> Result<(), WriteError> {
-        let entries: Vec<ChainEntry> = segments
+        let listed: Vec<SegmentInfo> = segments
             .iter()
             .filter(|s| s.fragments > 0 || s.segment == self.current.number)
-            .map(|s| ChainEntry {
-                segment: s.segment,
-                first_us: s.first_us,
-                state: s.state,
-                dir: s.dir.clone(),
-            })
+            .cloned()
             .collect();
-        let text = encode_chain(&entries);
+        let text = encode_chain(&chain_entries(&listed));
         for s in &self.closed {
             if let Err(e) = replace_file(&s.dir, CHAIN_FILE, text.as_bytes()) {
                 tracing::debug!(error = %e, "chain not updated in an earlier segment");

@@ -796,6 +796,9 @@ mod tests {
         let start = start_params();
         let mut w =
             RecordingWriter::create(root.path(), &start, at(T0), WriterOptions::default()).unwrap();
+        for m in media(0, 2) {
+            w.push(&m).unwrap();
+        }
         w.finish().unwrap();
         let mut other = start.clone();
         other.video.height = 480;

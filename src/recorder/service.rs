@@ -352,8 +352,9 @@ type Tagged = (u64, WriterEvent);
 /// One recording being written: the session's handle on its writer thread.
 struct Active {
     id: RecordingId,
-    /// When the recording started (its first session's start, when continued).
-    started: SystemTime,
+    /// When the recording started (its first session's start, when continued);
+    /// known once the writer has made or found its files.
+    started: Option<SystemTime>,
     progress: Arc<Progress>,
     cmds: Option<mpsc::Sender<WriterCmd>>,
 }
@@ -381,7 +382,7 @@ impl Active {
             .expect("spawning a thread only fails when the process is out of resources");
         Self {
             id,
-            started: SystemTime::now(),
+            started: None,
             progress,
             cmds: Some(cmds),
         }
@@ -401,21 +402,23 @@ impl Active {
     }
 
     /// Durable bytes over all segments, and the free space where the recording is
-    /// being written now.
-    fn stats(&self, storage: &Storage) -> Stats {
+    /// being written now; `None` until the writer has its files (the figures would
+    /// say nothing is recorded, for a recording that is being continued).
+    fn stats(&self, storage: &Storage) -> Option<Stats> {
+        let started = self.started?;
         let root = match (&storage.spool, self.progress.on_spool()) {
             (Some(spool), true) => spool,
             _ => &storage.primary,
         };
-        Stats {
+        Some(Stats {
             file_bytes: self.progress.file_bytes(),
             index_bytes: self.progress.index_bytes(),
             duration_ms: SystemTime::now()
-                .duration_since(self.started)
+                .duration_since(started)
                 .map_or(0, |d| d.as_millis() as u64),
             free_bytes: space::statvfs(root).map_or(0, |s| s.free_bytes),
             at: now_millis(),
-        }
+        })
     }
 }
 
@@ -513,8 +516,7 @@ async fn run_session(
                 Err(broadcast::error::RecvError::Closed) => {}
             },
             _ = ticker.tick(), if recs.current.is_some() => {
-                if let Some(a) = recs.current() {
-                    let stats = a.stats(storage);
+                if let Some(stats) = recs.current().and_then(|a| a.stats(storage)) {
                     let _ = sender.send(Frame::Stats(stats)).await;
                 }
             }
@@ -582,7 +584,7 @@ async fn on_writer_event(
     match event {
         WriterEvent::Created { dir, started_at } => {
             debug!(dir = %dir.display(), "recording files created");
-            a.started = started_at;
+            a.started = Some(started_at);
             let _ = sender
                 .send(Frame::Started {
                     recording: a.id.clone(),
