@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::process::Recbox;
 use recbox::appliance::front::Front;
 use recbox::appliance::{Appliance, Event, Plan, RecordingState};
 use recbox::audio::chime::Chime;
@@ -78,99 +78,16 @@ impl NotifySocket {
     }
 }
 
-/// A `recbox` process; killed if the test fails before it exits.
-struct Recbox {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    /// Lines already taken by [`Recbox::wait_line`].
-    seen: Vec<String>,
-}
-
-impl Recbox {
-    fn spawn(args: &[&str], notify: Option<&Path>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_recbox"));
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+/// `recbox` with `args`, under a simulated systemd at `notify` if given.
+fn spawn(args: &[&str], notify: Option<&Path>) -> Recbox {
+    Recbox::spawn("recbox", |cmd| {
+        cmd.args(args);
         if let Some(path) = notify {
             cmd.env("NOTIFY_SOCKET", path)
                 // Pings every half second.
                 .env("WATCHDOG_USEC", "1000000");
         }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                eprintln!("recbox: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        Self {
-            child,
-            stderr: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: plain syscall on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0);
-    }
-
-    fn terminate(&self) {
-        self.signal(libc::SIGTERM);
-    }
-
-    /// The next line it logs that contains `text`.
-    fn wait_line(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("recbox never logged {text:?}"));
-            self.seen.push(line.clone());
-            if line.contains(text) {
-                return line;
-            }
-        }
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "recbox did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Every line it logged, once it has exited.
-    fn log(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .cloned()
-            .chain(self.stderr.iter())
-            .collect()
-    }
-}
-
-impl Drop for Recbox {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    })
 }
 
 /// The configuration of a small box under `dir`.
@@ -265,7 +182,7 @@ async fn run_is_ready_watched_records_and_stops_cleanly() {
     let storage = dir.path().join("storage");
 
     let (mut notify, mut recbox, dir_of_recording) = tokio::task::spawn_blocking(move || {
-        let recbox = Recbox::spawn(&["run", "--config", &config_arg], Some(&notify_path));
+        let recbox = spawn(&["run", "--config", &config_arg], Some(&notify_path));
         notify.wait_for("READY=1", |m| m == "READY=1");
         let recording = wait_for_growth(&storage);
         notify.wait_for("a recording status", |m| {
@@ -337,7 +254,7 @@ async fn mixer_alone_records_on_a_recorder_elsewhere() {
     .to_vec();
     let (recbox, recording) = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let recbox = Recbox::spawn(&args, None);
+        let recbox = spawn(&args, None);
         let recording = wait_for_growth(&storage);
         (recbox, recording)
     })
@@ -587,7 +504,7 @@ async fn signals_press_the_simulated_panel_button() {
     let config_arg = config.to_str().unwrap().to_owned();
     let storage = dir.path().join("storage");
     let (status, log) = tokio::task::spawn_blocking(move || {
-        let mut recbox = Recbox::spawn(&["run", "--config", &config_arg], None);
+        let mut recbox = spawn(&["run", "--config", &config_arg], None);
         recbox.wait_line("recbox is up");
         assert!(recordings(&storage).is_empty(), "no autostart");
         recbox.signal(libc::SIGUSR1);

@@ -52,7 +52,7 @@ async fn stops_cleanly_on(signal: libc::c_int) {
     );
     // The shutdown limit bounds the recorder; the rest is slack for a loaded machine.
     let status = recorder
-        .wait(SHUTDOWN_LIMIT + PATIENCE)
+        .wait_for(SHUTDOWN_LIMIT + PATIENCE)
         .expect("the recorder exits after the signal");
     assert!(status.success(), "the recorder exited with {status}");
 

@@ -15,7 +15,7 @@ use fixture::{frames, start};
 use recbox::link::frame::{Media, Track};
 use recbox::media::h264::{nal_type, NAL_IDR, NAL_PPS, NAL_SPS};
 use recbox::recorder::index::{encode_index, IndexFile, IndexRecord, HEADER_SIZE, RECORD_SIZE};
-use recbox::recorder::layout::{parse_chain, CHAIN_FILE, INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
+use recbox::recorder::layout::{INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
 use recbox::recorder::recording::{RecordingWriter, WriterOptions};
 use recbox::recorder::recovery::{find_unfinished, index_from_file, recover};
 
@@ -174,35 +174,6 @@ fn a_recording_stopped_before_its_first_fragment_leaves_nothing() {
     assert_eq!((summary.fragments, summary.media_ms), (0, 0));
     assert!(!dir.exists(), "{} is left", dir.display());
     assert!(find_unfinished(root.path()).is_empty());
-}
-
-#[test]
-fn a_segment_without_a_fragment_at_the_stop_is_not_kept() {
-    // Failed over before the first fragment: segment 0 holds none, and at the stop
-    // the recording is segment 1 alone, and its chain says so.
-    let (primary, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let at = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
-    let mut w = RecordingWriter::create(
-        primary.path(),
-        &start("rec-1"),
-        at,
-        WriterOptions::default(),
-    )
-    .unwrap();
-    let switch = w.fail_over(spool.path()).unwrap();
-    assert!(switch.error.is_none());
-    for m in frames(3) {
-        w.push(&m).unwrap();
-    }
-    let summary = w.finish().unwrap();
-    assert!(!switch.from.exists(), "{} is left", switch.from.display());
-    let chain = parse_chain(&fs::read_to_string(switch.to.join(CHAIN_FILE)).unwrap()).unwrap();
-    let listed: Vec<_> = chain.iter().map(|e| e.dir.clone()).collect();
-    assert_eq!(listed, std::slice::from_ref(&switch.to));
-    let records = index_from_file(&switch.to.join(MP4_FILE)).unwrap();
-    assert_eq!(summary.fragments as usize, records.len());
-    assert_eq!(summary.media_ms, 3000);
-    assert!(recover(&switch.to).unwrap().was_clean());
 }
 
 #[test]

@@ -11,9 +11,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::process::Recbox;
 use futures_util::{SinkExt, StreamExt};
 use recbox::recorder::layout::MP4_FILE;
 use recbox::testbed::scratch::Mounted;
@@ -25,62 +25,21 @@ const PATIENCE: Duration = Duration::from_secs(120);
 const PASSWORD: &str = "room 4 admin";
 const MAX_CONNECTIONS: usize = 16;
 
-struct Recbox {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// `recbox run` with the configuration at `config`.
+fn spawn(config: &Path) -> Recbox {
+    Recbox::spawn("recbox", |cmd| {
+        cmd.args(["run", "--config", config.to_str().unwrap()]);
+    })
 }
 
-impl Recbox {
-    fn spawn(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_recbox"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                eprintln!("recbox: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The web page's address, once it listens.
-    fn web_addr(&self) -> String {
-        self.wait_line("web page listening")
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .unwrap()
-            .to_owned()
-    }
-
-    fn wait_line(&self, text: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("recbox never logged {text:?}"));
-            if line.contains(text) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Recbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The web page's address, once it listens.
+fn web_addr(recbox: &mut Recbox) -> String {
+    recbox
+        .wait_line("web page listening")
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap()
+        .to_owned()
 }
 
 fn hash_password() -> String {
@@ -420,8 +379,8 @@ fn the_web_page_serves_status_recordings_and_commands() {
     let sfu = rt.block_on(common::start_sfu());
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("storage");
-    let recbox = Recbox::spawn(&config(dir.path(), &storage, "", &sfu, &hash_password()));
-    let addr = recbox.web_addr();
+    let mut recbox = spawn(&config(dir.path(), &storage, "", &sfu, &hash_password()));
+    let addr = web_addr(&mut recbox);
     let url = |path: &str| format!("http://{addr}{path}");
 
     // Slow clients holding every connection (half a request line, then nothing)
@@ -712,14 +671,14 @@ fn a_failed_over_recording_downloads_as_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let storage = disk.path().join("storage");
     let watermarks = "low_space = \"24M\"\nfull_space = \"16M\"\nstorage_poll = \"100ms\"";
-    let recbox = Recbox::spawn(&config(
+    let mut recbox = spawn(&config(
         dir.path(),
         &storage,
         watermarks,
         &sfu,
         &hash_password(),
     ));
-    let addr = recbox.web_addr();
+    let addr = web_addr(&mut recbox);
     let url = |path: &str| format!("http://{addr}{path}");
     let bearer = format!("Authorization: Bearer {}", log_in(&addr));
     let authed = |path: &str| curl(&["-H", &bearer, &url(path)]);

@@ -870,22 +870,20 @@ impl RecordingWriter {
         }
         self.current.close(&self.init)?;
         self.cut_superseded();
-        // A segment that holds only its init segment is nothing a player opens: it
-        // is removed, as recovery removes it, rather than left "finished cleanly".
-        let (segments, empty): (Vec<_>, Vec<_>) = self
-            .segments_with(SegmentState::Closed)
-            .into_iter()
-            .partition(|s| s.fragments > 0);
-        for s in &empty {
-            remove_segment_dir(&s.dir);
-        }
-        if segments.len() > 1 || !(segments.is_empty() || empty.is_empty()) {
-            let text = encode_chain(&chain_entries(&segments));
-            for s in &segments {
-                if let Err(e) = replace_file(&s.dir, CHAIN_FILE, text.as_bytes()) {
-                    // Only the states in the chain are stale; the media is complete.
-                    tracing::warn!(error = %e, "chain not updated at finish");
-                }
+        let mut segments = self.segments_with(SegmentState::Closed);
+        if self.current.fragments == 0 {
+            // An init segment alone is nothing a player opens (a recording stopped
+            // before its first fragment): removed, as recovery removes it, rather
+            // than left "finished cleanly".
+            remove_segment_dir(&self.current.dir);
+            segments.pop();
+            if !segments.is_empty() {
+                self.write_chain_into_earlier(&segments);
+            }
+        } else if segments.len() > 1 {
+            if let Err(e) = self.write_chain(&segments) {
+                // Only the states in the chain are stale; the media is complete.
+                tracing::warn!(error = %e, "chain not updated at finish");
             }
         }
         let summary = Summary {
@@ -1000,6 +998,14 @@ impl RecordingWriter {
     /// without any fragment is not listed: no player opens an init segment alone
     /// (recovery removes its directory).
     fn write_chain(&self, segments: &[SegmentInfo]) -> Result<(), WriteError> {
+        let text = self.write_chain_into_earlier(segments);
+        replace_file(&self.current.dir, CHAIN_FILE, text.as_bytes())
+            .map_err(file_op_err(Target::Chain))
+    }
+
+    /// The earlier segments' half of [`RecordingWriter::write_chain`]; returns the
+    /// chain.
+    fn write_chain_into_earlier(&self, segments: &[SegmentInfo]) -> String {
         let listed: Vec<SegmentInfo> = segments
             .iter()
             .filter(|s| s.fragments > 0 || s.segment == self.current.number)
@@ -1011,8 +1017,7 @@ impl RecordingWriter {
                 tracing::debug!(error = %e, "chain not updated in an earlier segment");
             }
         }
-        replace_file(&self.current.dir, CHAIN_FILE, text.as_bytes())
-            .map_err(file_op_err(Target::Chain))
+        text
     }
 
     /// Durable bytes of the recording files over all segments.
