@@ -74,8 +74,23 @@ impl Recording {
         };
         rec.until("Started", |e| matches!(e, MixerEvent::Started { .. }))
             .await;
-        // Some healthy recording before any fault.
+        // Some healthy recording before any fault, until segment 0 holds a durable
+        // fragment: a fault before that leaves it empty (recovery removes it), which
+        // is not the case these tests are about.
         rec.send(2.0).await;
+        let index = rec.first_dir.clone().expect("Started").join(INDEX_FILE);
+        let durable = || {
+            std::fs::metadata(&index).is_ok_and(|m| m.len() >= (HEADER_SIZE + RECORD_SIZE) as u64)
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while !durable() {
+            assert!(
+                Instant::now() < deadline,
+                "no fragment durable within {PATIENCE:?}"
+            );
+            rec.send_one().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         rec
     }
 
