@@ -33,7 +33,7 @@ use crate::sfu::notice::Audience;
 use crate::sfu::sim::SimEvent;
 pub use crate::testbed::disk_fault::DiskFault;
 use crate::testbed::disk_fault::{FaultDisk, Injected};
-pub use crate::testbed::meeting::ROOM;
+pub(crate) use crate::testbed::meeting::ROOM;
 use crate::testbed::meeting::{Meeting, MeetingConfig, MeetingError};
 
 #[derive(Debug, Error)]

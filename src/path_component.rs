@@ -8,14 +8,14 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{what} {value:?} cannot be used in a path: {reason}")]
 pub struct UnsafeName {
-    pub what: &'static str,
-    pub value: String,
-    pub reason: &'static str,
+    pub(crate) what: &'static str,
+    pub(crate) value: String,
+    pub(crate) reason: &'static str,
 }
 
 /// Checks that `value` is safe as one path component: not empty, not `.` or `..`, no
 /// path separator, no control characters.
-pub fn check(what: &'static str, value: &str) -> Result<(), UnsafeName> {
+pub(crate) fn check(what: &'static str, value: &str) -> Result<(), UnsafeName> {
     let reason = if value.is_empty() {
         "empty"
     } else if value == "." || value == ".." {

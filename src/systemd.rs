@@ -24,13 +24,13 @@ pub enum NotifyEnvError {
 /// What the environment asks for, parsed without touching a socket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NotifyEnv {
-    pub socket: Option<NotifySocket>,
+    socket: Option<NotifySocket>,
     /// The watchdog's timeout, when it applies to this process.
-    pub watchdog: Option<Duration>,
+    watchdog: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotifySocket {
+enum NotifySocket {
     Path(std::path::PathBuf),
     /// In the abstract namespace (`@name` in the variable).
     Abstract(Vec<u8>),
@@ -38,7 +38,7 @@ pub enum NotifySocket {
 
 impl NotifyEnv {
     /// From the values of `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`.
-    pub fn parse(
+    fn parse(
         socket: Option<&str>,
         watchdog_usec: Option<&str>,
         watchdog_pid: Option<&str>,
@@ -114,24 +114,24 @@ impl Notifier {
     }
 
     /// How often to ping the watchdog: half its timeout. `None`: no watchdog.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.map(|t| t / 2)
     }
 
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         self.send("READY=1");
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send("STOPPING=1");
     }
 
     /// One line of status for `systemctl status`.
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&status_message(status));
     }
 
@@ -145,7 +145,7 @@ impl Notifier {
 }
 
 /// `STATUS=…` on one line: a newline would start another assignment.
-pub fn status_message(status: &str) -> String {
+fn status_message(status: &str) -> String {
     let line: String = status
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

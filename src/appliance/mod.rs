@@ -27,7 +27,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{error, info, warn};
 
 pub use controller::{Command, Controller, RecordingState};
-pub use liveness::{Liveness, Wedged};
+pub(crate) use liveness::Liveness;
 
 use crate::config::Config;
 use crate::link::frame::{now_millis, Summary};
@@ -44,10 +44,10 @@ use controller::{Action, Ended};
 /// How long joining the meeting may take before the run counts as failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// The mixer may hand no media to the link this long before it counts as wedged.
-pub const MIXER_STALL_LIMIT: Duration = Duration::from_secs(20);
+const MIXER_STALL_LIMIT: Duration = Duration::from_secs(20);
 /// A recorder in this process may leave the link unanswered this long (a storage
 /// failing over can hold it a while).
-pub const RECORDER_STALL_LIMIT: Duration = Duration::from_secs(60);
+const RECORDER_STALL_LIMIT: Duration = Duration::from_secs(60);
 /// How long the last notices may take to reach the webhook when the box stops.
 const WEBHOOK_PATIENCE: Duration = Duration::from_secs(3);
 /// Events kept for a slow subscriber before it misses some.
@@ -55,28 +55,28 @@ const EVENT_BACKLOG: usize = 256;
 
 /// The recorder role, when this process runs it.
 #[derive(Debug, Clone)]
-pub struct RecorderRole {
-    pub listen: LinkAddr,
-    pub config: RecorderConfig,
+struct RecorderRole {
+    listen: LinkAddr,
+    config: RecorderConfig,
 }
 
 /// What the process runs.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub recorder: Option<RecorderRole>,
+    recorder: Option<RecorderRole>,
     /// The mixer, its link pointing at the recorder; every run gets its own
     /// recording id.
-    pub mixer: MixerConfig,
+    mixer: MixerConfig,
     /// The SFU's control channel.
-    pub sfu_url: String,
+    sfu_url: String,
     /// The Janus room, when the SFU is Janus (else the box's own protocol).
-    pub janus: Option<JanusConfig>,
+    janus: Option<JanusConfig>,
     /// The mixer's name at the SFU.
-    pub name: String,
+    name: String,
     /// The control platform's webhook, which gets every notice the mixer relays.
-    pub webhook: Option<WebhookConfig>,
+    webhook: Option<WebhookConfig>,
     /// Record from the start.
-    pub autostart: bool,
+    autostart: bool,
 }
 
 impl Plan {

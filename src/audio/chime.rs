@@ -19,20 +19,20 @@ pub enum Chime {
 
 /// One note of a chime.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Note {
-    pub freq_hz: f32,
-    pub start_ms: u32,
-    pub length_ms: u32,
+struct Note {
+    freq_hz: f32,
+    start_ms: u32,
+    length_ms: u32,
 }
 
 pub const E5_HZ: f32 = 659.25;
 pub const A5_HZ: f32 = 880.0;
 pub const E6_HZ: f32 = 1318.5;
 /// Every pitch a chime uses.
-pub const PITCHES_HZ: [f32; 3] = [E5_HZ, A5_HZ, E6_HZ];
+const PITCHES_HZ: [f32; 3] = [E5_HZ, A5_HZ, E6_HZ];
 
 /// Peak amplitude of a note, of full scale.
-pub const AMPLITUDE: f32 = 0.5;
+const AMPLITUDE: f32 = 0.5;
 /// Fade in and out of every note: long enough not to click, short enough to sound
 /// like a struck note.
 const FADE_MS: u32 = 10;
@@ -48,7 +48,7 @@ const fn note(freq_hz: f32, start_ms: u32, length_ms: u32) -> Note {
 impl Chime {
     pub const ALL: [Chime; 3] = [Chime::Start, Chime::Stop, Chime::Fault];
 
-    pub fn notes(self) -> &'static [Note] {
+    fn notes(self) -> &'static [Note] {
         const START: [Note; 2] = [note(E5_HZ, 0, 160), note(A5_HZ, 180, 260)];
         const STOP: [Note; 2] = [note(A5_HZ, 0, 160), note(E5_HZ, 180, 260)];
         const FAULT: [Note; 3] = [
@@ -64,7 +64,7 @@ impl Chime {
     }
 
     /// Length in milliseconds, to the end of the last note.
-    pub fn length_ms(self) -> u32 {
+    fn length_ms(self) -> u32 {
         self.notes()
             .iter()
             .map(|n| n.start_ms + n.length_ms)

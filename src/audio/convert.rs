@@ -48,7 +48,7 @@ impl Sample for f32 {
 /// Interleaved frames of `from` channels as `to` channels: one channel goes to every
 /// output channel, many into one are averaged, otherwise channels are taken in order
 /// and missing ones are silent.
-pub fn remix(input: &[i16], from: u16, to: u16) -> Vec<i16> {
+pub(crate) fn remix(input: &[i16], from: u16, to: u16) -> Vec<i16> {
     let (from, to) = (usize::from(from.max(1)), usize::from(to.max(1)));
     if from == to {
         return input.to_vec();
@@ -71,7 +71,7 @@ pub fn remix(input: &[i16], from: u16, to: u16) -> Vec<i16> {
 /// neighbouring input frames. Output frame `m` is input time `m * from / to`; input
 /// arrives in chunks of any size and the output continues seamlessly across them.
 #[derive(Debug, Clone)]
-pub struct Resampler {
+pub(crate) struct Resampler {
     from: u32,
     to: u32,
     channels: usize,
@@ -83,7 +83,7 @@ pub struct Resampler {
 }
 
 impl Resampler {
-    pub fn new(from: u32, to: u32, channels: u16) -> Self {
+    pub(crate) fn new(from: u32, to: u32, channels: u16) -> Self {
         Self {
             from: from.max(1),
             to: to.max(1),
@@ -96,7 +96,7 @@ impl Resampler {
 
     /// The output for `input`; the last input frame is held back until the next one
     /// arrives, as the frames between them need both.
-    pub fn push(&mut self, input: &[i16]) -> Vec<i16> {
+    pub(crate) fn push(&mut self, input: &[i16]) -> Vec<i16> {
         if self.from == self.to {
             return input.to_vec();
         }

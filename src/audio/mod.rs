@@ -24,7 +24,7 @@ use thiserror::Error;
 
 pub use capture::{Capturing, Microphone};
 pub use chime::Chime;
-pub use cue::{ChimeCues, Lifecycle};
+pub(crate) use cue::ChimeCues;
 pub use device::{CaptureDevice, Speaker};
 pub use playback::ChimePlayer;
 

@@ -75,7 +75,7 @@ impl ChimePlayer {
     }
 
     /// A player that plays nothing (chimes turned off, or no speaker).
-    pub fn silent() -> Self {
+    pub(crate) fn silent() -> Self {
         Self {
             shared: Arc::new(Shared::default()),
             thread: None,
@@ -164,14 +164,16 @@ impl SimulatedSpeaker {
     }
 
     /// Each play waits for one `()` on the returned sender (or its drop) before it ends.
-    pub fn gated(mut self) -> (Self, std::sync::mpsc::Sender<()>) {
+    #[cfg(test)]
+    fn gated(mut self) -> (Self, std::sync::mpsc::Sender<()>) {
         let (tx, rx) = std::sync::mpsc::channel();
         self.gate = Some(Arc::new(Mutex::new(rx)));
         (self, tx)
     }
 
     /// Plays `n` chimes, then fails as an unplugged card would.
-    pub fn failing_after(mut self, n: usize) -> Self {
+    #[cfg(test)]
+    fn failing_after(mut self, n: usize) -> Self {
         self.fail_after = Some(n);
         self
     }

@@ -7,16 +7,16 @@ use std::time::Duration;
 /// (the sample at rank ⌈q · n⌉): so the 99th percentile of 100 samples is the 99th
 /// smallest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Percentiles<T> {
-    pub count: usize,
-    pub p50: T,
-    pub p99: T,
-    pub max: T,
+pub(crate) struct Percentiles<T> {
+    pub(crate) count: usize,
+    pub(crate) p50: T,
+    pub(crate) p99: T,
+    pub(crate) max: T,
 }
 
 impl<T: Copy + PartialOrd> Percentiles<T> {
     /// `None` without samples (samples that do not compare, a NaN, are left out).
-    pub fn of(samples: &[T]) -> Option<Self> {
+    pub(crate) fn of(samples: &[T]) -> Option<Self> {
         let mut sorted: Vec<T> = samples
             .iter()
             .copied()
@@ -33,13 +33,13 @@ impl<T: Copy + PartialOrd> Percentiles<T> {
 }
 
 /// The sample at quantile `q` (0..=1) of `sorted`, by nearest rank.
-pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
     sorted.get(rank.max(1) - 1).copied()
 }
 
 /// Milliseconds, for printing.
-pub fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 

@@ -30,7 +30,7 @@ pub enum BenchPart {
 }
 
 impl BenchPart {
-    pub const ALL: [BenchPart; 6] = [
+    const ALL: [BenchPart; 6] = [
         BenchPart::Link,
         BenchPart::Writer,
         BenchPart::Faults,
@@ -47,7 +47,7 @@ impl BenchPart {
         BenchPart::Mix,
     ];
 
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             BenchPart::Link => "link",
             BenchPart::Writer => "writer",

@@ -66,36 +66,36 @@ pub struct SoakConfig {
 
 /// The side and its recording at one instant, counted from the start.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sample {
-    pub elapsed: Duration,
-    pub rss_bytes: u64,
-    pub cpu: Duration,
+struct Sample {
+    elapsed: Duration,
+    rss_bytes: u64,
+    cpu: Duration,
     /// Bytes the process caused to be written to storage so far.
-    pub written_bytes: u64,
-    pub mp4_bytes: u64,
-    pub index_bytes: u64,
-    pub playlist_bytes: u64,
+    written_bytes: u64,
+    mp4_bytes: u64,
+    index_bytes: u64,
+    playlist_bytes: u64,
     /// Durable media: the end of the index's last record.
-    pub media_us: u64,
-    pub fragments: u64,
+    media_us: u64,
+    fragments: u64,
 }
 
 /// What changed from one sample to the next, as the table and the plot show it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Row {
-    pub minute: f64,
-    pub rss_mb: f64,
+struct Row {
+    minute: f64,
+    rss_mb: f64,
     /// CPU seconds per second of durable output since the sample before.
-    pub cpu_per_output_s: f64,
-    pub fragments: u64,
-    pub index_kb: f64,
-    pub playlist_kb: f64,
-    pub mp4_mb: f64,
+    cpu_per_output_s: f64,
+    fragments: u64,
+    index_kb: f64,
+    playlist_kb: f64,
+    mp4_mb: f64,
     /// Written to storage since the sample before, per minute.
-    pub written_mb_per_min: f64,
+    written_mb_per_min: f64,
 }
 
-pub fn rows(samples: &[Sample]) -> Vec<Row> {
+fn rows(samples: &[Sample]) -> Vec<Row> {
     samples
         .windows(2)
         .map(|w| {
@@ -122,10 +122,10 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
         .collect()
 }
 
-pub const TABLE_HEADER: &str =
+const TABLE_HEADER: &str =
     "minute    RSS MB  CPU s/s  fragments  index KB  playlist KB  recording MB  written MB/min";
 
-pub fn table_line(r: &Row) -> String {
+fn table_line(r: &Row) -> String {
     format!(
         "{:>6.1} {:>9.1} {:>8.3} {:>10} {:>9.1} {:>12.1} {:>13.1} {:>15.2}",
         r.minute,
@@ -142,7 +142,7 @@ pub fn table_line(r: &Row) -> String {
 /// Whether the cost stayed flat: the last third of the rows against the first
 /// (after the first row, which holds the start-up), mean CPU per output second and
 /// RSS; `None` with fewer than four rows.
-pub fn verdict(rows: &[Row]) -> Option<String> {
+fn verdict(rows: &[Row]) -> Option<String> {
     let steady = rows.get(1..).filter(|r| r.len() >= 3)?;
     let third = steady.len() / 3;
     let (first, last) = (
@@ -349,7 +349,7 @@ fn last_record(path: &Path, len: u64) -> Option<(IndexRecord, u64)> {
 }
 
 /// A value of `/proc/PID/io`, e.g. `write_bytes`.
-pub fn parse_io_field(text: &str, name: &str) -> Option<u64> {
+fn parse_io_field(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         line.strip_prefix(name)?
             .strip_prefix(':')?

@@ -59,7 +59,7 @@ pub struct Config {
     pub sfu: SfuSection,
     pub recording: RecordingSection,
     pub panel: PanelSection,
-    pub audio: AudioSection,
+    pub(crate) audio: AudioSection,
     pub web: WebSection,
 }
 
@@ -71,12 +71,12 @@ pub struct LinkSection {
     pub socket: PathBuf,
     /// The pre-shared key inline (better: `key_file`).
     #[serde(with = "value::text_or_empty")]
-    pub key: Option<String>,
+    key: Option<String>,
     /// A file holding the pre-shared key.
     #[serde(with = "value::path_or_empty")]
-    pub key_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     #[serde(with = "value::size")]
-    pub max_frame: u64,
+    max_frame: u64,
 }
 
 impl Default for LinkSection {
@@ -97,15 +97,15 @@ pub struct RecorderSection {
     #[serde(with = "value::path_or_empty")]
     pub spool: Option<PathBuf>,
     #[serde(with = "value::size")]
-    pub spool_max: u64,
+    spool_max: u64,
     #[serde(with = "value::duration")]
-    pub stats_interval: Duration,
+    stats_interval: Duration,
     #[serde(with = "value::duration")]
-    pub storage_poll: Duration,
+    storage_poll: Duration,
     #[serde(with = "value::size_or_auto")]
-    pub low_space: Option<u64>,
+    low_space: Option<u64>,
     #[serde(with = "value::size")]
-    pub full_space: u64,
+    full_space: u64,
 }
 
 impl Default for RecorderSection {
@@ -141,11 +141,11 @@ pub struct MixerSection {
     #[serde(with = "value::string")]
     pub encoder: EncoderKind,
     pub video_bitrate: u32,
-    pub audio_bitrate: u32,
+    audio_bitrate: u32,
     #[serde(with = "value::duration")]
-    pub playout_delay: Duration,
+    playout_delay: Duration,
     #[serde(with = "value::duration")]
-    pub stats_interval: Duration,
+    stats_interval: Duration,
 }
 
 impl Default for MixerSection {
@@ -172,7 +172,7 @@ impl Default for MixerSection {
 /// Which SFU the mixer joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SfuKind {
+enum SfuKind {
     /// The box's own control protocol (`recbox sfu-sim`, the demo).
     Recbox,
     /// A Janus VideoRoom over the Janus WebSocket API.
@@ -182,27 +182,27 @@ pub enum SfuKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SfuSection {
-    pub kind: SfuKind,
+    kind: SfuKind,
     /// The SFU's control channel (a WebSocket).
     pub url: String,
     /// Janus: the VideoRoom to record.
-    pub room: u64,
+    room: u64,
     /// Janus: the room's secret and the VideoRoom's admin key (`rtp_forward` needs
     /// both when the plugin has `lock_rtp_forward`).
     #[serde(with = "value::text_or_empty")]
-    pub secret: Option<String>,
+    secret: Option<String>,
     #[serde(with = "value::text_or_empty")]
-    pub admin_key: Option<String>,
+    admin_key: Option<String>,
     /// Janus: the TextRoom of the meeting's notices (same secret); 0 for none.
-    pub textroom: u64,
+    textroom: u64,
     /// Janus: the mixer's name in the room.
-    pub display_name: String,
+    display_name: String,
     /// The control platform's webhook (`http://...`): every notice is POSTed to it.
     #[serde(with = "value::text_or_empty")]
-    pub webhook: Option<String>,
+    webhook: Option<String>,
     /// Signs every webhook request (HMAC-SHA256 of the body).
     #[serde(with = "value::text_or_empty")]
-    pub webhook_secret: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 impl Default for SfuSection {
@@ -238,22 +238,22 @@ impl Default for RecordingSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PanelSection {
-    pub backend: PanelBackend,
+    pub(crate) backend: PanelBackend,
     /// BCM GPIO numbers.
-    pub led_pin: u8,
-    pub led_active_low: bool,
+    led_pin: u8,
+    led_active_low: bool,
     /// A second (red) LED for trouble; none by default.
     #[serde(with = "value::pin_or_empty")]
-    pub fault_led_pin: Option<u8>,
-    pub button_pin: u8,
-    pub button_active_low: bool,
+    fault_led_pin: Option<u8>,
+    button_pin: u8,
+    button_active_low: bool,
     /// A press at least this long is a safe stop.
     #[serde(with = "value::duration")]
     pub long_press: Duration,
 }
 
 impl PanelSection {
-    pub fn pins(&self) -> PanelPins {
+    pub(crate) fn pins(&self) -> PanelPins {
         PanelPins {
             led: self.led_pin,
             fault_led: self.fault_led_pin,
@@ -291,13 +291,13 @@ impl Default for PanelSection {
 /// The box's own speaker and microphone (ALSA device names), for the local audio.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AudioSection {
+pub(crate) struct AudioSection {
     /// A chime on start, stop and fault.
-    pub chime: bool,
-    pub playback: String,
+    pub(crate) chime: bool,
+    pub(crate) playback: String,
     /// A room microphone mixed into the recording; none by default.
     #[serde(with = "value::text_or_empty")]
-    pub microphone: Option<String>,
+    microphone: Option<String>,
 }
 
 impl Default for AudioSection {
@@ -320,16 +320,16 @@ pub struct WebSection {
     /// Argon2 PHC string of the admin password (`recbox web hash-password`); without
     /// it only the status is served.
     #[serde(with = "value::text_or_empty")]
-    pub admin_password_hash: Option<String>,
+    pub(crate) admin_password_hash: Option<String>,
     /// Connections served at once; more wait in the kernel's backlog.
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
     /// Largest request body taken.
     #[serde(with = "value::size")]
-    pub max_request_body: u64,
+    pub(crate) max_request_body: u64,
     /// A connection that has not sent a whole request head by then (from its start,
     /// or from the end of its previous answer) is closed.
     #[serde(with = "value::duration")]
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
 }
 
 impl Default for WebSection {
@@ -348,10 +348,10 @@ impl Default for WebSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The key's path, `recorder.stats_interval`.
-    pub key: String,
+    key: String,
     /// The value as written in TOML, when there is one.
-    pub value: Option<String>,
-    pub problem: String,
+    value: Option<String>,
+    problem: String,
 }
 
 impl fmt::Display for Problem {
@@ -481,7 +481,7 @@ impl Config {
 
     /// The address of the local socket between the roles.
     /// The Janus room to join, when the SFU is Janus.
-    pub fn janus_config(&self) -> Option<JanusConfig> {
+    pub(crate) fn janus_config(&self) -> Option<JanusConfig> {
         let sfu = &self.sfu;
         (sfu.kind == SfuKind::Janus).then(|| JanusConfig {
             url: sfu.url.clone(),
@@ -494,7 +494,7 @@ impl Config {
     }
 
     /// The control platform's webhook, when one is configured (and valid).
-    pub fn webhook_config(&self) -> Option<WebhookConfig> {
+    pub(crate) fn webhook_config(&self) -> Option<WebhookConfig> {
         let target = Target::parse(self.sfu.webhook.as_deref()?).ok()?;
         Some(WebhookConfig {
             secret: self.sfu.webhook_secret.clone(),
@@ -507,7 +507,7 @@ impl Config {
     }
 
     /// The recorder role as configured.
-    pub fn recorder_config(&self, key: LinkKey) -> RecorderConfig {
+    pub(crate) fn recorder_config(&self, key: LinkKey) -> RecorderConfig {
         let r = &self.recorder;
         let mut config = RecorderConfig::new(r.storage.clone(), key);
         config.spool = r.spool.clone();
@@ -525,7 +525,7 @@ impl Config {
 
     /// The mixer role as configured, sending to the recorder at `recorder`. The
     /// recording id is left empty: each recording gets its own.
-    pub fn mixer_config(&self, recorder: LinkAddr, key: LinkKey) -> MixerConfig {
+    pub(crate) fn mixer_config(&self, recorder: LinkAddr, key: LinkKey) -> MixerConfig {
         let m = &self.mixer;
         let mut link = LinkConfig::new(recorder, key, "", &m.room);
         link.max_frame = self.max_frame();

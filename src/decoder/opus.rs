@@ -9,13 +9,13 @@ use thiserror::Error;
 use crate::ingest::depacketize::opus::CLOCK_RATE;
 
 /// Output channels: always stereo, whatever the stream carries.
-pub const CHANNELS: usize = 2;
+const CHANNELS: usize = 2;
 
 /// Longest Opus packet in samples per channel (120 ms at 48 kHz).
-pub const MAX_PACKET_SAMPLES: usize = 5760;
+const MAX_PACKET_SAMPLES: usize = 5760;
 
 /// Concealment works in steps of 2.5 ms (the shortest Opus frame).
-pub const CONCEAL_STEP: usize = 120;
+const CONCEAL_STEP: usize = 120;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum OpusDecodeError {
@@ -66,7 +66,8 @@ impl OpusDecoder {
 
     /// Stands in for `samples` (per channel) of lost audio with the decoder's packet
     /// loss concealment, which continues the last sound and fades it out.
-    pub fn conceal(&mut self, samples: usize) -> Result<&[i16], OpusDecodeError> {
+    #[cfg(test)]
+    fn conceal(&mut self, samples: usize) -> Result<&[i16], OpusDecodeError> {
         if samples == 0 || samples % CONCEAL_STEP != 0 || samples > MAX_PACKET_SAMPLES {
             return Err(OpusDecodeError::ConcealLength(samples));
         }

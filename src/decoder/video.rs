@@ -8,20 +8,20 @@ use crate::media::codec::VideoFormat;
 use crate::media::picture::Picture;
 
 #[derive(Debug, Error)]
-pub enum VideoDecodeError {
+pub(crate) enum VideoDecodeError {
     #[error(transparent)]
     H264(#[from] H264DecodeError),
     #[error(transparent)]
     Vp8(#[from] Vp8DecodeError),
 }
 
-pub enum VideoDecoder {
+pub(crate) enum VideoDecoder {
     H264(H264Decoder),
     Vp8(Vp8Decoder),
 }
 
 impl VideoDecoder {
-    pub fn new(format: VideoFormat) -> Result<Self, VideoDecodeError> {
+    pub(crate) fn new(format: VideoFormat) -> Result<Self, VideoDecodeError> {
         Ok(match format {
             VideoFormat::H264 => Self::H264(H264Decoder::new()?),
             VideoFormat::Vp8 => Self::Vp8(Vp8Decoder::new()?),
@@ -29,7 +29,7 @@ impl VideoDecoder {
     }
 
     /// Decodes one frame; on error, ask the sender for a keyframe.
-    pub fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, VideoDecodeError> {
+    pub(crate) fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, VideoDecodeError> {
         Ok(match self {
             Self::H264(d) => d.decode(frame)?,
             Self::Vp8(d) => d.decode(frame)?,
@@ -37,7 +37,7 @@ impl VideoDecoder {
     }
 
     /// Gives back a picture this decoder made, once it is no longer shown.
-    pub fn recycle(&mut self, picture: Picture) {
+    pub(crate) fn recycle(&mut self, picture: Picture) {
         match self {
             Self::H264(d) => d.recycle(picture),
             Self::Vp8(d) => d.recycle(picture),

@@ -19,7 +19,7 @@ use crate::ingest::depacketize::vp8::is_key_frame;
 use crate::media::picture::{Picture, PictureError};
 
 #[derive(Debug, Error)]
-pub enum Vp8DecodeError {
+pub(crate) enum Vp8DecodeError {
     #[error("VP8 decoder could not be created: {0}")]
     Create(#[source] LibvpxError),
     #[error("corrupt VP8 frame, wait for the next key frame: {0}")]
@@ -37,7 +37,7 @@ pub enum Vp8DecodeError {
 /// An error code of libvpx, with its own description.
 #[derive(Debug, Error)]
 #[error("{}", describe(*.0))]
-pub struct LibvpxError(vpx_codec_err_t);
+pub(crate) struct LibvpxError(vpx_codec_err_t);
 
 fn describe(code: vpx_codec_err_t) -> String {
     // SAFETY: libvpx returns a static, NUL-terminated string for every code.
@@ -56,7 +56,7 @@ fn check(code: vpx_codec_err_t) -> Result<(), LibvpxError> {
 /// Pictures given back and kept for the next decodes.
 const MAX_SPARE: usize = 4;
 
-pub struct Vp8Decoder {
+pub(crate) struct Vp8Decoder {
     /// Boxed: libvpx keeps pointers to the context it was initialised in.
     ctx: Box<vpx_codec_ctx_t>,
     awaiting_keyframe: bool,
@@ -69,7 +69,7 @@ pub struct Vp8Decoder {
 unsafe impl Send for Vp8Decoder {}
 
 impl Vp8Decoder {
-    pub fn new() -> Result<Self, Vp8DecodeError> {
+    pub(crate) fn new() -> Result<Self, Vp8DecodeError> {
         // SAFETY: an all-zero context is what vpx_codec_dec_init expects to fill in.
         let mut ctx: Box<vpx_codec_ctx_t> =
             Box::new(unsafe { MaybeUninit::zeroed().assume_init() });
@@ -95,7 +95,7 @@ impl Vp8Decoder {
     }
 
     /// Gives back a picture this decoder made, once it is no longer shown.
-    pub fn recycle(&mut self, picture: Picture) {
+    pub(crate) fn recycle(&mut self, picture: Picture) {
         if self.spare.len() < MAX_SPARE {
             self.spare.push(picture);
         }
@@ -103,7 +103,7 @@ impl Vp8Decoder {
 
     /// Decodes one frame. `Ok(None)` when it gave no picture (a frame not to be
     /// shown). On error, ask the sender for a key frame.
-    pub fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, Vp8DecodeError> {
+    pub(crate) fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, Vp8DecodeError> {
         let result = self.decode_frame(frame);
         if let Err(e) = &result {
             if !self.awaiting_keyframe {

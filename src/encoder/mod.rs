@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use crate::media::picture::Picture;
 
-pub use software::SoftwareEncoder;
+pub(crate) use software::SoftwareEncoder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
@@ -99,19 +99,19 @@ impl fmt::Display for EncoderKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncoderConfig {
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-    pub bitrate_bps: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) fps: u32,
+    pub(crate) bitrate_bps: u32,
     /// Frames from one keyframe to the next: the recorder cuts one fragment per GOP,
     /// so this is the fragment duration in frames.
-    pub gop_frames: u32,
-    pub kind: EncoderKind,
+    pub(crate) gop_frames: u32,
+    pub(crate) kind: EncoderKind,
 }
 
 impl EncoderConfig {
     /// Refuses what no encoder can do, before any is opened.
-    pub fn validate(&self) -> Result<(), EncoderError> {
+    pub(crate) fn validate(&self) -> Result<(), EncoderError> {
         let (w, h) = (self.width, self.height);
         if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
             return Err(EncoderError::BadConfig(format!(
@@ -169,7 +169,7 @@ pub trait VideoEncoder: Send {
 /// Opens the configured encoder. A hardware encoder that cannot be used is not an
 /// error: the software one takes over and the reason is logged (as a warning when
 /// V4L2 was asked for explicitly).
-pub fn open(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, EncoderError> {
+pub(crate) fn open(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, EncoderError> {
     config.validate()?;
     let device = match &config.kind {
         EncoderKind::Software => return software_encoder(config),

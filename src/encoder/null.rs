@@ -12,12 +12,12 @@ use super::{EncodedVideo, EncoderConfig, EncoderError, SoftwareEncoder, VideoEnc
 use crate::media::picture::Picture;
 
 /// The name the null encoder reports.
-pub const NAME: &str = "none (no encoding)";
+const NAME: &str = "none (no encoding)";
 
 /// Black in BT.601 limited range.
 const BLACK: [u8; 3] = [16, 128, 128];
 
-pub struct NullEncoder {
+pub(crate) struct NullEncoder {
     config: EncoderConfig,
     /// One group of pictures, the IDR first.
     gop: Vec<Vec<u8>>,
@@ -26,7 +26,7 @@ pub struct NullEncoder {
 }
 
 impl NullEncoder {
-    pub fn new(config: &EncoderConfig) -> Result<Self, EncoderError> {
+    pub(crate) fn new(config: &EncoderConfig) -> Result<Self, EncoderError> {
         config.validate()?;
         let mut software = SoftwareEncoder::new(config)?;
         let black = Picture::filled(config.width as usize, config.height as usize, BLACK)

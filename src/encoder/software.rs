@@ -12,16 +12,16 @@ use super::{EncodedVideo, EncoderConfig, EncoderError, VideoEncoder};
 use crate::media::picture::Picture;
 
 /// The name software encoders report.
-pub const NAME: &str = "openh264";
+pub(crate) const NAME: &str = "openh264";
 
-pub struct SoftwareEncoder {
+pub(crate) struct SoftwareEncoder {
     config: EncoderConfig,
     encoder: Encoder,
 }
 
 impl SoftwareEncoder {
     /// An encoder for `config`'s size, rate, bitrate and GOP (its `kind` is ignored).
-    pub fn new(config: &EncoderConfig) -> Result<Self, EncoderError> {
+    pub(crate) fn new(config: &EncoderConfig) -> Result<Self, EncoderError> {
         config.validate()?;
         let settings = Openh264Config::new()
             .bitrate(BitRate::from_bps(config.bitrate_bps))
@@ -44,7 +44,7 @@ impl SoftwareEncoder {
 
     /// Encodes one picture at once: software has no pipeline latency.
     /// Keyframes are IDRs that begin with SPS and PPS.
-    pub fn encode_now(
+    pub(crate) fn encode_now(
         &mut self,
         picture: &Picture,
         pts: i64,

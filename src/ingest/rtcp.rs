@@ -23,19 +23,19 @@ pub enum RtcpError {
 /// One reception report block (RFC 3550 6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportBlock {
-    pub ssrc: u32,
+    pub(crate) ssrc: u32,
     /// Fraction of packets lost since the previous report, in 1/256.
-    pub fraction_lost: u8,
+    fraction_lost: u8,
     /// Packets lost since the start, clamped to 24 bits (never negative here).
-    pub cumulative_lost: u32,
+    pub(crate) cumulative_lost: u32,
     /// Extended highest sequence number received.
-    pub highest_seq: u32,
+    pub(crate) highest_seq: u32,
     /// Interarrival jitter in RTP timestamp units.
-    pub jitter: u32,
+    jitter: u32,
     /// Middle 32 bits of the NTP time of the last sender report, 0 if none.
-    pub last_sr: u32,
+    pub(crate) last_sr: u32,
     /// Delay since that sender report in 1/65536 s.
-    pub delay_since_last_sr: u32,
+    pub(crate) delay_since_last_sr: u32,
 }
 
 /// What the receiver needs from an RTCP compound packet.
@@ -102,7 +102,10 @@ fn write(packet: impl RtcpPacketWriter) -> Result<Vec<u8>, RtcpError> {
 }
 
 /// A receiver report from `sender_ssrc` (this receiver) with up to 31 blocks.
-pub fn receiver_report(sender_ssrc: u32, blocks: &[ReportBlock]) -> Result<Vec<u8>, RtcpError> {
+pub(crate) fn receiver_report(
+    sender_ssrc: u32,
+    blocks: &[ReportBlock],
+) -> Result<Vec<u8>, RtcpError> {
     let rr = blocks
         .iter()
         .fold(ReceiverReport::builder(sender_ssrc), |rr, b| {
@@ -120,7 +123,7 @@ pub fn receiver_report(sender_ssrc: u32, blocks: &[ReportBlock]) -> Result<Vec<u
 }
 
 /// A picture loss indication asking the sender of `media_ssrc` for a keyframe.
-pub fn pli(sender_ssrc: u32, media_ssrc: u32) -> Result<Vec<u8>, RtcpError> {
+pub(crate) fn pli(sender_ssrc: u32, media_ssrc: u32) -> Result<Vec<u8>, RtcpError> {
     write(
         PayloadFeedback::builder_owned(Pli::builder())
             .sender_ssrc(sender_ssrc)
@@ -147,7 +150,7 @@ pub fn sender_report(
 
 /// Reception statistics of one source, fed by every packet that arrives.
 #[derive(Debug)]
-pub struct ReceptionStats {
+pub(crate) struct ReceptionStats {
     clock_rate: u32,
     epoch: Option<Instant>,
     base_seq: Option<i64>,
@@ -162,7 +165,7 @@ pub struct ReceptionStats {
 }
 
 impl ReceptionStats {
-    pub fn new(clock_rate: u32) -> Self {
+    pub(crate) fn new(clock_rate: u32) -> Self {
         Self {
             clock_rate,
             epoch: None,
@@ -178,7 +181,7 @@ impl ReceptionStats {
     }
 
     /// A packet with extended sequence number `seq` arrived at `now`.
-    pub fn on_packet(&mut self, seq: i64, rtp_ts: u32, now: Instant) {
+    pub(crate) fn on_packet(&mut self, seq: i64, rtp_ts: u32, now: Instant) {
         let base = *self.base_seq.get_or_insert(seq);
         self.base_seq = Some(base.min(seq));
         self.highest_seq = if self.received == 0 {
@@ -204,12 +207,12 @@ impl ReceptionStats {
     }
 
     /// A sender report with NTP time `ntp` arrived at `now`.
-    pub fn on_sender_report(&mut self, ntp: u64, now: Instant) {
+    pub(crate) fn on_sender_report(&mut self, ntp: u64, now: Instant) {
         self.last_sr = Some(((ntp >> 16) as u32, now));
     }
 
     /// The report block for this source; starts a new interval for the fraction lost.
-    pub fn report(&mut self, ssrc: u32, now: Instant) -> ReportBlock {
+    pub(crate) fn report(&mut self, ssrc: u32, now: Instant) -> ReportBlock {
         let expected = self
             .base_seq
             .map_or(0, |b| (self.highest_seq - b + 1) as u64);
@@ -261,7 +264,7 @@ pub struct ClockSync {
 }
 
 impl ClockSync {
-    pub fn on_sender_report(&mut self, ssrc: u32, ntp: u64, rtp_ts: u32, clock_rate: u32) {
+    pub(crate) fn on_sender_report(&mut self, ssrc: u32, ntp: u64, rtp_ts: u32, clock_rate: u32) {
         self.points.insert(
             ssrc,
             SyncPoint {

@@ -8,7 +8,7 @@ use thiserror::Error;
 pub const DEFAULT_MAX_PACKET: usize = 1500;
 
 /// Fixed RTP header length.
-pub const HEADER_LEN: usize = 12;
+const HEADER_LEN: usize = 12;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RtpError {
@@ -31,12 +31,12 @@ pub enum RtpError {
 /// does not use them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpPacket {
-    pub payload_type: u8,
-    pub marker: bool,
-    pub seq: u16,
-    pub ts: u32,
-    pub ssrc: u32,
-    pub payload: Vec<u8>,
+    pub(crate) payload_type: u8,
+    pub(crate) marker: bool,
+    pub(crate) seq: u16,
+    pub(crate) ts: u32,
+    pub(crate) ssrc: u32,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl RtpPacket {
@@ -92,7 +92,8 @@ pub fn is_rtcp(data: &[u8]) -> bool {
 
 /// The SSRC of an RTP datagram without parsing it, so an IO shell can remember where a
 /// stream comes from.
-pub fn peek_ssrc(data: &[u8]) -> Option<u32> {
+#[cfg(test)]
+pub(crate) fn peek_ssrc(data: &[u8]) -> Option<u32> {
     let bytes = data.get(8..12)?;
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }

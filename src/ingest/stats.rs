@@ -10,7 +10,7 @@ pub struct StreamStats {
     /// RTP packets received for this stream (any outcome).
     pub packets: u64,
     /// Payload bytes of those packets.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Packets reported lost (never arrived within the playout delay).
     pub lost: u64,
     /// Packets that arrived after their slot was reported lost, or far out of range.
@@ -19,10 +19,10 @@ pub struct StreamStats {
     /// Packets that arrived after a higher sequence number and were put back in order.
     pub reordered: u64,
     /// Packets dropped because the jitter buffer was full.
-    pub overflow: u64,
+    pub(crate) overflow: u64,
     /// Payloads the depacketizer rejected.
     pub malformed: u64,
-    pub unknown_payload_type: u64,
+    pub(crate) unknown_payload_type: u64,
     /// Frames delivered.
     pub frames: u64,
     /// Frames dropped as damaged or undecodable (video waiting for a keyframe).
@@ -61,8 +61,8 @@ impl fmt::Display for StreamStats {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DemuxStats {
     /// Datagrams that are neither valid RTP nor valid RTCP.
-    pub malformed: u64,
-    pub unknown_ssrc: u64,
+    pub(crate) malformed: u64,
+    pub(crate) unknown_ssrc: u64,
     /// RTCP packets received.
     pub rtcp: u64,
 }

@@ -82,7 +82,7 @@ impl FrameDecoder {
     /// Lets `fill` append bytes to the buffer in place (the link decrypts records
     /// straight into it), saving the copy of [`push`](Self::push); `None`, and
     /// `fill` not called, once the decoder has failed.
-    pub fn append_with<T>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> T) -> Option<T> {
+    pub(crate) fn append_with<T>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> T) -> Option<T> {
         if self.failed.is_some() {
             return None;
         }

@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Bounded text of at most `N` bytes.
-pub type Text<const N: usize> = heapless::String<N>;
+pub(crate) type Text<const N: usize> = heapless::String<N>;
 
 /// Identifies one recording across sessions and segments (chosen by the mixer).
-pub type RecordingId = Text<64>;
+pub(crate) type RecordingId = Text<64>;
 
 /// Milliseconds since the Unix epoch (wall clock of the sender).
 pub type UnixMillis = u64;
@@ -172,7 +172,8 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, so what handles each one (sentences, encodings) can be checked.
-    pub const ALL: [FaultKind; 12] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [FaultKind; 12] = [
         FaultKind::DiskFull,
         FaultKind::LowSpace,
         FaultKind::DiskOffline,
@@ -222,10 +223,10 @@ pub struct Stats {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    pub recording: RecordingId,
+    pub(crate) recording: RecordingId,
     pub fragments: u32,
     pub file_bytes: u64,
-    pub index_bytes: u64,
+    pub(crate) index_bytes: u64,
     /// Media duration written, in milliseconds.
     pub media_ms: u64,
 }

@@ -20,10 +20,10 @@ use sha2::Sha256;
 use snow::{HandshakeState, StatelessTransportState};
 
 /// Noise pattern of the link: no static keys, the pre-shared key mixed in first.
-pub const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 
 /// Version of the media-link protocol spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 2;
+const PROTOCOL_VERSION: u16 = 2;
 
 const MAGIC: &[u8; 4] = b"RBXL";
 /// Bytes of the mixer's preamble.
@@ -32,7 +32,7 @@ const KEY_ID_LEN: usize = 8;
 /// Largest handshake message accepted (NN messages are 48 bytes without payload).
 pub const MAX_HANDSHAKE_MSG: usize = 256;
 /// Largest banner a mixer reads before giving up on the peer.
-pub const MAX_BANNER: usize = 256;
+const MAX_BANNER: usize = 256;
 
 const BANNER_TEXT: &[u8] = b"recbox media link protocol version 2 is required: upgrade this peer";
 

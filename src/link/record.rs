@@ -105,7 +105,7 @@ impl Sealer {
 
 impl Opener {
     /// Allows full-size records from now on (the peer has been authenticated).
-    pub fn authenticated(&mut self) {
+    pub(crate) fn authenticated(&mut self) {
         self.max_record = MAX_RECORD;
     }
 
@@ -118,7 +118,7 @@ impl Opener {
     /// The receive buffer with room for `n` more bytes, for the shell to read into
     /// directly (what [`push`](Self::push) does, without the copy). After a failure
     /// what is added there is never decrypted.
-    pub fn receive_buffer(&mut self, n: usize) -> &mut Vec<u8> {
+    pub(crate) fn receive_buffer(&mut self, n: usize) -> &mut Vec<u8> {
         // Compact only once the consumed part is at least as large as what is left,
         // so each byte is moved O(1) times on average.
         if self.pos > 0 && self.pos >= self.buf.len() - self.pos {

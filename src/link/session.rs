@@ -37,14 +37,14 @@ pub enum SessionError {
 }
 
 /// The `Reject` frame that tells the peer why the session ends.
-pub fn reject_frame(err: &SessionError) -> Frame {
+pub(crate) fn reject_frame(err: &SessionError) -> Frame {
     Frame::Reject {
         reason: text(&err.to_string()),
     }
 }
 
 /// Name of a frame's variant, for errors and logs (no payload).
-pub fn frame_name(frame: &Frame) -> &'static str {
+fn frame_name(frame: &Frame) -> &'static str {
     match frame {
         Frame::Hello { .. } => "Hello",
         Frame::Accept => "Accept",
@@ -78,7 +78,7 @@ fn check_name(field: &'static str, value: &str) -> Result<(), SessionError> {
 }
 
 #[derive(Debug)]
-pub enum RecorderEvent {
+pub(crate) enum RecorderEvent {
     /// The handshake succeeded; send `reply` (an `Accept`).
     Accepted {
         recording: RecordingId,
@@ -106,7 +106,7 @@ enum RecorderState {
 /// A session is bound to the recording id of its `Hello`: every `Start` must carry
 /// it, and after `Stop` a new `Start` records that id again.
 #[derive(Debug)]
-pub struct RecorderSession {
+pub(crate) struct RecorderSession {
     state: RecorderState,
     recording: RecordingId,
 }
@@ -118,14 +118,14 @@ impl Default for RecorderSession {
 }
 
 impl RecorderSession {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: RecorderState::AwaitHello,
             recording: RecordingId::new(),
         }
     }
 
-    pub fn on_frame(&mut self, frame: Frame) -> Result<RecorderEvent, SessionError> {
+    pub(crate) fn on_frame(&mut self, frame: Frame) -> Result<RecorderEvent, SessionError> {
         let result = self.step(frame);
         if result.is_err() {
             self.state = RecorderState::Closed;
@@ -211,13 +211,13 @@ enum MixerState {
 
 /// The mixer's end: waits for `Accept`, then turns recorder reports into events.
 #[derive(Debug)]
-pub struct MixerSession {
+pub(crate) struct MixerSession {
     state: MixerState,
 }
 
 impl MixerSession {
     /// The session and the `Hello` to send first.
-    pub fn new(recording: RecordingId) -> (Self, Frame) {
+    pub(crate) fn new(recording: RecordingId) -> (Self, Frame) {
         let session = Self {
             state: MixerState::AwaitAccept,
         };
@@ -225,11 +225,11 @@ impl MixerSession {
     }
 
     /// True once the recorder accepted the handshake (and has not rejected since).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.state == MixerState::Ready
     }
 
-    pub fn on_frame(&mut self, frame: Frame) -> Result<MixerEvent, SessionError> {
+    pub(crate) fn on_frame(&mut self, frame: Frame) -> Result<MixerEvent, SessionError> {
         let result = self.step(frame);
         if result.is_err() {
             self.state = MixerState::Closed;

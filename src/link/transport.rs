@@ -194,7 +194,7 @@ pub struct Incoming {
 pub struct Authenticated {
     pub reader: FrameReader,
     pub sender: FrameSender,
-    pub key: KeyId,
+    pub(crate) key: KeyId,
 }
 
 impl Incoming {
@@ -515,7 +515,7 @@ impl FrameSender {
 
     /// Whether a media frame would be queued at once: a sender that must not wait on
     /// a stalled peer checks this before [`send`](Self::send).
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.stream.capacity() > 0
     }
 

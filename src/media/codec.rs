@@ -8,7 +8,7 @@ use crate::link::frame::{text, Text};
 /// A video codec as the SFU announced it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Codec {
+pub(crate) enum Codec {
     /// What the simulated SFU sends, and the default when none is named.
     #[default]
     H264,
@@ -29,7 +29,7 @@ pub enum VideoFormat {
 
 impl Codec {
     /// The codec of an SDP name, in any case.
-    pub fn from_name(name: &str) -> Self {
+    pub(crate) fn from_name(name: &str) -> Self {
         match name.to_ascii_lowercase().as_str() {
             "h264" => Codec::H264,
             "vp8" => Codec::Vp8,
@@ -37,7 +37,7 @@ impl Codec {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             Codec::H264 => "h264",
             Codec::Vp8 => "vp8",
@@ -46,7 +46,7 @@ impl Codec {
     }
 
     /// How the box decodes it; `None` when it cannot.
-    pub fn format(&self) -> Option<VideoFormat> {
+    pub(crate) fn format(&self) -> Option<VideoFormat> {
         match self {
             Codec::H264 => Some(VideoFormat::H264),
             Codec::Vp8 => Some(VideoFormat::Vp8),

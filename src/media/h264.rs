@@ -28,15 +28,15 @@ pub enum H264Error {
 
 /// The fields of a High-family SPS that `avcC` repeats (ISO/IEC 14496-15, 5.3.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpsChroma {
-    pub chroma_format_idc: u8,
-    pub bit_depth_luma_minus8: u8,
-    pub bit_depth_chroma_minus8: u8,
+pub(crate) struct SpsChroma {
+    pub(crate) chroma_format_idc: u8,
+    pub(crate) bit_depth_luma_minus8: u8,
+    pub(crate) bit_depth_chroma_minus8: u8,
 }
 
 /// Whether an SPS of `profile_idc` carries chroma format and bit depths (H.264
 /// 7.3.2.1.1), which `avcC` must then repeat.
-pub fn has_chroma_fields(profile_idc: u8) -> bool {
+fn has_chroma_fields(profile_idc: u8) -> bool {
     matches!(
         profile_idc,
         100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
@@ -45,7 +45,7 @@ pub fn has_chroma_fields(profile_idc: u8) -> bool {
 
 /// Reads chroma format and bit depths from an SPS NAL unit (header byte included);
 /// `None` for profiles without them (Baseline, Main, Extended: 4:2:0, 8 bits).
-pub fn sps_chroma(sps: &[u8]) -> Result<Option<SpsChroma>, H264Error> {
+pub(crate) fn sps_chroma(sps: &[u8]) -> Result<Option<SpsChroma>, H264Error> {
     let profile_idc = *sps.get(1).ok_or(H264Error::ShortSps)?;
     if !has_chroma_fields(profile_idc) {
         return Ok(None);
@@ -192,7 +192,7 @@ fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
 
 /// Converts one Annex B access unit to AVCC samples (4-byte big-endian length before
 /// each NAL), dropping SPS, PPS and AUD units: the parameter sets live in `avcC`.
-pub fn annex_b_to_avcc(au: &[u8]) -> Result<Vec<u8>, H264Error> {
+pub(crate) fn annex_b_to_avcc(au: &[u8]) -> Result<Vec<u8>, H264Error> {
     if !is_annex_b(au) {
         return Err(H264Error::NotAnnexB);
     }
@@ -213,7 +213,7 @@ pub fn annex_b_to_avcc(au: &[u8]) -> Result<Vec<u8>, H264Error> {
 
 /// An MP4 (AVCC, 4-byte length-prefixed) sample back in Annex B form, as the media
 /// link carries it.
-pub fn avcc_to_annex_b(sample: &[u8]) -> Result<Vec<u8>, H264Error> {
+pub(crate) fn avcc_to_annex_b(sample: &[u8]) -> Result<Vec<u8>, H264Error> {
     let mut out = Vec::with_capacity(sample.len());
     let mut rest = sample;
     while !rest.is_empty() {
@@ -228,7 +228,7 @@ pub fn avcc_to_annex_b(sample: &[u8]) -> Result<Vec<u8>, H264Error> {
 }
 
 /// The first SPS and PPS found in an Annex B access unit.
-pub fn parameter_sets(au: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+pub(crate) fn parameter_sets(au: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
     let mut sps = None;
     let mut pps = None;
     for nal in nal_units(au) {

@@ -71,7 +71,11 @@ fn check_size(width: usize, height: usize) -> Result<(), PictureError> {
 
 impl Picture {
     /// A picture filled with one colour given as (Y, U, V).
-    pub fn filled(width: usize, height: usize, [y, u, v]: [u8; 3]) -> Result<Self, PictureError> {
+    pub(crate) fn filled(
+        width: usize,
+        height: usize,
+        [y, u, v]: [u8; 3],
+    ) -> Result<Self, PictureError> {
         check_size(width, height)?;
         let chroma = width * height / 4;
         Ok(Self {
@@ -84,7 +88,8 @@ impl Picture {
     }
 
     /// Takes tightly packed planes.
-    pub fn from_planes(
+    #[cfg(test)]
+    pub(crate) fn from_planes(
         width: usize,
         height: usize,
         y: Vec<u8>,
@@ -116,7 +121,7 @@ impl Picture {
     }
 
     /// Copies planes that may have padding at the end of each row (decoder output).
-    pub fn from_strided(
+    pub(crate) fn from_strided(
         width: usize,
         height: usize,
         planes: (&[u8], &[u8], &[u8]),
@@ -136,7 +141,7 @@ impl Picture {
     /// Becomes a copy of strided planes, as [`from_strided`](Self::from_strided), in
     /// the buffers it has: a picture used again costs no allocation. Unchanged on
     /// error.
-    pub fn copy_strided(
+    pub(crate) fn copy_strided(
         &mut self,
         width: usize,
         height: usize,
@@ -174,33 +179,34 @@ impl Picture {
         Ok(())
     }
 
-    pub fn width(&self) -> usize {
+    pub(crate) fn width(&self) -> usize {
         self.width
     }
 
-    pub fn height(&self) -> usize {
+    pub(crate) fn height(&self) -> usize {
         self.height
     }
 
-    pub fn y(&self) -> &[u8] {
+    pub(crate) fn y(&self) -> &[u8] {
         &self.y
     }
 
-    pub fn u(&self) -> &[u8] {
+    pub(crate) fn u(&self) -> &[u8] {
         &self.u
     }
 
-    pub fn v(&self) -> &[u8] {
+    pub(crate) fn v(&self) -> &[u8] {
         &self.v
     }
 
     /// All three planes, mutable at once (for drawing into).
-    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+    pub(crate) fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
         (&mut self.y, &mut self.u, &mut self.v)
     }
 
     /// (Y, U, V) at pixel (x, y).
-    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+    #[cfg(test)]
+    pub(crate) fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
         let c = (y / 2) * (self.width / 2) + x / 2;
         [self.y[y * self.width + x], self.u[c], self.v[c]]
     }

@@ -137,6 +137,7 @@ impl<Id: Copy + Eq + Hash + std::fmt::Debug> AudioMixer<Id> {
         self.sources.remove(&id).map(|s| s.stats)
     }
 
+    #[cfg(test)]
     pub fn stats(&self, id: Id) -> Option<SourceStats> {
         self.sources.get(&id).map(|s| s.stats)
     }

@@ -14,7 +14,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::audio_encoder::{MixEncoder, MixEncoderError, CHANNELS};
-use super::audio_mixer::{AudioMixer, MixerConfig, SourceStats};
+use super::audio_mixer::{AudioMixer, MixerConfig};
 use super::compositor::{Compositor, CompositorConfig};
 use super::frame_clock::{FrameClock, PTS_HZ};
 use super::timeline::{LocalTimeline, ParticipantTimeline};
@@ -101,7 +101,7 @@ pub struct LocalFrame {
     pub pcm: Vec<i16>,
     pub captured: Instant,
     /// The first frame of a capture (the microphone opened, or opened again).
-    pub first: bool,
+    pub(crate) first: bool,
 }
 
 /// Audio captured on the box, in the mix like a participant without a tile.
@@ -112,14 +112,14 @@ struct LocalInput {
 
 /// Counters of one participant, for logs and the stats the mixer reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ParticipantCounters {
-    pub audio_packets: u64,
-    pub audio_decode_errors: u64,
+struct ParticipantCounters {
+    audio_packets: u64,
+    audio_decode_errors: u64,
     /// Loss events in the audio (each gap is mixed as silence).
-    pub audio_losses: u64,
-    pub video_frames: u64,
-    pub video_decode_errors: u64,
-    pub pictures_late: u64,
+    audio_losses: u64,
+    video_frames: u64,
+    video_decode_errors: u64,
+    pictures_late: u64,
 }
 
 struct Participant {
@@ -230,7 +230,7 @@ impl Engine {
         })
     }
 
-    pub fn start_params(&self, recording: &str, room: &str) -> StartParams {
+    pub(crate) fn start_params(&self, recording: &str, room: &str) -> StartParams {
         StartParams {
             recording: text(recording),
             room: text(room),
@@ -244,16 +244,18 @@ impl Engine {
         }
     }
 
-    pub fn participants(&self) -> impl Iterator<Item = (&ParticipantInfo, ParticipantCounters)> {
+    #[cfg(test)]
+    fn participants(&self) -> impl Iterator<Item = (&ParticipantInfo, ParticipantCounters)> {
         self.participants.iter().map(|p| (&p.info, p.counters))
     }
 
     /// Makes the next output video frame a keyframe.
-    pub fn force_keyframe(&mut self) {
+    #[cfg(test)]
+    fn force_keyframe(&mut self) {
         self.keyframe_wanted = true;
     }
 
-    pub fn join(&mut self, info: ParticipantInfo) {
+    pub(crate) fn join(&mut self, info: ParticipantInfo) {
         if self.participants.iter().any(|p| p.info.id == info.id) {
             warn!(id = %info.id, "participant joined twice; ignored");
             return;
@@ -285,7 +287,7 @@ impl Engine {
         self.relayout();
     }
 
-    pub fn leave(&mut self, id: &str) {
+    pub(crate) fn leave(&mut self, id: &str) {
         let Some(at) = self.participants.iter().position(|p| p.info.id == id) else {
             return;
         };
@@ -309,7 +311,7 @@ impl Engine {
     }
 
     /// Decodes one frame of a participant and files its samples or picture.
-    pub fn on_frame(&mut self, frame: Frame, now: Instant) -> Vec<EngineOutput> {
+    pub(crate) fn on_frame(&mut self, frame: Frame, now: Instant) -> Vec<EngineOutput> {
         let Some(&i) = self.by_ssrc.get(&frame.ssrc) else {
             debug!(ssrc = frame.ssrc, "frame of no participant");
             return Vec::new();
@@ -393,13 +395,14 @@ impl Engine {
     }
 
     /// What became of the local audio's samples, once it has joined the mix.
-    pub fn local_audio_stats(&self) -> Option<SourceStats> {
+    #[cfg(test)]
+    fn local_audio_stats(&self) -> Option<super::audio_mixer::SourceStats> {
         self.audio.stats(self.local.as_ref()?.source)
     }
 
     /// Packets of a stream were lost: the audio gap is mixed as silence; video waits
     /// for the keyframe the ingest has asked for.
-    pub fn on_lost(&mut self, ssrc: u32) {
+    pub(crate) fn on_lost(&mut self, ssrc: u32) {
         let Some(&i) = self.by_ssrc.get(&ssrc) else {
             return;
         };
@@ -412,7 +415,7 @@ impl Engine {
     }
 
     /// When [`poll`](Self::poll) has something to do next.
-    pub fn next_deadline(&self) -> Instant {
+    pub(crate) fn next_deadline(&self) -> Instant {
         self.frames.next_due().min(self.audio_due(self.next_audio))
     }
 

@@ -5,10 +5,10 @@
 use thiserror::Error;
 
 /// The most participants a grid shows (4x4).
-pub const MAX_TILES: usize = 16;
+const MAX_TILES: usize = 16;
 /// Output size when nothing else is configured.
-pub const DEFAULT_WIDTH: usize = 1280;
-pub const DEFAULT_HEIGHT: usize = 720;
+pub(crate) const DEFAULT_WIDTH: usize = 1280;
+pub(crate) const DEFAULT_HEIGHT: usize = 720;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LayoutError {
@@ -33,7 +33,7 @@ pub struct Rect {
 
 impl Rect {
     /// The whole of a `width` x `height` picture.
-    pub fn whole(width: usize, height: usize) -> Self {
+    pub(crate) fn whole(width: usize, height: usize) -> Self {
         Self {
             x: 0,
             y: 0,
@@ -42,22 +42,23 @@ impl Rect {
         }
     }
 
-    pub fn right(&self) -> usize {
+    pub(crate) fn right(&self) -> usize {
         self.x + self.width
     }
 
-    pub fn bottom(&self) -> usize {
+    pub(crate) fn bottom(&self) -> usize {
         self.y + self.height
     }
 
-    pub fn overlaps(&self, other: &Rect) -> bool {
+    #[cfg(test)]
+    fn overlaps(&self, other: &Rect) -> bool {
         self.x < other.right()
             && other.x < self.right()
             && self.y < other.bottom()
             && other.y < self.bottom()
     }
 
-    pub fn contains(&self, other: &Rect) -> bool {
+    pub(crate) fn contains(&self, other: &Rect) -> bool {
         other.x >= self.x
             && other.y >= self.y
             && other.right() <= self.right()
@@ -66,7 +67,7 @@ impl Rect {
 }
 
 /// Columns and rows of the grid for `n` participants (1..=16); `None` otherwise.
-pub fn grid(n: usize) -> Option<(usize, usize)> {
+fn grid(n: usize) -> Option<(usize, usize)> {
     Some(match n {
         1 => (1, 1),
         2 => (2, 1),
@@ -83,7 +84,7 @@ pub fn grid(n: usize) -> Option<(usize, usize)> {
 const MIN_OUTPUT: usize = 8;
 
 /// Checks that an output size can hold every grid up to [`MAX_TILES`].
-pub fn check_output(width: usize, height: usize) -> Result<(), LayoutError> {
+pub(crate) fn check_output(width: usize, height: usize) -> Result<(), LayoutError> {
     if width < MIN_OUTPUT || height < MIN_OUTPUT || width % 2 != 0 || height % 2 != 0 {
         return Err(LayoutError::OutputSize {
             width,
@@ -124,7 +125,7 @@ pub fn tiles(n: usize, width: usize, height: usize) -> Result<Vec<Rect>, LayoutE
 
 /// Where a `src_w` x `src_h` picture goes inside `tile`: as large as fits with its
 /// aspect ratio kept (bars above and below or left and right), centred, even.
-pub fn fit(src_w: usize, src_h: usize, tile: Rect) -> Rect {
+pub(crate) fn fit(src_w: usize, src_h: usize, tile: Rect) -> Rect {
     let (sw, sh) = (src_w.max(1) as u64, src_h.max(1) as u64);
     let (tw, th) = (tile.width as u64, tile.height as u64);
     // Rounds the exact size `num / den` to the nearest even number within 2..=max.

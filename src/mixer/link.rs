@@ -33,17 +33,17 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    pub addr: LinkAddr,
-    pub key: LinkKey,
-    pub recording: String,
-    pub room: String,
-    pub max_frame: usize,
+    pub(crate) addr: LinkAddr,
+    key: LinkKey,
+    pub(crate) recording: String,
+    pub(crate) room: String,
+    pub(crate) max_frame: usize,
     pub ping_interval: Duration,
     /// The recorder is unreachable when no pong came this long after a ping.
     pub pong_timeout: Duration,
     /// Most media bytes held while the recorder does not take them; beyond it the
     /// oldest whole groups of pictures are dropped (and reported).
-    pub buffer_max_bytes: usize,
+    buffer_max_bytes: usize,
     /// Waits between reconnection attempts: doubling from the first to the second.
     pub reconnect_backoff: (Duration, Duration),
 }

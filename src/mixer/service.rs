@@ -100,7 +100,7 @@ enum EngineInput {
 }
 
 /// Binds the ingest socket first, so its port can go in the SFU hello.
-pub async fn bind_ingest(config: &MixerConfig) -> Result<UdpIngest, MixerError> {
+pub(crate) async fn bind_ingest(config: &MixerConfig) -> Result<UdpIngest, MixerError> {
     Ok(UdpIngest::bind(config.ingest, Demux::new(MIXER_SSRC)).await?)
 }
 
@@ -127,7 +127,7 @@ pub async fn join_sfu(
 }
 
 /// Binds the ingest and joins the Janus room, its forwards aimed at the ingest's port.
-pub async fn join_janus(
+pub(crate) async fn join_janus(
     config: &MixerConfig,
     janus: JanusConfig,
 ) -> Result<(UdpIngest, JanusAdapter), MixerError> {

@@ -29,7 +29,12 @@ pub fn tone_power(samples: &[i16], rate: u32, freq: f32) -> f32 {
 
 /// The `candidates` whose [`tone_power`] in `samples` is at least `min_power`,
 /// strongest first.
-pub fn dominant_tones(samples: &[i16], rate: u32, candidates: &[f32], min_power: f32) -> Vec<f32> {
+pub(crate) fn dominant_tones(
+    samples: &[i16],
+    rate: u32,
+    candidates: &[f32],
+    min_power: f32,
+) -> Vec<f32> {
     let mut found: Vec<(f32, f32)> = candidates
         .iter()
         .map(|&f| (f, tone_power(samples, rate, f)))

@@ -108,7 +108,7 @@ impl Uplink {
 
     /// Whether media would be queued at once (false while the recorder is not
     /// taking what was sent).
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.sender.has_room()
     }
 

@@ -16,5 +16,5 @@ pub(crate) mod service;
 pub mod status;
 
 pub use backend::{open, PanelBackend, PanelIo, PanelPins, SimulatedPanel, SimulatedPanelHandle};
-pub use service::{Panel, PanelCommand, PanelTiming};
+pub(crate) use service::{Panel, PanelCommand, PanelTiming};
 pub use status::{Lifecycle, PanelState};

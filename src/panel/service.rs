@@ -13,7 +13,6 @@ use super::button::{Button, ButtonTiming, Gesture};
 use super::pattern::{describe, Indicator, Leds};
 use super::status::{Lifecycle, PanelState, PanelStatus};
 use crate::mixer::service::MixerReport;
-use crate::storage::health::HealthEvent;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PanelTiming {
@@ -50,7 +49,6 @@ pub enum PanelCommand {
 enum PanelInput {
     Report(MixerReport),
     Lifecycle(Lifecycle),
-    Storage(HealthEvent),
 }
 
 /// Handle on a running panel; cheap to clone. The panel's task ends (its LEDs dark)
@@ -87,11 +85,6 @@ impl Panel {
         let _ = self.inputs.send(PanelInput::Lifecycle(lifecycle));
     }
 
-    /// An event of the storage monitor (used while no recording runs).
-    pub fn storage(&self, event: &HealthEvent) {
-        let _ = self.inputs.send(PanelInput::Storage(event.clone()));
-    }
-
     /// The state shown now.
     pub fn state(&self) -> PanelState {
         *self.state.borrow()
@@ -126,7 +119,6 @@ async fn run(
                 match input {
                     Some(PanelInput::Report(report)) => status.on_report(&report, now),
                     Some(PanelInput::Lifecycle(lifecycle)) => status.on_lifecycle(lifecycle),
-                    Some(PanelInput::Storage(event)) => status.on_storage(&event, now),
                     None => break,
                 }
             }

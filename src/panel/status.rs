@@ -36,6 +36,7 @@ use crate::link::frame::FaultKind;
 use crate::mixer::link::LinkReport;
 use crate::mixer::service::MixerReport;
 use crate::sfu::Notice;
+#[cfg(test)]
 use crate::storage::health::HealthEvent;
 
 /// What the front panel shows.
@@ -61,7 +62,8 @@ pub enum PanelState {
 }
 
 impl PanelState {
-    pub const ALL: [PanelState; 8] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [PanelState; 8] = [
         PanelState::Ready,
         PanelState::Starting,
         PanelState::Recording,
@@ -72,7 +74,7 @@ impl PanelState {
         PanelState::EjectSafe,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             PanelState::Ready => "ready",
             PanelState::Starting => "starting",
@@ -132,7 +134,7 @@ struct Condition {
 
 /// The fold of everything the panel is told.
 #[derive(Debug, Clone)]
-pub struct PanelStatus {
+pub(crate) struct PanelStatus {
     phase: Phase,
     /// Faults that still apply, oldest first.
     active: Vec<Condition>,
@@ -145,7 +147,7 @@ impl PanelStatus {
     /// Idle. A storage fault while recording is a `Fault` once `failover_grace` has
     /// passed without the spool taking over (until then a `Warning`): the failover
     /// follows the fault by a moment, and the panel should not flash a fault for it.
-    pub fn new(failover_grace: Duration) -> Self {
+    pub(crate) fn new(failover_grace: Duration) -> Self {
         Self {
             phase: Phase::Idle,
             active: Vec::new(),
@@ -154,7 +156,7 @@ impl PanelStatus {
         }
     }
 
-    pub fn on_report(&mut self, report: &MixerReport, now: Instant) {
+    pub(crate) fn on_report(&mut self, report: &MixerReport, now: Instant) {
         match report {
             MixerReport::Relayed(notice) => self.on_notice(notice, now),
             MixerReport::Link(LinkReport::Started { .. }) => match self.phase {
@@ -171,7 +173,7 @@ impl PanelStatus {
         }
     }
 
-    pub fn on_lifecycle(&mut self, lifecycle: Lifecycle) {
+    pub(crate) fn on_lifecycle(&mut self, lifecycle: Lifecycle) {
         self.phase = match lifecycle {
             Lifecycle::Starting => {
                 self.begin();
@@ -187,7 +189,8 @@ impl PanelStatus {
     /// An event of the storage monitor, for while no recording runs (while one does,
     /// the recorder reports the same on the link, and that is what the panel follows).
     /// After a safe stop, the disk going offline and coming back is a new disk: ready.
-    pub fn on_storage(&mut self, event: &HealthEvent, now: Instant) {
+    #[cfg(test)]
+    fn on_storage(&mut self, event: &HealthEvent, now: Instant) {
         if self.recording() {
             return;
         }
@@ -212,7 +215,7 @@ impl PanelStatus {
         }
     }
 
-    pub fn state(&self, now: Instant) -> PanelState {
+    pub(crate) fn state(&self, now: Instant) -> PanelState {
         match self.phase {
             Phase::EjectSafe { .. } => PanelState::EjectSafe,
             Phase::Stopping => PanelState::Stopping,
@@ -254,18 +257,19 @@ impl PanelStatus {
     }
 
     /// The faults that still apply, oldest first.
-    pub fn faults(&self) -> impl Iterator<Item = FaultKind> + '_ {
+    pub(crate) fn faults(&self) -> impl Iterator<Item = FaultKind> + '_ {
         self.active.iter().map(|c| c.kind)
     }
 
     /// Why the recording failed, while that is shown.
-    pub fn failure(&self) -> Option<&str> {
+    pub(crate) fn failure(&self) -> Option<&str> {
         match &self.phase {
             Phase::Failed(reason) => Some(reason),
             _ => None,
         }
     }
 
+    #[cfg(test)]
     fn recording(&self) -> bool {
         matches!(
             self.phase,

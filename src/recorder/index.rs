@@ -17,15 +17,15 @@ use thiserror::Error;
 
 use crate::media::mp4::{FragmentTiming, InitInfo, MoofInfo, ReadError};
 
-pub const MAGIC: [u8; 8] = *b"RBXIDX01";
+const MAGIC: [u8; 8] = *b"RBXIDX01";
 /// The version new indexes are written in.
-pub const VERSION: u16 = 2;
+const VERSION: u16 = 2;
 /// The first version, whose records have no fragment checksum.
-pub const VERSION_UNCHECKSUMMED: u16 = 1;
+const VERSION_UNCHECKSUMMED: u16 = 1;
 pub const HEADER_SIZE: usize = 16;
 pub const RECORD_SIZE: usize = 40;
 /// Record flag: the fragment starts with a keyframe (a sync sample).
-pub const FLAG_KEYFRAME: u8 = 0x01;
+const FLAG_KEYFRAME: u8 = 0x01;
 
 #[derive(Debug, Error)]
 pub enum IndexError {
@@ -49,8 +49,8 @@ pub enum IndexError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexHeader {
-    pub version: u16,
-    pub record_size: u16,
+    version: u16,
+    record_size: u16,
 }
 
 impl Default for IndexHeader {
@@ -64,7 +64,8 @@ impl Default for IndexHeader {
 
 impl IndexHeader {
     /// The header of an index of `version` (1 or 2).
-    pub fn of_version(version: u16) -> Self {
+    #[cfg(test)]
+    fn of_version(version: u16) -> Self {
         Self {
             version,
             ..Self::default()
@@ -72,11 +73,11 @@ impl IndexHeader {
     }
 
     /// Records of this index carry fragment checksums.
-    pub fn has_checksums(&self) -> bool {
+    pub(crate) fn has_checksums(&self) -> bool {
         self.version >= VERSION
     }
 
-    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+    pub(crate) fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0; HEADER_SIZE];
         b[..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
@@ -84,7 +85,7 @@ impl IndexHeader {
         b
     }
 
-    pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Self, IndexError> {
+    fn decode(b: &[u8; HEADER_SIZE]) -> Result<Self, IndexError> {
         if b[..8] != MAGIC {
             return Err(IndexError::BadMagic);
         }
@@ -124,7 +125,7 @@ pub struct IndexRecord {
 
 impl IndexRecord {
     /// The record for a fragment read from (or just written to) the MP4.
-    pub fn derive(
+    pub(crate) fn derive(
         init: &InitInfo,
         moof: &MoofInfo,
         offset: u64,
@@ -168,7 +169,7 @@ impl IndexRecord {
         self.start_us + u64::from(self.duration_us)
     }
 
-    pub fn encode(&self) -> [u8; RECORD_SIZE] {
+    pub(crate) fn encode(&self) -> [u8; RECORD_SIZE] {
         let mut b = [0; RECORD_SIZE];
         b[0..4].copy_from_slice(&self.sequence.to_le_bytes());
         b[4..6].copy_from_slice(&self.segment.to_le_bytes());
@@ -185,7 +186,7 @@ impl IndexRecord {
     }
 
     /// Decodes a record of an index with `header`.
-    pub fn decode(b: &[u8; RECORD_SIZE], header: IndexHeader) -> Result<Self, IndexError> {
+    pub(crate) fn decode(b: &[u8; RECORD_SIZE], header: IndexHeader) -> Result<Self, IndexError> {
         if crc32fast::hash(&b[..36]).to_le_bytes() != b[36..40] {
             return Err(IndexError::Crc);
         }
@@ -225,7 +226,7 @@ pub struct IndexContents {
     pub header: IndexHeader,
     pub records: Vec<IndexRecord>,
     /// Bytes after the last good record (a torn or damaged tail), ignored.
-    pub ignored_bytes: u64,
+    pub(crate) ignored_bytes: u64,
 }
 
 /// Reads an index file by seeking to fixed-size records, never loading more than
@@ -270,16 +271,14 @@ impl<R: Read + Seek> IndexFile<R> {
         Ok(file)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.count
     }
 
-    pub fn header(&self) -> IndexHeader {
+    #[cfg(test)]
+    fn header(&self) -> IndexHeader {
         self.header
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     fn read_raw(&mut self, i: usize) -> Result<IndexRecord, IndexError> {
@@ -292,7 +291,7 @@ impl<R: Read + Seek> IndexFile<R> {
     }
 
     /// Record `i`; a damaged record inside the file is an error.
-    pub fn record(&mut self, i: usize) -> Result<IndexRecord, IndexError> {
+    fn record(&mut self, i: usize) -> Result<IndexRecord, IndexError> {
         if i >= self.count {
             return Err(IndexError::OutOfRange(i));
         }

@@ -66,25 +66,25 @@ impl IndexHealth {
 
 #[derive(Debug, Clone)]
 pub struct Inspection {
-    pub dir: PathBuf,
-    pub tracks: Vec<TrackInfo>,
-    pub fragments: usize,
-    pub keyframe_fragments: usize,
+    dir: PathBuf,
+    tracks: Vec<TrackInfo>,
+    pub(crate) fragments: usize,
+    keyframe_fragments: usize,
     /// Media time span of the whole fragments.
-    pub start_us: u64,
-    pub end_us: u64,
+    pub(crate) start_us: u64,
+    pub(crate) end_us: u64,
     /// Duration `mvhd` declares (0 until the recording is finished or recovered).
-    pub declared_duration_us: u64,
-    pub file_bytes: u64,
-    pub torn: Option<TornTail>,
-    pub torn_bytes: u64,
-    pub index_bytes: Option<u64>,
+    declared_duration_us: u64,
+    pub(crate) file_bytes: u64,
+    pub(crate) torn: Option<TornTail>,
+    torn_bytes: u64,
+    pub(crate) index_bytes: Option<u64>,
     pub index: IndexHealth,
     /// What checking each indexed fragment against its checksum found (`None`:
     /// no readable index to check against).
-    pub verification: Option<Verification>,
+    pub(crate) verification: Option<Verification>,
     /// The playlist is ended: the recording was finished (or recovered).
-    pub finished: bool,
+    finished: bool,
     /// Every segment of the recording, in order, when it has more than one
     /// (from `recording.chain`); a segment on storage that is gone is an error.
     pub chain: Vec<(ChainEntry, Result<Inspection, String>)>,
@@ -92,19 +92,19 @@ pub struct Inspection {
 
 impl Inspection {
     /// Nothing to repair.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.torn.is_none() && self.index.is_consistent() && self.finished && !self.is_damaged()
     }
 
     /// Some fragment's bytes are not the ones written.
-    pub fn is_damaged(&self) -> bool {
+    pub(crate) fn is_damaged(&self) -> bool {
         self.verification
             .as_ref()
             .is_some_and(|v| !v.damaged.is_empty())
     }
 
     /// The health line of `recbox inspect`.
-    pub fn health_text(&self) -> &'static str {
+    pub(crate) fn health_text(&self) -> &'static str {
         if self.is_damaged() {
             return "DAMAGED: fragments do not hold the bytes written (listed above); `recbox repair` cannot restore them";
         }

@@ -19,13 +19,13 @@ use std::os::unix::fs::FileExt;
 use super::index::IndexRecord;
 
 /// The checksum the index keeps of a fragment's bytes (CRC-32, IEEE 802.3 / zlib).
-pub fn checksum(bytes: &[u8]) -> u32 {
+pub(crate) fn checksum(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
 /// What the bytes of one fragment say against its index record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FragmentCheck {
+pub(crate) enum FragmentCheck {
     /// The bytes are the ones written.
     Intact,
     /// The bytes differ from the ones written.
@@ -38,7 +38,7 @@ pub enum FragmentCheck {
 
 /// The check of a fragment of `found` bytes (fewer than the record's length when the
 /// file ends early) whose CRC-32 is `crc`.
-pub fn verdict(record: &IndexRecord, found: u64, crc: u32) -> FragmentCheck {
+fn verdict(record: &IndexRecord, found: u64, crc: u32) -> FragmentCheck {
     match record.checksum {
         None => FragmentCheck::NotChecksummed,
         Some(_) if found < u64::from(record.length) => FragmentCheck::CutShort,
@@ -48,17 +48,18 @@ pub fn verdict(record: &IndexRecord, found: u64, crc: u32) -> FragmentCheck {
 }
 
 /// Checks `bytes`, what the file holds where `record` points (at most its length).
-pub fn check(record: &IndexRecord, bytes: &[u8]) -> FragmentCheck {
+#[cfg(test)]
+fn check(record: &IndexRecord, bytes: &[u8]) -> FragmentCheck {
     verdict(record, bytes.len() as u64, checksum(bytes))
 }
 
 /// A fragment whose bytes are not the ones written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DamagedFragment {
+pub(crate) struct DamagedFragment {
     /// Position of the fragment in the segment (0: the first).
-    pub number: usize,
-    pub record: IndexRecord,
-    pub check: FragmentCheck,
+    pub(crate) number: usize,
+    pub(crate) record: IndexRecord,
+    pub(crate) check: FragmentCheck,
 }
 
 impl fmt::Display for DamagedFragment {
@@ -84,12 +85,12 @@ impl fmt::Display for DamagedFragment {
 
 /// What checking every fragment of a segment found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verification {
+pub(crate) struct Verification {
     /// Fragments whose bytes were compared with their checksum.
-    pub checked: usize,
+    pub(crate) checked: usize,
     /// Fragments without a checksum (version 1 index).
-    pub not_checksummed: usize,
-    pub damaged: Vec<DamagedFragment>,
+    pub(crate) not_checksummed: usize,
+    pub(crate) damaged: Vec<DamagedFragment>,
 }
 
 /// Bytes read at a time: a fragment is never held whole.
@@ -113,12 +114,12 @@ fn checksum_range(file: &File, file_len: u64, offset: u64, end: u64) -> io::Resu
 
 /// The checksum of the fragment `record` points at, as the file holds it now (for a
 /// fragment no index had recorded yet).
-pub fn checksum_of(file: &File, file_len: u64, record: &IndexRecord) -> io::Result<u32> {
+pub(crate) fn checksum_of(file: &File, file_len: u64, record: &IndexRecord) -> io::Result<u32> {
     checksum_range(file, file_len, record.offset, record.end_offset()).map(|(_, crc)| crc)
 }
 
 /// Checks the fragment each of `records` points at in `file` (`file_len` bytes).
-pub fn verify_file(
+pub(crate) fn verify_file(
     file: &File,
     file_len: u64,
     records: &[IndexRecord],

@@ -21,7 +21,7 @@ pub const CHAIN_FILE: &str = "recording.chain";
 
 /// The longest fragment when keyframes are further apart, unless the writer is told
 /// otherwise: what a playlist without a target duration of its own assumes.
-pub const DEFAULT_MAX_FRAGMENT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_MAX_FRAGMENT: Duration = Duration::from_secs(2);
 
 /// Which part of the recording an IO error hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,7 +40,7 @@ pub enum Target {
 
 impl Target {
     /// The fault target reported over the link.
-    pub fn fault_target(self) -> FaultTarget {
+    pub(crate) fn fault_target(self) -> FaultTarget {
         match self {
             Target::File => FaultTarget::File,
             // The playlist and the chain are metadata like the index.
@@ -66,10 +66,10 @@ impl fmt::Display for Target {
 #[derive(Debug, Error)]
 #[error("{op} {}: {source}", path.display())]
 pub struct FileOpError {
-    pub op: &'static str,
-    pub path: PathBuf,
+    pub(crate) op: &'static str,
+    pub(crate) path: PathBuf,
     #[source]
-    pub source: io::Error,
+    pub(crate) source: io::Error,
 }
 
 /// How a segment was left.
@@ -117,19 +117,19 @@ impl FromStr for SegmentState {
 /// One segment as the writer knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
-    pub segment: u16,
+    pub(crate) segment: u16,
     pub dir: PathBuf,
     /// The segment is on the spool (counts against `spool_max_bytes`).
     pub spool: bool,
     /// Media time where the segment starts.
-    pub first_us: u64,
+    pub(crate) first_us: u64,
     pub state: SegmentState,
     /// Fragments whose media is durable (indexed, or indexed by recovery).
-    pub fragments: u32,
+    pub(crate) fragments: u32,
     /// Durable bytes of `recording.mp4` and `recording.idx`.
     pub file_bytes: u64,
     pub index_bytes: u64,
-    pub media_end_us: u64,
+    pub(crate) media_end_us: u64,
 }
 
 /// One line of `recording.chain`.
@@ -144,8 +144,8 @@ pub struct ChainEntry {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("chain line {line}: {reason}")]
 pub struct ChainError {
-    pub line: usize,
-    pub reason: &'static str,
+    line: usize,
+    reason: &'static str,
 }
 
 const CHAIN_HEADER: &str =
@@ -153,7 +153,7 @@ const CHAIN_HEADER: &str =
 
 /// `recording.chain` text: one tab-separated line per segment, the directory last
 /// (room names may contain spaces, never control characters).
-pub fn encode_chain(entries: &[ChainEntry]) -> String {
+pub(crate) fn encode_chain(entries: &[ChainEntry]) -> String {
     let mut text = CHAIN_HEADER.to_owned();
     for e in entries {
         text.push_str(&format!(
@@ -205,7 +205,7 @@ pub(crate) fn segment_suffix(name: &str) -> Option<u16> {
 }
 
 /// The segment a recording directory holds, from its name (0 without a suffix).
-pub fn segment_of_dir(dir: &Path) -> u16 {
+pub(crate) fn segment_of_dir(dir: &Path) -> u16 {
     let name = match dir.file_name() {
         Some(name) => name.to_owned(),
         // `.` or `..`: the name of what it resolves to.
@@ -227,7 +227,7 @@ pub(crate) fn segment_dir_name(base: &str, n: u16) -> String {
 }
 
 /// The time a [`utc_stamp`] names (`None` for anything else).
-pub fn parse_utc_stamp(stamp: &str) -> Option<SystemTime> {
+pub(crate) fn parse_utc_stamp(stamp: &str) -> Option<SystemTime> {
     let b = stamp.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
@@ -257,7 +257,7 @@ pub fn parse_utc_stamp(stamp: &str) -> Option<SystemTime> {
 }
 
 /// `yyyymmddThhmmssZ` in UTC (times before 1970 are clamped to the epoch).
-pub fn utc_stamp(t: SystemTime) -> String {
+pub(crate) fn utc_stamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

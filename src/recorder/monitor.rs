@@ -48,7 +48,7 @@ impl MonitorConfig {
     /// costs a statvfs and a read of the mount table, tens of µs.
     pub const DEFAULT_POLL: Duration = Duration::from_millis(50);
 
-    pub fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         Self {
             root,
             poll: Self::DEFAULT_POLL,
@@ -68,17 +68,17 @@ enum Msg {
 
 /// A file the recording writes on the storage, checked at every poll.
 #[derive(Debug)]
-pub struct WatchedFile {
-    pub target: FaultTarget,
-    pub path: PathBuf,
+pub(crate) struct WatchedFile {
+    pub(crate) target: FaultTarget,
+    pub(crate) path: PathBuf,
     /// A descriptor of the very file being written: its path may lead elsewhere
     /// or nowhere by now.
-    pub file: File,
+    pub(crate) file: File,
 }
 
 /// Files checked at every poll while this lives ([`StorageMonitor::watch`]).
 #[must_use = "the files are watched only while the handle lives"]
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     id: u64,
     observations: mpsc::Sender<Msg>,
 }
@@ -92,7 +92,6 @@ impl Drop for FileWatch {
 /// Handle on a running monitor; cheap to clone.
 #[derive(Clone)]
 pub struct StorageMonitor {
-    root: PathBuf,
     observations: mpsc::Sender<Msg>,
     events: broadcast::Sender<HealthEvent>,
     usable: watch::Receiver<bool>,
@@ -111,7 +110,6 @@ impl StorageMonitor {
         let (usable_tx, usable) = watch::channel(true);
         let active = Arc::new(Mutex::new(Vec::new()));
         let monitor = Self {
-            root: config.root.clone(),
             observations: obs_tx.clone(),
             events: events.clone(),
             usable,
@@ -139,12 +137,8 @@ impl StorageMonitor {
         monitor
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Feeds a writer's result into the health state machine.
-    pub fn report(&self, obs: Observation) {
+    pub(crate) fn report(&self, obs: Observation) {
         // The poller only ends when every handle is gone, so this cannot fail while
         // `self` exists.
         let _ = self.observations.send(Msg::Observe(obs));
@@ -154,7 +148,7 @@ impl StorageMonitor {
     /// flagged so that it takes no writes is a fault of that file within one poll,
     /// not only at its next write (which may be a fragment away, or succeed into a
     /// file nobody will find).
-    pub fn watch(&self, files: Vec<WatchedFile>) -> FileWatch {
+    pub(crate) fn watch(&self, files: Vec<WatchedFile>) -> FileWatch {
         let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
         let _ = self.observations.send(Msg::Watch(id, files));
         FileWatch {

@@ -85,7 +85,7 @@ impl WriteError {
         }
     }
 
-    pub fn target(&self) -> Option<Target> {
+    pub(crate) fn target(&self) -> Option<Target> {
         match self {
             WriteError::Io { target, .. } => Some(*target),
             WriteError::Dropped { source, .. } => source.target(),
@@ -582,7 +582,7 @@ impl RecordingWriter {
 
     /// Creates segment 0 on the spool, for a recording that starts while the
     /// primary storage is faulted; [`RecordingWriter::move_back`] moves it later.
-    pub fn create_on_spool(
+    pub(crate) fn create_on_spool(
         spool: &Path,
         start: &StartParams,
         started_at: SystemTime,
@@ -610,7 +610,7 @@ impl RecordingWriter {
     /// Continues `existing` (see [`super::resume`]) in a new segment under `root`
     /// (the spool if `spool`): the segment after the existing ones, starting with
     /// the existing recording's tail, chained after them.
-    pub fn resume(
+    pub(crate) fn resume(
         root: &Path,
         spool: bool,
         start: &StartParams,
@@ -726,7 +726,7 @@ impl RecordingWriter {
     }
 
     /// Wall-clock start of the recording (of its first segment, when resumed).
-    pub fn started_at(&self) -> SystemTime {
+    pub(crate) fn started_at(&self) -> SystemTime {
         self.started_at
     }
 
@@ -775,7 +775,7 @@ impl RecordingWriter {
     }
 
     /// The current segment is on the spool.
-    pub fn on_spool(&self) -> bool {
+    pub(crate) fn on_spool(&self) -> bool {
         self.current.spool
     }
 
@@ -786,7 +786,7 @@ impl RecordingWriter {
 
     /// The media file and the index of the current segment, for the storage
     /// monitor to check (descriptors of their own).
-    pub fn watched_files(&self) -> io::Result<Vec<WatchedFile>> {
+    pub(crate) fn watched_files(&self) -> io::Result<Vec<WatchedFile>> {
         let seg = &self.current;
         [
             (FaultTarget::File, MP4_FILE, &seg.mp4),
@@ -1030,20 +1030,6 @@ impl RecordingWriter {
         self.closed.iter().map(|s| s.index_bytes).sum::<u64>() + self.current.index_bytes
     }
 
-    /// Fragments whose media is durable (indexed, or indexed by recovery).over all segments.
-    pub fn fragments(&self) -> u32 {
-        self.closed.iter().map(|s| s.fragments).sum::<u32>() + self.current.fragments
-    }
-
-    /// Media time covered by the indexed fragments (longest track, all segments).
-    pub fn media_duration_us(&self) -> u64 {
-        self.segments()
-            .iter()
-            .map(|s| s.media_end_us)
-            .max()
-            .unwrap_or(0)
-    }
-
     fn enqueue(&mut self, fragment: Fragment) -> Result<(), WriteError> {
         let Fragment { bytes, .. } = fragment;
         let moof = match mp4::boxes(&bytes).next() {
@@ -1081,7 +1067,7 @@ impl RecordingWriter {
 
     /// Gives up on every queued fragment whose media is not durable (no storage
     /// takes them and the recording is over) and says what that was.
-    pub fn abandon(&mut self) -> DropCounts {
+    pub(crate) fn abandon(&mut self) -> DropCounts {
         let mut dropped = DropCounts::default();
         let queue = std::mem::take(&mut self.current.queue);
         for q in queue {

@@ -103,11 +103,11 @@ fn format_err(path: &Path) -> impl FnOnce(ReadError) -> RecoveryError + '_ {
 /// What recovery found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
-    pub dir: PathBuf,
+    dir: PathBuf,
     /// Whole fragments kept in the recording file.
     pub fragments: usize,
     /// Why the file had a torn tail, if it had one.
-    pub torn: Option<TornTail>,
+    torn: Option<TornTail>,
     /// Whole fragments cut off because the next segment of the chain holds them.
     pub handed_over: usize,
     /// Bytes cut off the end of the recording file.
@@ -120,14 +120,14 @@ pub struct RecoveryReport {
     /// Records added that the old index lacked.
     pub index_records_added: usize,
     pub index_rewritten: bool,
-    pub playlist_rewritten: bool,
+    playlist_rewritten: bool,
     pub durations_patched: bool,
     /// Fragments whose bytes are not the ones written (kept).
-    pub damaged: Vec<DamagedFragment>,
+    damaged: Vec<DamagedFragment>,
     /// Fragments without a checksum to check (a version 1 index).
-    pub not_checksummed: usize,
+    not_checksummed: usize,
     /// The segment held no fragment: its directory was removed.
-    pub removed_empty: bool,
+    pub(crate) removed_empty: bool,
     /// The playlist was already ended: the recording had finished cleanly.
     pub was_finished: bool,
     pub media_duration_us: u64,

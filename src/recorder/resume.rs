@@ -64,7 +64,7 @@ pub enum ResumeError {
 
 /// Why a `Start` cannot continue an existing recording.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum Mismatch {
+enum Mismatch {
     #[error("the Start parameters are invalid: {0}")]
     Invalid(String),
     #[error("the recording's init segment cannot be read: {0}")]
@@ -77,7 +77,7 @@ pub enum Mismatch {
 
 /// How a recording begins.
 #[derive(Debug)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// A new recording, whose first directory is named after `started_at`.
     Fresh { started_at: SystemTime },
     /// The continuation of an existing one.
@@ -86,31 +86,31 @@ pub enum Plan {
 
 /// A recording found on the storage, repaired, ready to be continued.
 #[derive(Debug, Clone)]
-pub struct Existing {
+pub(crate) struct Existing {
     /// `<UTC start>-<recording id>`: the directory name of segment 0.
-    pub base_name: String,
-    pub started_at: SystemTime,
+    pub(crate) base_name: String,
+    pub(crate) started_at: SystemTime,
     /// Every segment, in order, as its chain lists it and the disk holds it now.
-    pub segments: Vec<SegmentInfo>,
-    pub tail: Tail,
+    pub(crate) segments: Vec<SegmentInfo>,
+    pub(crate) tail: Tail,
 }
 
 /// The end of an existing recording, where a resumed one picks up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tail {
+pub(crate) struct Tail {
     /// Segment holding the media below, which is cut off it once the new segment
     /// holds that media durably.
-    pub segment: Option<u16>,
+    pub(crate) segment: Option<u16>,
     /// The segment's last fragment that starts with a keyframe and every fragment
     /// after it, as media in time order; empty when it has no such fragment.
-    pub media: Vec<Media>,
+    pub(crate) media: Vec<Media>,
     /// Media time where the new segment starts.
-    pub start_us: u64,
+    pub(crate) start_us: u64,
     /// `mfhd` sequence number of the new segment's first fragment.
-    pub sequence: u32,
+    pub(crate) sequence: u32,
     /// Last dts per track (video, audio) the recording holds: media replayed up to
     /// it is skipped.
-    pub last_dts: [Option<i64>; 2],
+    pub(crate) last_dts: [Option<i64>; 2],
 }
 
 impl Default for Tail {
@@ -126,7 +126,7 @@ impl Default for Tail {
 }
 
 /// Index of a track in [`Tail::last_dts`].
-pub fn track_slot(track: Track) -> usize {
+pub(crate) fn track_slot(track: Track) -> usize {
     match track {
         Track::Video => 0,
         Track::Audio => 1,
@@ -136,7 +136,7 @@ pub fn track_slot(track: Track) -> usize {
 /// Decides how the recording `start` names begins, given the storage roots (the
 /// primary, then the spool): it continues the latest recording of that room and id
 /// if there is one the `Start` matches (see the module docs).
-pub fn plan(roots: &[&Path], start: &StartParams, now: SystemTime) -> Plan {
+pub(crate) fn plan(roots: &[&Path], start: &StartParams, now: SystemTime) -> Plan {
     let Some(found) = find(roots, &start.room, &start.recording) else {
         return Plan::Fresh { started_at: now };
     };
@@ -373,7 +373,7 @@ fn read_init_bytes(dir: &Path) -> Result<Vec<u8>, ResumeError> {
 
 /// Checks that `start` yields the init segment `existing` has, durations aside
 /// (they are patched when a segment is closed).
-pub fn compare_init(existing: &[u8], start: &StartParams) -> Result<(), Mismatch> {
+fn compare_init(existing: &[u8], start: &StartParams) -> Result<(), Mismatch> {
     let fresh = mp4::init_segment(&start.video, &start.audio)
         .map_err(|e| Mismatch::Invalid(e.to_string()))?;
     let parse = |bytes: &[u8]| mp4::read_init(&mut Cursor::new(bytes), bytes.len() as u64);

@@ -42,11 +42,11 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duratio
 
 #[derive(Debug, Clone)]
 pub struct RecorderConfig {
-    pub storage: PathBuf,
+    pub(crate) storage: PathBuf,
     /// Where recordings continue while the primary storage is faulted.
     pub spool: Option<PathBuf>,
     /// The link keys accepted: the current one and, while rotating, the previous.
-    pub keys: KeyRing,
+    pub(crate) keys: KeyRing,
     pub max_frame: usize,
     /// A connection that has not proven the key within this is closed.
     pub handshake_timeout: Duration,
@@ -59,15 +59,15 @@ pub struct RecorderConfig {
     pub health: HealthConfig,
     /// Told of every media frame as the recorder receives it from the link: the
     /// mixer benchmark measures the latency up to the recorder with it.
-    pub media_tap: Option<mpsc::UnboundedSender<MediaReceived>>,
+    pub(crate) media_tap: Option<mpsc::UnboundedSender<MediaReceived>>,
 }
 
 /// A media frame the recorder received, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MediaReceived {
-    pub track: Track,
-    pub pts: i64,
-    pub at: Instant,
+pub(crate) struct MediaReceived {
+    pub(crate) track: Track,
+    pub(crate) pts: i64,
+    pub(crate) at: Instant,
 }
 
 impl RecorderConfig {
@@ -118,11 +118,11 @@ pub enum StartError {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("the spool {} must not be the storage root {} or inside it (nor contain it)", spool.display(), storage.display())]
 pub struct SpoolError {
-    pub storage: PathBuf,
-    pub spool: PathBuf,
+    storage: PathBuf,
+    spool: PathBuf,
 }
 
-pub fn check_spool(storage: &Path, spool: &Path) -> Result<(), SpoolError> {
+pub(crate) fn check_spool(storage: &Path, spool: &Path) -> Result<(), SpoolError> {
     let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let (storage, spool) = (resolve(storage), resolve(spool));
     if spool.starts_with(&storage) || storage.starts_with(&spool) {

@@ -39,10 +39,10 @@ use crate::media::codec::Codec;
 pub const CONTROL_VERSION: u16 = 1;
 
 /// Largest control message accepted, in bytes (a join is about 250).
-pub const MAX_MESSAGE: usize = 16 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 16 * 1024;
 
 /// A participant's identifier at the SFU.
-pub type ParticipantId = Text<64>;
+pub(crate) type ParticipantId = Text<64>;
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -74,7 +74,7 @@ pub struct ParticipantInfo {
     pub video: StreamInfo,
     /// The video's codec; H.264 when the SFU names none.
     #[serde(default)]
-    pub video_codec: Codec,
+    pub(crate) video_codec: Codec,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -49,8 +49,8 @@ pub enum Notice {
 /// The ingest counters of one participant's stream.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct StreamReport {
-    pub participant: String,
-    pub kind: MediaKind,
+    pub(crate) participant: String,
+    pub(crate) kind: MediaKind,
     pub ssrc: u32,
     #[serde(flatten)]
     pub counters: StreamStats,
@@ -59,7 +59,7 @@ pub struct StreamReport {
 /// Keeps the list of faults that still apply in step with `notice`: a fault is added
 /// once and its clearing removes it; dropped media and the move back from the spool
 /// are events, not conditions; stats carry the whole list.
-pub fn track_active(active: &mut Vec<FaultKind>, notice: &Notice) {
+pub(crate) fn track_active(active: &mut Vec<FaultKind>, notice: &Notice) {
     match notice {
         Notice::Fault(f) => match f.kind {
             FaultKind::MediaDropped => {}
@@ -82,7 +82,7 @@ pub fn track_active(active: &mut Vec<FaultKind>, notice: &Notice) {
 
 impl Notice {
     /// The notice to relay for what the recorder sent back on the media link, if any.
-    pub fn from_recorder(event: &MixerEvent) -> Option<Self> {
+    pub(crate) fn from_recorder(event: &MixerEvent) -> Option<Self> {
         match event {
             MixerEvent::Fault(f) => Some(Notice::Fault(f.clone())),
             &MixerEvent::Cleared { kind, target, at } => Some(Notice::Cleared { kind, target, at }),
@@ -98,7 +98,7 @@ impl Notice {
 /// Who is shown an announcement.
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Audience {
+pub(crate) enum Audience {
     /// The meeting's terminals (and the control platform, which sees everything).
     Terminals,
     /// Only the conference-control platform (bookkeeping such as sizes).
@@ -109,31 +109,31 @@ pub enum Audience {
 /// text plus the facts it is based on.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
-    pub to: Audience,
+    pub(crate) to: Audience,
     /// The fault kind, `cleared` or `stats`.
     pub kind: String,
     pub text: String,
     /// For `cleared`: the fault kind that no longer applies.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fault: Option<FaultKind>,
+    pub(crate) fault: Option<FaultKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recording: Option<String>,
+    recording: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<FaultTarget>,
+    target: Option<FaultTarget>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<Stats>,
+    stats: Option<Stats>,
     /// For `stats`: the faults that still apply.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub faults: Vec<FaultKind>,
+    faults: Vec<FaultKind>,
     /// For `ingest`: the counters of every stream the mixer receives.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<StreamReport>,
     /// For `unsupported_codec`: whose video it is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub participant: Option<String>,
-    pub at: UnixMillis,
+    participant: Option<String>,
+    pub(crate) at: UnixMillis,
     /// The terminals (participant ids) it was shown on, as the SFU fills it in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminals: Vec<String>,
@@ -232,7 +232,7 @@ fn kind_name(kind: FaultKind) -> String {
 }
 
 /// What the people in the meeting are told when a fault occurs.
-pub fn fault_text(kind: FaultKind) -> &'static str {
+pub(crate) fn fault_text(kind: FaultKind) -> &'static str {
     use FaultKind::*;
     match kind {
         DiskFull => "Recording problem: the recording disk is full.",

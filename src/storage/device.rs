@@ -55,7 +55,7 @@ pub struct BackingDevice {
 impl BackingDevice {
     /// The mount that holds `root` (absolute, canonical) in a mount table; sysfs paths
     /// are left unknown.
-    pub fn from_mountinfo(mountinfo: &str, root: &Path) -> Result<Self, DeviceError> {
+    fn from_mountinfo(mountinfo: &str, root: &Path) -> Result<Self, DeviceError> {
         let entries = mountinfo::parse(mountinfo);
         let entry = mountinfo::mount_of(&entries, root)
             .ok_or_else(|| DeviceError::NoMount(root.to_owned()))?;

@@ -24,7 +24,7 @@ pub fn classify(err: &io::Error) -> FaultKind {
 
 /// Whether the error says the file system itself is damaged (ext4's EFSCORRUPTED and
 /// EFSBADCRC), rather than that one write to one file failed.
-pub fn is_corruption(err: &io::Error) -> bool {
+pub(crate) fn is_corruption(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EUCLEAN | libc::EBADMSG))
 }
 

@@ -57,7 +57,7 @@ impl Default for HealthConfig {
 
 impl HealthConfig {
     /// The low watermark for a file system of `total_bytes`.
-    pub fn low_space_for(&self, total_bytes: u64) -> u64 {
+    pub(crate) fn low_space_for(&self, total_bytes: u64) -> u64 {
         self.low_space_bytes
             .unwrap_or_else(|| GIB.min(total_bytes / 20))
             .max(self.full_space_bytes)
@@ -110,7 +110,7 @@ pub enum HealthEvent {
 
 impl HealthEvent {
     /// The media-link frame reporting this event for `recording`.
-    pub fn to_frame(&self, recording: &RecordingId) -> Frame {
+    pub(crate) fn to_frame(&self, recording: &RecordingId) -> Frame {
         match *self {
             HealthEvent::Fault {
                 kind,
@@ -163,7 +163,7 @@ pub struct ActiveFault {
     pub kind: FaultKind,
     pub target: FaultTarget,
     /// Detail of the observation that raised it.
-    pub detail: String,
+    detail: String,
     pub since: UnixMillis,
     causes: Causes,
     /// A probe write succeeded since the last write error: the storage takes writes
@@ -187,7 +187,8 @@ impl StorageHealth {
         }
     }
 
-    pub fn config(&self) -> &HealthConfig {
+    #[cfg(test)]
+    fn config(&self) -> &HealthConfig {
         &self.config
     }
 

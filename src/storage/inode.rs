@@ -12,13 +12,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 /// `FS_IMMUTABLE_FL` of `<linux/fs.h>`, as `chattr +i` sets it.
-pub const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+pub(crate) const FS_IMMUTABLE_FL: libc::c_long = 0x10;
 /// `FS_APPEND_FL` of `<linux/fs.h>`, as `chattr +a` sets it.
-pub const FS_APPEND_FL: libc::c_long = 0x20;
+const FS_APPEND_FL: libc::c_long = 0x20;
 
 /// Why a file being recorded cannot be recorded to any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// No directory entry leads to it any more.
     Removed,
     Immutable,
@@ -38,7 +38,7 @@ impl fmt::Display for Problem {
 
 /// The problem a file with `links` directory entries and inode `flags` (`None`
 /// where the file system keeps no flags) has, if any.
-pub fn problem(links: u64, flags: Option<libc::c_long>) -> Option<Problem> {
+fn problem(links: u64, flags: Option<libc::c_long>) -> Option<Problem> {
     let flags = flags.unwrap_or(0);
     if links == 0 {
         Some(Problem::Removed)
@@ -52,7 +52,7 @@ pub fn problem(links: u64, flags: Option<libc::c_long>) -> Option<Problem> {
 }
 
 /// Checks an open file: an `fstat` and an `FS_IOC_GETFLAGS`, a few µs.
-pub fn check(file: &File) -> io::Result<Option<Problem>> {
+pub(crate) fn check(file: &File) -> io::Result<Option<Problem>> {
     let links = file.metadata()?.nlink();
     let flags = match flags(file) {
         Ok(flags) => Some(flags),
@@ -64,7 +64,7 @@ pub fn check(file: &File) -> io::Result<Option<Problem>> {
 }
 
 /// The inode flags of `file`, as `lsattr` shows them.
-pub fn flags(file: &File) -> io::Result<libc::c_long> {
+pub(crate) fn flags(file: &File) -> io::Result<libc::c_long> {
     let mut flags: libc::c_long = 0;
     // SAFETY: a valid descriptor and a pointer to a live c_long the ioctl fills.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
@@ -76,7 +76,8 @@ pub fn flags(file: &File) -> io::Result<libc::c_long> {
 }
 
 /// Sets the inode flags of `file`, as `chattr` does (root only for immutable).
-pub fn set_flags(file: &File, flags: libc::c_long) -> io::Result<()> {
+#[cfg(feature = "lab")]
+pub(crate) fn set_flags(file: &File, flags: libc::c_long) -> io::Result<()> {
     // SAFETY: a valid descriptor and a pointer to a live c_long the ioctl reads.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) };
     if rc == 0 {

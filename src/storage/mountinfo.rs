@@ -21,7 +21,7 @@ use thiserror::Error;
 pub const SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum MountinfoError {
+enum MountinfoError {
     #[error("mountinfo line has too few fields")]
     TooFewFields,
     #[error("mountinfo line has no `-` separator")]
@@ -31,25 +31,25 @@ pub enum MountinfoError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub mount_id: u32,
-    pub parent_id: u32,
+pub(crate) struct MountEntry {
+    pub(crate) mount_id: u32,
+    parent_id: u32,
     /// Device number of the file system (`0:N` for file systems without a block device).
-    pub major: u32,
-    pub minor: u32,
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
     /// Directory of the file system mounted here (not `/` for bind mounts).
-    pub root: PathBuf,
-    pub mount_point: PathBuf,
-    pub mount_options: Vec<String>,
+    root: PathBuf,
+    pub(crate) mount_point: PathBuf,
+    mount_options: Vec<String>,
     /// Propagation fields such as `shared:1` or `master:2`.
-    pub optional: Vec<String>,
-    pub fstype: String,
-    pub source: String,
-    pub super_options: Vec<String>,
+    optional: Vec<String>,
+    pub(crate) fstype: String,
+    source: String,
+    pub(crate) super_options: Vec<String>,
 }
 
 impl MountEntry {
-    pub fn parse_line(line: &str) -> Result<Self, MountinfoError> {
+    fn parse_line(line: &str) -> Result<Self, MountinfoError> {
         let fields: Vec<&str> = line.split(' ').collect();
         if fields.len() < 10 {
             return Err(MountinfoError::TooFewFields);
@@ -86,7 +86,7 @@ impl MountEntry {
     /// file system (`mount -o remount,ro`, or ext4 `errors=remount-ro` after an error,
     /// which only shows in the super-block options: as `ro` on older kernels, as
     /// `emergency_ro` beside `rw` on newer ones) is read-only.
-    pub fn read_only(&self) -> bool {
+    pub(crate) fn read_only(&self) -> bool {
         let ro = |opts: &[String], flags: &[&str]| opts.iter().any(|o| flags.contains(&o.as_str()));
         ro(&self.mount_options, &["ro"]) || ro(&self.super_options, &["ro", "emergency_ro"])
     }
@@ -94,14 +94,14 @@ impl MountEntry {
     /// The file system was shut down (ext4 `EXT4_IOC_SHUTDOWN`, or the kernel's own
     /// shutdown after a fatal error): every read and write now fails with `EIO`
     /// until it is mounted again.
-    pub fn shut_down(&self) -> bool {
+    pub(crate) fn shut_down(&self) -> bool {
         self.super_options.iter().any(|o| o == "shutdown")
     }
 }
 
 /// Parses a whole mount table, skipping lines that do not parse (logged), so one odd
 /// line cannot hide the storage mount.
-pub fn parse(text: &str) -> Vec<MountEntry> {
+pub(crate) fn parse(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter(|l| !l.is_empty())
         .filter_map(|line| match MountEntry::parse_line(line) {
@@ -117,7 +117,7 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
 /// The mount that holds `path` (absolute and canonical): the one with the longest
 /// mount point, by path components, that is a prefix of `path`. Among mounts stacked
 /// on the same point the last listed is the visible one.
-pub fn mount_of<'a>(entries: &'a [MountEntry], path: &Path) -> Option<&'a MountEntry> {
+pub(crate) fn mount_of<'a>(entries: &'a [MountEntry], path: &Path) -> Option<&'a MountEntry> {
     entries
         .iter()
         .filter(|e| path.starts_with(&e.mount_point))

@@ -37,22 +37,22 @@ pub enum MountChange {
 
 /// Where the storage root stands in one mount table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountSnapshot {
+pub(crate) struct MountSnapshot {
     /// Mount point of the storage when first seen.
-    pub storage_mount_point: PathBuf,
+    storage_mount_point: PathBuf,
     /// The mount the root resolved to (`None`: nothing holds it, e.g. an empty table).
-    pub mount_id: Option<u32>,
+    mount_id: Option<u32>,
     /// The root resolved to a mount at `storage_mount_point`.
-    pub present: bool,
+    pub(crate) present: bool,
     /// That mount refuses writes (meaningful while `present`).
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Its file system was shut down (meaningful while `present`).
-    pub shut_down: bool,
+    shut_down: bool,
 }
 
 impl MountSnapshot {
     /// The storage as it is now, taking the mount that holds `root` as the storage mount.
-    pub fn capture(mountinfo: &str, root: &Path) -> Result<Self, MountsError> {
+    fn capture(mountinfo: &str, root: &Path) -> Result<Self, MountsError> {
         let entries = mountinfo::parse(mountinfo);
         let entry = mountinfo::mount_of(&entries, root)
             .ok_or_else(|| MountsError::NoMount(root.to_owned()))?;
@@ -66,7 +66,7 @@ impl MountSnapshot {
     }
 
     /// The same storage seen in a later mount table.
-    pub fn next(&self, mountinfo: &str, root: &Path) -> Self {
+    fn next(&self, mountinfo: &str, root: &Path) -> Self {
         let entries = mountinfo::parse(mountinfo);
         let entry = mountinfo::mount_of(&entries, root);
         let present = entry.is_some_and(|e| e.mount_point == self.storage_mount_point);
@@ -81,11 +81,8 @@ impl MountSnapshot {
 }
 
 /// What changed for the storage between `before` and the table `now_mountinfo`.
-pub fn mount_change(
-    before: &MountSnapshot,
-    now_mountinfo: &str,
-    root: &Path,
-) -> Option<MountChange> {
+#[cfg(test)]
+fn mount_change(before: &MountSnapshot, now_mountinfo: &str, root: &Path) -> Option<MountChange> {
     diff(before, &before.next(now_mountinfo, root))
 }
 
@@ -134,7 +131,7 @@ impl MountWatch {
         change
     }
 
-    pub fn snapshot(&self) -> &MountSnapshot {
+    pub(crate) fn snapshot(&self) -> &MountSnapshot {
         &self.last
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::Interest;
 use super::uevent::{self, Message, Uevent, MAX_MESSAGE_LEN};
 
 /// Multicast group of the events sent by the kernel (group 2 is udev's).
-pub const KERNEL_GROUP: u32 = 1;
+const KERNEL_GROUP: u32 = 1;
 /// Receive buffer asked for: a hotplug storm (a USB hub with several disks) produces
 /// hundreds of events at once, and losing them means missing a removal.
 const RECEIVE_BUFFER: libc::c_int = 4 << 20;
@@ -89,7 +89,7 @@ impl UeventSocket {
 
     /// The next datagram sent by the kernel. A receive-buffer overrun is returned as
     /// the `ENOBUFS` error; the socket stays usable after it.
-    pub async fn recv(&mut self) -> io::Result<Vec<u8>> {
+    async fn recv(&mut self) -> io::Result<Vec<u8>> {
         loop {
             let mut guard = self.fd.readable().await?;
             let buf = &mut self.buf;

@@ -14,7 +14,7 @@ pub struct Space {
     /// blocks reserved for root do not count, the recorder should not rely on them.
     pub free_bytes: u64,
     /// Size of the file system (`f_blocks * f_frsize`).
-    pub total_bytes: u64,
+    total_bytes: u64,
 }
 
 impl From<Space> for Observation {

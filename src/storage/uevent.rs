@@ -16,7 +16,7 @@ use thiserror::Error;
 
 /// Largest message accepted. The kernel's own limit is 2 KiB of environment
 /// (`UEVENT_BUFFER_SIZE`) plus the header.
-pub const MAX_MESSAGE_LEN: usize = 8192;
+pub(crate) const MAX_MESSAGE_LEN: usize = 8192;
 /// Most `KEY=VALUE` fields kept per event (the kernel sends at most 64,
 /// `UEVENT_NUM_ENVP`); further fields are dropped.
 pub const MAX_ENV: usize = 64;
@@ -80,15 +80,15 @@ pub struct Uevent {
     /// Path of the device under `/sys`, e.g. `/devices/virtual/block/loop0`.
     pub devpath: String,
     /// `SUBSYSTEM`, e.g. `block`, `scsi`, `net`.
-    pub subsystem: Option<String>,
+    subsystem: Option<String>,
     /// `DEVTYPE`, e.g. `disk` or `partition` for block devices.
-    pub devtype: Option<String>,
+    devtype: Option<String>,
     /// `DEVNAME`, the node name under `/dev`, e.g. `sda1`.
-    pub devname: Option<String>,
+    devname: Option<String>,
     pub major: Option<u32>,
     pub minor: Option<u32>,
     /// `DISK_MEDIA_CHANGE=1`: the medium of a removable disk changed or went away.
-    pub disk_media_change: bool,
+    pub(crate) disk_media_change: bool,
     pub seqnum: Option<u64>,
     /// All `KEY=VALUE` fields in order, at most [`MAX_ENV`].
     pub env: Vec<(String, String)>,

@@ -31,7 +31,7 @@ impl Default for PatternSpec {
 
 impl PatternSpec {
     /// The software encoder's settings for this pattern.
-    pub fn encoder_config(&self) -> EncoderConfig {
+    fn encoder_config(&self) -> EncoderConfig {
         EncoderConfig {
             width: u32::from(self.width),
             height: u32::from(self.height),
@@ -43,7 +43,7 @@ impl PatternSpec {
     }
 
     /// Checks what the encoder would refuse, without making one.
-    pub fn validate(&self) -> Result<(), EncoderError> {
+    pub(crate) fn validate(&self) -> Result<(), EncoderError> {
         self.encoder_config().validate()
     }
 }
@@ -72,10 +72,6 @@ impl PatternSource {
         })
     }
 
-    pub fn spec(&self) -> &PatternSpec {
-        &self.spec
-    }
-
     /// Makes the next frame a keyframe (answer to a keyframe request).
     pub fn force_keyframe(&mut self) {
         self.force_keyframe = true;
@@ -88,7 +84,7 @@ impl PatternSource {
 
     /// Like [`next_frame`](Self::next_frame), with `overlay` drawn over the pattern
     /// first; it gets the frame number (from 0) and the picture.
-    pub fn next_frame_with(
+    pub(crate) fn next_frame_with(
         &mut self,
         overlay: impl FnOnce(u64, &mut Picture),
     ) -> Result<EncodedVideo, EncoderError> {

@@ -50,7 +50,7 @@ pub enum DiskFault {
 }
 
 impl DiskFault {
-    pub const ALL: [DiskFault; 6] = [
+    pub(crate) const ALL: [DiskFault; 6] = [
         DiskFault::DiskFull,
         DiskFault::LowSpace,
         DiskFault::DiskOffline,
@@ -60,7 +60,7 @@ impl DiskFault {
     ];
 
     /// The name `--fault` takes.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DiskFault::DiskFull => "disk-full",
             DiskFault::LowSpace => "low-space",
@@ -72,12 +72,12 @@ impl DiskFault {
     }
 
     /// Every name, for messages.
-    pub fn names() -> String {
+    pub(crate) fn names() -> String {
         DiskFault::ALL.map(DiskFault::name).join(", ")
     }
 
     /// The fault the recorder reports for it.
-    pub fn reported_as(self) -> FaultKind {
+    pub(crate) fn reported_as(self) -> FaultKind {
         match self {
             DiskFault::DiskFull => FaultKind::DiskFull,
             DiskFault::LowSpace => FaultKind::LowSpace,
@@ -89,7 +89,7 @@ impl DiskFault {
     }
 
     /// How it is made.
-    pub fn how(self) -> &'static str {
+    pub(crate) fn how(self) -> &'static str {
         match self {
             DiskFault::DiskFull => "fallocate all",
             DiskFault::LowSpace => "fallocate",
@@ -104,7 +104,7 @@ impl DiskFault {
     /// recorder has let go of its files there (it does when it fails over to the
     /// spool): while a file is open the kernel keeps the broken file system and a
     /// new mount gets it again.
-    pub fn repair_needs_release(self) -> bool {
+    pub(crate) fn repair_needs_release(self) -> bool {
         matches!(self, DiskFault::ReadOnly | DiskFault::IoError)
     }
 }
@@ -140,14 +140,14 @@ impl FromStr for DiskFault {
 /// What an injection changed, for its repair.
 #[derive(Debug)]
 pub struct Injected {
-    pub fault: DiskFault,
+    pub(crate) fault: DiskFault,
     /// Just before the injecting system call started.
-    pub at: Instant,
+    pub(crate) at: Instant,
     /// The same instant on the wall clock, to compare with the recorder's `at` stamps.
-    pub wall: SystemTime,
+    pub(crate) wall: SystemTime,
     /// How long the system call took (an ext4 error, for one, aborts the journal
     /// and writes the super block before the file system is read-only).
-    pub call: Duration,
+    pub(crate) call: Duration,
     /// The index file made immutable.
     index: Option<PathBuf>,
 }
@@ -159,7 +159,7 @@ pub struct FaultDisk {
 }
 
 impl FaultDisk {
-    pub const BYTES: u64 = 256 << 20;
+    pub(crate) const BYTES: u64 = 256 << 20;
 
     /// `None` where no loop disk can be made (not root, no loop device, no mkfs.ext4).
     pub fn create() -> Option<Self> {
@@ -334,7 +334,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 
 /// The index file most recently modified in any recording under `root`
 /// (`<root>/<room>/<recording>/recording.idx`).
-pub fn newest_index(root: &Path) -> Option<PathBuf> {
+pub(crate) fn newest_index(root: &Path) -> Option<PathBuf> {
     std::fs::read_dir(root)
         .ok()?
         .filter_map(|room| std::fs::read_dir(room.ok()?.path()).ok())

@@ -17,7 +17,7 @@ use crate::recorder::service::{self as recorder, RecorderConfig, StartError};
 use crate::sfu::sim::{SfuSim, SimConfig, SimError, SimEvent};
 
 /// The room every meeting of the lab records.
-pub const ROOM: &str = "demo-room";
+pub(crate) const ROOM: &str = "demo-room";
 
 #[derive(Debug, Error)]
 pub enum MeetingError {
@@ -31,34 +31,34 @@ pub enum MeetingError {
 
 /// What a [`Meeting`] runs.
 #[derive(Debug, Clone)]
-pub struct MeetingConfig {
+pub(crate) struct MeetingConfig {
     /// The recorder; its fragment duration is also the mixer's keyframe interval.
-    pub recorder: RecorderConfig,
-    pub participants: u8,
-    pub engine: EngineConfig,
-    pub recording: String,
+    pub(crate) recorder: RecorderConfig,
+    pub(crate) participants: u8,
+    pub(crate) engine: EngineConfig,
+    pub(crate) recording: String,
     /// ALSA capture device mixed in as the room microphone.
-    pub microphone: Option<String>,
+    pub(crate) microphone: Option<String>,
 }
 
 /// A meeting on this machine over loopback, running: the simulated SFU sending the
 /// participants as RTP, the mixer (with the SFU's control channel through a
 /// [`WsSfuAdapter`]) and the recorder. The SFU and the recorder stop when it is
 /// dropped.
-pub struct Meeting {
+pub(crate) struct Meeting {
     /// Everything the simulated SFU reports, the announcements to the meeting among it.
-    pub sim_events: mpsc::UnboundedReceiver<SimEvent>,
+    pub(crate) sim_events: mpsc::UnboundedReceiver<SimEvent>,
     /// What the mixer did.
-    pub reports: mpsc::UnboundedReceiver<MixerReport>,
+    pub(crate) reports: mpsc::UnboundedReceiver<MixerReport>,
     /// Ends after [`stop`](Self::stop) with the recorder's summary.
-    pub mixer: JoinHandle<Result<Option<Summary>, MixerError>>,
+    pub(crate) mixer: JoinHandle<Result<Option<Summary>, MixerError>>,
     stop: Option<oneshot::Sender<()>>,
     sim: JoinHandle<Result<(), SimError>>,
     recorder: JoinHandle<()>,
 }
 
 impl Meeting {
-    pub async fn start(config: MeetingConfig) -> Result<Self, MeetingError> {
+    pub(crate) async fn start(config: MeetingConfig) -> Result<Self, MeetingError> {
         let MeetingConfig {
             recorder: rec,
             participants,
@@ -116,14 +116,14 @@ impl Meeting {
     }
 
     /// Asks the mixer to stop the recording (once; later calls do nothing).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
 
     /// Whether [`stop`](Self::stop) was called.
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stop.is_none()
     }
 }

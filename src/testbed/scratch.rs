@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A fresh, empty directory under the system's temporary directory.
-pub fn fresh_dir(what: &str) -> Option<PathBuf> {
+pub(crate) fn fresh_dir(what: &str) -> Option<PathBuf> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("recbox-{what}-{}-{n}", std::process::id()));
@@ -16,7 +16,7 @@ pub fn fresh_dir(what: &str) -> Option<PathBuf> {
 }
 
 /// Runs `cmd args path` quietly; whether it succeeded.
-pub fn run_on(cmd: &str, args: &[&str], path: &Path) -> bool {
+fn run_on(cmd: &str, args: &[&str], path: &Path) -> bool {
     Command::new(cmd)
         .args(args)
         .arg(path)
@@ -106,7 +106,7 @@ impl LoopDisk {
         made.then_some(disk)
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 

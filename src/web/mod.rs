@@ -54,11 +54,11 @@ pub enum WebError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The storage root, then the spool's.
-    pub roots: Vec<PathBuf>,
-    pub admin_password_hash: Option<String>,
-    pub max_connections: usize,
-    pub max_request_body: usize,
-    pub header_timeout: Duration,
+    roots: Vec<PathBuf>,
+    admin_password_hash: Option<String>,
+    max_connections: usize,
+    max_request_body: usize,
+    header_timeout: Duration,
 }
 
 impl Settings {
@@ -90,10 +90,6 @@ impl Web {
             warn!(%addr, "web page open beyond this machine without an admin password: only the status is served");
         }
         Ok(Self { listener, settings })
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
     }
 
     /// Serves until the appliance's events end. `commands` and `events` come from

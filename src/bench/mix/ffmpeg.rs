@@ -21,7 +21,7 @@ pub struct FfmpegSettings {
 }
 
 /// The SDP of the inputs' streams in their order, stream `i` on `base_port + 2i`.
-pub fn sdp(inputs: &Inputs, host: &str, base_port: u16) -> String {
+pub(crate) fn sdp(inputs: &Inputs, host: &str, base_port: u16) -> String {
     let mut s = format!(
         "v=0\r\no=- 0 0 IN IP4 {host}\r\ns=recbox mixer benchmark\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
     );
@@ -42,7 +42,7 @@ pub fn sdp(inputs: &Inputs, host: &str, base_port: u16) -> String {
 }
 
 /// Where participant `i`'s picture goes: its tile and, inside it, the fitted rectangle.
-pub fn placements(
+pub(crate) fn placements(
     participants: usize,
     source: (usize, usize),
     output: (usize, usize),
@@ -55,7 +55,7 @@ pub fn placements(
 
 /// The `-filter_complex` graph: video `[v]` and audio `[a]` from the SDP's streams
 /// (video `k` and audio `k` are participant `k + 1`'s).
-pub fn filter_graph(
+pub(crate) fn filter_graph(
     participants: usize,
     source: (usize, usize),
     engine: &EngineConfig,
@@ -126,7 +126,7 @@ pub fn filter_graph(
 
 /// The encoder options: libx264 and libopus set as close to recbox's encoders as
 /// they go (constrained baseline, same bitrate and GOP, no B frames, no look-ahead).
-pub fn encoder_args(engine: &EngineConfig, settings: &FfmpegSettings) -> Vec<String> {
+fn encoder_args(engine: &EngineConfig, settings: &FfmpegSettings) -> Vec<String> {
     let kbps = |bps: u32| format!("{}k", bps / 1000);
     let video_rate = kbps(engine.video_bitrate_bps);
     [
@@ -178,13 +178,13 @@ fn audio_encoder_args(engine: &EngineConfig) -> Vec<String> {
 }
 
 /// How often `-progress` reports the frames out, in the null-sink form.
-pub const PROGRESS_PERIOD_S: f64 = 0.1;
+pub(crate) const PROGRESS_PERIOD_S: f64 = 0.1;
 
 /// The command line for the form without a video encoder: the same inputs and
 /// graph, the composited pictures handed raw (`wrapped_avframe`, no copy) to the
 /// null muxer, the audio still encoded; the frames out are reported on stdout
 /// (`-progress`, see [`ProgressClock`]).
-pub fn null_args(
+pub(crate) fn null_args(
     sdp_path: &str,
     graph: &str,
     engine: &EngineConfig,
@@ -239,14 +239,14 @@ fn input_args(sdp_path: &str, graph: &str, settings: &FfmpegSettings) -> Vec<Str
 /// Follows ffmpeg's `-progress` output (`key=value` lines) and stamps each report
 /// of the video frames out so far.
 #[derive(Debug, Default)]
-pub struct ProgressClock {
+pub(crate) struct ProgressClock {
     partial: String,
     /// (instant, frames out by then), in the order reported.
     reports: Vec<(u64, u64)>,
 }
 
 impl ProgressClock {
-    pub fn push(&mut self, data: &[u8], now_ns: u64) {
+    pub(crate) fn push(&mut self, data: &[u8], now_ns: u64) {
         self.partial.push_str(&String::from_utf8_lossy(data));
         while let Some(end) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=end).collect();
@@ -262,7 +262,7 @@ impl ProgressClock {
 
     /// By video frame: an instant it was out by, the frames of each report spread
     /// evenly since the report before (a report comes every [`PROGRESS_PERIOD_S`]).
-    pub fn finish(self) -> Vec<u64> {
+    pub(crate) fn finish(self) -> Vec<u64> {
         let mut arrivals = Vec::new();
         let (mut last_ns, mut last_frames) = match self.reports.first() {
             Some(&(ns, frames)) => {
@@ -283,7 +283,7 @@ impl ProgressClock {
 }
 
 /// The whole command line after `ffmpeg`: read `sdp_path`, write the MP4 to stdout.
-pub fn args(
+pub(crate) fn args(
     sdp_path: &str,
     graph: &str,
     engine: &EngineConfig,
@@ -311,23 +311,23 @@ pub fn args(
 /// MPEG-TS packet size.
 const TS_PACKET: usize = 188;
 /// PID of the video stream: the first elementary stream from `-mpegts_start_pid`.
-pub const VIDEO_PID: u16 = 0x100;
+const VIDEO_PID: u16 = 0x100;
 
 /// Follows an MPEG-TS as it arrives and stamps each video frame (one PES each) with
 /// the time its last byte arrived.
 #[derive(Debug, Default)]
-pub struct TsClock {
+pub(crate) struct TsClock {
     buf: Vec<u8>,
     /// The frame being received: when its latest packet came.
     open: Option<u64>,
     /// By video frame: when it had arrived whole.
     video_arrivals: Vec<u64>,
     /// Something that is not MPEG-TS was seen; nothing more is read.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl TsClock {
-    pub fn push(&mut self, data: &[u8], now_ns: u64) {
+    pub(crate) fn push(&mut self, data: &[u8], now_ns: u64) {
         if self.error.is_some() {
             return;
         }
@@ -352,7 +352,7 @@ impl TsClock {
     }
 
     /// By video frame: when it had arrived whole (the last one at the stream's end).
-    pub fn finish(mut self) -> Vec<u64> {
+    pub(crate) fn finish(mut self) -> Vec<u64> {
         self.video_arrivals.extend(self.open.take());
         self.video_arrivals
     }
@@ -361,7 +361,7 @@ impl TsClock {
 /// Width, height, frame rate and frame count of the first video stream, from the
 /// `ffprobe -show_entries stream=width,height,r_frame_rate,nb_read_packets -of
 /// csv=p=0` output.
-pub fn parse_probe(output: &str) -> Option<(u32, u32, f64, u64)> {
+pub(crate) fn parse_probe(output: &str) -> Option<(u32, u32, f64, u64)> {
     // MPEG-TS lists the stream once more under its program.
     let line = output.lines().find(|l| !l.trim().is_empty())?;
     let mut f = line.trim().split(',');

@@ -42,18 +42,18 @@ pub enum InputError {
 
 /// One RTP stream of the inputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputStream {
+pub(crate) struct InputStream {
     /// Participant number, from 1.
-    pub participant: u8,
-    pub kind: MediaKind,
-    pub ssrc: u32,
-    pub payload_type: u8,
+    participant: u8,
+    pub(crate) kind: MediaKind,
+    pub(crate) ssrc: u32,
+    pub(crate) payload_type: u8,
     /// RTP timestamp of media time 0.
-    pub ts0: u32,
+    pub(crate) ts0: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
+pub(crate) enum Item {
     /// An RTP packet; `marker_state` when it is the first packet of the first input
     /// frame carrying that latency-marker state.
     Rtp {
@@ -65,28 +65,28 @@ pub enum Item {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scheduled {
+pub(crate) struct Scheduled {
     /// From the start of the replay.
-    pub at: Duration,
+    pub(crate) at: Duration,
     /// Index into [`Inputs::streams`].
-    pub stream: usize,
-    pub item: Item,
+    pub(crate) stream: usize,
+    pub(crate) item: Item,
 }
 
-pub struct Inputs {
-    pub streams: Vec<InputStream>,
+pub(crate) struct Inputs {
+    pub(crate) streams: Vec<InputStream>,
     /// In time order; reports before the media of the same instant.
-    pub schedule: Vec<Scheduled>,
-    pub video: PatternSpec,
-    pub duration: Duration,
+    pub(crate) schedule: Vec<Scheduled>,
+    pub(crate) video: PatternSpec,
+    pub(crate) duration: Duration,
     /// Latency-marker states the replay goes through.
-    pub marker_states: u64,
+    pub(crate) marker_states: u64,
 }
 
 impl Inputs {
     /// Records `participants` for `duration`: the videos (`video`'s size, rate and
     /// GOP, each in its participant's colour) and tones, packetized.
-    pub fn record(
+    pub(crate) fn record(
         participants: u8,
         duration: Duration,
         video: PatternSpec,
@@ -196,7 +196,7 @@ impl Inputs {
         })
     }
 
-    pub fn participants(&self) -> u8 {
+    pub(crate) fn participants(&self) -> u8 {
         self.streams
             .iter()
             .map(|s| s.participant)
@@ -206,7 +206,7 @@ impl Inputs {
 
     /// The roster an SFU would announce for these streams (ports are the receiver's
     /// business and left 0).
-    pub fn roster(&self) -> Vec<ParticipantInfo> {
+    pub(crate) fn roster(&self) -> Vec<ParticipantInfo> {
         let stream = |n: u8, kind: MediaKind| {
             let s = self
                 .streams

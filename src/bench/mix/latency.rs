@@ -6,10 +6,10 @@ use super::marker::gray;
 
 /// One marker state's way through.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    pub state: u64,
-    pub sent_ns: u64,
-    pub ms: f64,
+pub(crate) struct Sample {
+    pub(crate) state: u64,
+    pub(crate) sent_ns: u64,
+    pub(crate) ms: f64,
 }
 
 /// The latency of each marker state seen. `codes[i]` was read off output frame `i` (`None`:
@@ -21,7 +21,7 @@ pub struct Sample {
 /// state showing it that went in before the frame came out and after the state
 /// matched last: states only move forward, and the code repeats only after all 256
 /// states, far longer than any latency.
-pub fn marker_latencies(
+pub(crate) fn marker_latencies(
     codes: &[Option<u8>],
     arrived_ns: &[u64],
     sent_ns: &[Option<u64>],

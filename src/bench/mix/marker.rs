@@ -11,9 +11,9 @@ use crate::media::picture::Picture;
 use crate::mixer::layout::Rect;
 
 /// Blocks in the row: 256 states, 25.6 s at 3 frames each before a number repeats.
-pub const BITS: usize = 8;
+const BITS: usize = 8;
 /// Input frames that carry the same number.
-pub const FRAMES_PER_STATE: u64 = 3;
+pub(crate) const FRAMES_PER_STATE: u64 = 3;
 const STATES: u64 = 1 << BITS;
 
 const WHITE: u8 = 235;
@@ -23,19 +23,19 @@ const ONE_ABOVE: u32 = 170;
 const ZERO_BELOW: u32 = 80;
 
 /// The Gray code of state `n` (modulo the states the row can show).
-pub fn gray(n: u64) -> u8 {
+pub(crate) fn gray(n: u64) -> u8 {
     let n = (n % STATES) as u8;
     n ^ (n >> 1)
 }
 
 /// The marker state input frame `frame` carries.
-pub fn state_of_frame(frame: u64) -> u64 {
+pub(crate) fn state_of_frame(frame: u64) -> u64 {
     frame / FRAMES_PER_STATE
 }
 
 /// Where the blocks are on the participant's own picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MarkerLayout {
+pub(crate) struct MarkerLayout {
     width: usize,
     height: usize,
     x0: usize,
@@ -48,7 +48,7 @@ pub struct MarkerLayout {
 impl MarkerLayout {
     /// Blocks along the top of a `width` x `height` picture, clear of the pattern's
     /// sweeping square (which runs through the middle).
-    pub fn for_size(width: usize, height: usize) -> Self {
+    pub(crate) fn for_size(width: usize, height: usize) -> Self {
         let stride = (width / 10).max(4) & !1;
         let block = (stride * 3 / 4).max(2) & !1;
         let margin = (stride / 2) & !1;
@@ -63,7 +63,7 @@ impl MarkerLayout {
     }
 
     /// Draws the blocks of `code` (bit 0 leftmost) into `picture`.
-    pub fn draw(&self, picture: &mut Picture, code: u8) {
+    pub(crate) fn draw(&self, picture: &mut Picture, code: u8) {
         let width = picture.width();
         let (y, u, v) = picture.planes_mut();
         for bit in 0..BITS {
@@ -82,7 +82,7 @@ impl MarkerLayout {
 
     /// Where to read the blocks on an output picture that shows the participant's
     /// picture scaled into `target`.
-    pub fn reader(&self, target: Rect) -> MarkerReader {
+    pub(crate) fn reader(&self, target: Rect) -> MarkerReader {
         let sx = |x: usize| target.x + x * target.width / self.width;
         let sy = |y: usize| target.y + y * target.height / self.height;
         let crop_x = sx(self.x0) & !1;
@@ -116,9 +116,9 @@ impl MarkerLayout {
 
 /// Reads the marker off the luma of one output frame, cropped to [`crop`](Self::crop).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MarkerReader {
+pub(crate) struct MarkerReader {
     /// The part of the output picture that holds the blocks (even-aligned).
-    pub crop: Rect,
+    pub(crate) crop: Rect,
     /// Where each block is sampled, relative to the crop.
     samples: Vec<Rect>,
 }
@@ -126,7 +126,7 @@ pub struct MarkerReader {
 impl MarkerReader {
     /// The code shown, or `None` when a block is neither clearly black nor white
     /// (or `luma` is not a whole crop).
-    pub fn read(&self, luma: &[u8]) -> Option<u8> {
+    pub(crate) fn read(&self, luma: &[u8]) -> Option<u8> {
         let width = self.crop.width;
         if luma.len() != width * self.crop.height {
             return None;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Nanoseconds of `CLOCK_MONOTONIC`: the clock `Instant` reads, comparable across
 /// processes of one machine.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -20,7 +20,7 @@ pub fn monotonic_ns() -> u64 {
 /// User plus system CPU ticks of all threads of a process, from the text of its
 /// `/proc/PID/stat` (fields 14 and 15, counted after the parenthesised name, which
 /// may itself hold spaces and parentheses).
-pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
@@ -29,7 +29,7 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
 }
 
 /// CPU time a running process has used so far.
-pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> io::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let ticks = parse_stat_ticks(&stat)
         .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: unexpected format")))?;
@@ -39,7 +39,7 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
 }
 
 /// Whether a child has ended (a zombie waiting to be reaped, or gone).
-pub fn has_exited(pid: u32) -> bool {
+pub(crate) fn has_exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rfind(')')
@@ -50,7 +50,7 @@ pub fn has_exited(pid: u32) -> bool {
 }
 
 /// A value of `/proc/PID/status`, e.g. `Threads` or `VmHWM` (without its unit).
-pub fn parse_status_field(status: &str, name: &str) -> Option<u64> {
+pub(crate) fn parse_status_field(status: &str, name: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let value = line.strip_prefix(name)?.strip_prefix(':')?;
         value.split_whitespace().next()?.parse().ok()
@@ -58,23 +58,22 @@ pub fn parse_status_field(status: &str, name: &str) -> Option<u64> {
 }
 
 /// Threads of a running process.
-pub fn threads(pid: u32) -> Option<u64> {
+pub(crate) fn threads(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_status_field(&status, "Threads")
 }
 
 /// How a child ended and what it used over its whole life.
 #[derive(Debug, Clone, Copy)]
-pub struct Exit {
+pub(crate) struct Exit {
     /// Exit code, or `None` when a signal ended it.
-    pub code: Option<i32>,
-    pub cpu: Duration,
-    pub peak_rss_bytes: u64,
+    pub(crate) code: Option<i32>,
+    pub(crate) peak_rss_bytes: u64,
 }
 
 /// Reaps child `pid` with `wait4`, which gives its resource usage. The child's
 /// `std::process::Child` must not be waited for afterwards.
-pub fn wait_child(pid: u32) -> io::Result<Exit> {
+pub(crate) fn wait_child(pid: u32) -> io::Result<Exit> {
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid value to be overwritten.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -83,19 +82,15 @@ pub fn wait_child(pid: u32) -> io::Result<Exit> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
     Ok(Exit {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        cpu: time(usage.ru_utime) + time(usage.ru_stime),
         // Linux gives kilobytes.
         peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
     })
 }
 
 /// The local ports of UDP sockets in the text of `/proc/net/udp` (or `udp6`).
-pub fn parse_udp_ports(table: &str) -> Vec<u16> {
+fn parse_udp_ports(table: &str) -> Vec<u16> {
     table
         .lines()
         .skip(1)
@@ -107,7 +102,7 @@ pub fn parse_udp_ports(table: &str) -> Vec<u16> {
 }
 
 /// Whether every one of `ports` has a UDP socket bound on this machine.
-pub fn udp_ports_bound(ports: &[u16]) -> bool {
+pub(crate) fn udp_ports_bound(ports: &[u16]) -> bool {
     let mut bound = Vec::new();
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
         if let Ok(text) = std::fs::read_to_string(table) {

@@ -27,7 +27,7 @@ use crate::recorder::service::{self as recorder, MediaReceived, RecorderConfig};
 use crate::sfu::control::{ParticipantId, ParticipantInfo};
 use crate::sfu::{Notice, RosterEvent, SfuAdapter};
 
-pub const ROOM: &str = "bench-room";
+const ROOM: &str = "bench-room";
 /// Jitter buffer depth, as the demo runs the mixer.
 const PLAYOUT_DELAY: Duration = Duration::from_millis(100);
 
@@ -205,7 +205,7 @@ fn write_tap(path: &std::path::Path, received: &[MediaReceived]) -> std::io::Res
 }
 
 /// The video lines of a tap file: (pts, instant received), in the order received.
-pub fn parse_tap(text: &str) -> Result<Vec<(i64, u64)>, String> {
+pub(crate) fn parse_tap(text: &str) -> Result<Vec<(i64, u64)>, String> {
     text.lines()
         .filter(|l| l.starts_with("video "))
         .map(|l| {
@@ -219,13 +219,13 @@ pub fn parse_tap(text: &str) -> Result<Vec<(i64, u64)>, String> {
 
 /// A line of the child's stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SideLine {
+pub(crate) enum SideLine {
     Ready(u16),
     Recording(PathBuf),
     Stopped,
 }
 
-pub fn parse_side_line(line: &str) -> Option<SideLine> {
+pub(crate) fn parse_side_line(line: &str) -> Option<SideLine> {
     let (word, rest) = line.trim_end().split_once(' ')?;
     match word {
         "ready" => rest.parse().ok().map(SideLine::Ready),

@@ -13,7 +13,7 @@ use crate::ingest::rtcp;
 use crate::sfu::sim::session::ntp_time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination {
+pub(crate) enum Destination {
     /// Every stream's RTP and RTCP to one address.
     Muxed(SocketAddr),
     /// Stream `i` to `base_port + 2i` (RTCP to the port above), in the inputs' order.
@@ -42,21 +42,21 @@ impl Destination {
 
 /// What the replay did, in [`monotonic_ns`] time.
 #[derive(Debug, Clone, Default)]
-pub struct ReplayLog {
-    pub started_ns: u64,
-    pub ended_ns: u64,
+pub(crate) struct ReplayLog {
+    pub(crate) started_ns: u64,
+    ended_ns: u64,
     /// By marker state: when its first packet went out.
-    pub state_sent_ns: Vec<Option<u64>>,
+    pub(crate) state_sent_ns: Vec<Option<u64>>,
     /// Send calls that failed (nothing listening yet, a full socket buffer).
-    pub send_errors: u64,
+    pub(crate) send_errors: u64,
     /// How far behind its instant the latest packet went out, at worst.
-    pub worst_lag: Duration,
+    pub(crate) worst_lag: Duration,
 }
 
 /// Sends the whole schedule, sleeping until each packet is due. `at_offset(d)` is
 /// called once the replay has run `d` for each `d` in `checkpoints` (ascending), to
 /// take measurements on time.
-pub fn replay(
+pub(crate) fn replay(
     inputs: &Inputs,
     to: Destination,
     checkpoints: &[Duration],
@@ -70,7 +70,7 @@ pub fn replay(
 /// timestamps moved on by what one lap holds, so every stream goes on without a
 /// gap (inputs of whole groups of pictures begin each lap with a keyframe). Marker
 /// states are logged on the first lap only.
-pub fn replay_for(
+pub(crate) fn replay_for(
     inputs: &Inputs,
     to: Destination,
     total: Duration,

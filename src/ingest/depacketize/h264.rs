@@ -11,7 +11,7 @@ use thiserror::Error;
 use tracing::debug;
 
 use super::gate::KeyframeGate;
-pub use super::AccessUnit;
+pub(crate) use super::AccessUnit;
 use super::MAX_FRAME;
 use crate::media::h264::{is_annex_b, nal_type, nal_units, NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS};
 
@@ -121,12 +121,12 @@ impl H264Depacketizer {
     }
 
     /// True from the first frame dropped for want of a keyframe until one arrives.
-    pub fn needs_keyframe(&self) -> bool {
+    pub(crate) fn needs_keyframe(&self) -> bool {
         self.gate.needs_keyframe()
     }
 
     /// Access units dropped because they were damaged or not decodable.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.gate.dropped()
     }
 

@@ -5,7 +5,7 @@
 use thiserror::Error;
 
 /// RTP clock rate of Opus, fixed by RFC 7587.
-pub const CLOCK_RATE: u32 = 48_000;
+pub(crate) const CLOCK_RATE: u32 = 48_000;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum OpusError {

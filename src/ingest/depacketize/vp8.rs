@@ -113,12 +113,12 @@ impl Vp8Depacketizer {
     }
 
     /// True from the first frame dropped for want of a key frame until one arrives.
-    pub fn needs_keyframe(&self) -> bool {
+    pub(crate) fn needs_keyframe(&self) -> bool {
         self.gate.needs_keyframe()
     }
 
     /// Frames dropped because they were damaged or not decodable.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.gate.dropped()
     }
 

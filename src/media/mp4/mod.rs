@@ -10,31 +10,33 @@ mod edit;
 mod reader;
 mod writer;
 
-pub use edit::{continuation_init, duration_patches, movie_duration_us, stream_configuration};
+pub(crate) use edit::{
+    continuation_init, duration_patches, movie_duration_us, stream_configuration,
+};
 pub use reader::*;
-pub use writer::*;
+pub(crate) use writer::*;
 
 /// Track id of the H.264 track in files this module writes.
-pub const VIDEO_TRACK_ID: u32 = 1;
+pub(crate) const VIDEO_TRACK_ID: u32 = 1;
 /// Track id of the Opus track in files this module writes.
-pub const AUDIO_TRACK_ID: u32 = 2;
+pub(crate) const AUDIO_TRACK_ID: u32 = 2;
 /// Timescale of `mvhd`, `tkhd` and `mehd` durations (milliseconds, as ffmpeg writes).
-pub const MOVIE_TIMESCALE: u32 = 1000;
+pub(crate) const MOVIE_TIMESCALE: u32 = 1000;
 
 /// `sample_flags` of a sync sample (depends on no other sample).
-pub const SAMPLE_SYNC: u32 = 0x0200_0000;
+pub(crate) const SAMPLE_SYNC: u32 = 0x0200_0000;
 /// `sample_flags` of a non-sync sample (depends on others, `is_non_sync_sample`).
-pub const SAMPLE_NON_SYNC: u32 = 0x0101_0000;
+pub(crate) const SAMPLE_NON_SYNC: u32 = 0x0101_0000;
 pub(crate) const NON_SYNC_BIT: u32 = 0x0001_0000;
 
 /// Media time in microseconds of `ticks` in a track of `timescale`.
-pub fn ticks_to_us(ticks: u64, timescale: u32) -> u64 {
+fn ticks_to_us(ticks: u64, timescale: u32) -> u64 {
     (u128::from(ticks) * 1_000_000 / u128::from(timescale.max(1))) as u64
 }
 
 /// Microseconds covered by `[start, start + duration)` ticks, computed as the
 /// difference of the rounded end points so consecutive spans add up exactly.
-pub fn span_us(start: u64, duration: u64, timescale: u32) -> u32 {
+fn span_us(start: u64, duration: u64, timescale: u32) -> u32 {
     let end = ticks_to_us(start.saturating_add(duration), timescale);
     u32::try_from(end - ticks_to_us(start, timescale)).unwrap_or(u32::MAX)
 }
@@ -42,16 +44,16 @@ pub fn span_us(start: u64, duration: u64, timescale: u32) -> u32 {
 /// One sample of a track fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SampleEntry {
-    pub duration: u32,
-    pub size: u32,
-    pub flags: u32,
+    pub(crate) duration: u32,
+    pub(crate) size: u32,
+    pub(crate) flags: u32,
     /// pts - dts in track units.
-    pub composition_offset: i32,
+    pub(crate) composition_offset: i32,
 }
 
 impl SampleEntry {
     /// Depends on no other sample (a keyframe).
-    pub fn is_sync(&self) -> bool {
+    pub(crate) fn is_sync(&self) -> bool {
         self.flags & NON_SYNC_BIT == 0
     }
 }

@@ -7,4 +7,4 @@ pub(crate) mod adapter;
 pub mod protocol;
 pub mod session;
 
-pub use adapter::{JanusAdapter, JanusConfig, JanusError};
+pub(crate) use adapter::{JanusAdapter, JanusConfig, JanusError};

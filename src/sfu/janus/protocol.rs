@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 /// Largest message from Janus accepted (a `joined` with 16 publishers is ~4 kB).
-pub const MAX_MESSAGE: usize = 256 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 256 * 1024;
 
-pub const VIDEOROOM: &str = "janus.plugin.videoroom";
-pub const TEXTROOM: &str = "janus.plugin.textroom";
+pub(crate) const VIDEOROOM: &str = "janus.plugin.videoroom";
+pub(crate) const TEXTROOM: &str = "janus.plugin.textroom";
 
 #[derive(Debug, Error)]
 pub enum ProtocolError {
@@ -28,7 +28,7 @@ pub enum ProtocolError {
 
 /// One request to Janus, before its transaction is given.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Request {
+pub(crate) enum Request {
     Create,
     Keepalive {
         session: u64,
@@ -50,7 +50,7 @@ pub enum Request {
 
 impl Request {
     /// The request's JSON text with `transaction`.
-    pub fn to_json(&self, transaction: &str) -> String {
+    pub(crate) fn to_json(&self, transaction: &str) -> String {
         let v = match self {
             Request::Create => json!({"janus": "create", "transaction": transaction}),
             Request::Keepalive { session } => {
@@ -80,8 +80,8 @@ impl Request {
 /// and the plugin `lock_rtp_forward`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Credentials {
-    pub secret: Option<String>,
-    pub admin_key: Option<String>,
+    pub(crate) secret: Option<String>,
+    pub(crate) admin_key: Option<String>,
 }
 
 impl Credentials {
@@ -96,23 +96,23 @@ impl Credentials {
 }
 
 /// Join the VideoRoom as a participant with a name that never publishes.
-pub fn join(room: u64, display: &str) -> Value {
+pub(crate) fn join(room: u64, display: &str) -> Value {
     json!({"request": "join", "ptype": "publisher", "room": room, "display": display})
 }
 
 /// One stream of a forward: the publisher's `mid` to `port`, rewritten to `ssrc`
 /// and `pt` so the mixer knows in advance what arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardStream {
-    pub mid: String,
-    pub port: u16,
-    pub ssrc: u32,
-    pub pt: u8,
+pub(crate) struct ForwardStream {
+    pub(crate) mid: String,
+    pub(crate) port: u16,
+    pub(crate) ssrc: u32,
+    pub(crate) pt: u8,
     /// Where Janus expects RTCP feedback from (video: PLI for keyframes).
-    pub rtcp_port: Option<u16>,
+    pub(crate) rtcp_port: Option<u16>,
 }
 
-pub fn rtp_forward(
+pub(crate) fn rtp_forward(
     room: u64,
     publisher: u64,
     host: &str,
@@ -137,7 +137,12 @@ pub fn rtp_forward(
     body
 }
 
-pub fn stop_rtp_forward(room: u64, publisher: u64, stream_id: u64, creds: &Credentials) -> Value {
+pub(crate) fn stop_rtp_forward(
+    room: u64,
+    publisher: u64,
+    stream_id: u64,
+    creds: &Credentials,
+) -> Value {
     let mut body = json!({
         "request": "stop_rtp_forward", "room": room, "publisher_id": publisher,
         "stream_id": stream_id
@@ -146,14 +151,14 @@ pub fn stop_rtp_forward(room: u64, publisher: u64, stream_id: u64, creds: &Crede
     body
 }
 
-pub fn list_forwarders(room: u64, creds: &Credentials) -> Value {
+pub(crate) fn list_forwarders(room: u64, creds: &Credentials) -> Value {
     let mut body = json!({"request": "listforwarders", "room": room});
     creds.add_to(&mut body);
     body
 }
 
 /// A TextRoom announcement: every joined terminal's data channel gets `text`.
-pub fn announcement(room: u64, text: &str, secret: Option<&str>) -> Value {
+pub(crate) fn announcement(room: u64, text: &str, secret: Option<&str>) -> Value {
     let mut body = json!({"request": "announcement", "room": room, "text": text});
     if let Some(s) = secret {
         body["secret"] = json!(s);
@@ -164,14 +169,14 @@ pub fn announcement(room: u64, text: &str, secret: Option<&str>) -> Value {
 /// What Janus sends, as far as the mixer cares.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incoming {
-    pub transaction: Option<String>,
+    pub(crate) transaction: Option<String>,
     /// The handle it concerns (`sender`).
-    pub sender: Option<u64>,
-    pub kind: IncomingKind,
+    sender: Option<u64>,
+    pub(crate) kind: IncomingKind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum IncomingKind {
+pub(crate) enum IncomingKind {
     /// Request received; the answer comes as an event.
     Ack,
     /// `create` / `attach` answered: the new session or handle id.
@@ -191,7 +196,7 @@ pub enum IncomingKind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum PluginData {
+pub(crate) enum PluginData {
     VideoRoom(VideoRoomData),
     /// A TextRoom answer: `Ok` or the plugin's error.
     TextRoom(Result<(), PluginError>),
@@ -200,55 +205,55 @@ pub enum PluginData {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginError {
-    pub code: i64,
-    pub reason: String,
+    pub(crate) code: i64,
+    pub(crate) reason: String,
 }
 
 /// A publisher as the VideoRoom describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Publisher {
-    pub id: u64,
+pub(crate) struct Publisher {
+    pub(crate) id: u64,
     #[serde(default)]
-    pub display: Option<String>,
+    pub(crate) display: Option<String>,
     #[serde(default)]
-    pub streams: Vec<PublisherStream>,
+    pub(crate) streams: Vec<PublisherStream>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct PublisherStream {
+pub(crate) struct PublisherStream {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub mid: String,
+    pub(crate) kind: String,
+    pub(crate) mid: String,
     #[serde(default)]
-    pub codec: Option<String>,
+    pub(crate) codec: Option<String>,
     #[serde(default)]
-    pub disabled: bool,
+    pub(crate) disabled: bool,
 }
 
 /// One forwarder Janus created or lists.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Forwarder {
-    pub stream_id: u64,
+pub(crate) struct Forwarder {
+    pub(crate) stream_id: u64,
     #[serde(default)]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     #[serde(default)]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     #[serde(rename = "type", default)]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default)]
-    pub local_rtcp_port: Option<u16>,
+    pub(crate) local_rtcp_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct PublisherForwarders {
-    pub publisher_id: u64,
+pub(crate) struct PublisherForwarders {
+    pub(crate) publisher_id: u64,
     #[serde(default)]
-    pub forwarders: Vec<Forwarder>,
+    pub(crate) forwarders: Vec<Forwarder>,
 }
 
 /// The VideoRoom's answers and events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VideoRoomData {
+pub(crate) enum VideoRoomData {
     /// The answer to `join`: who already publishes.
     Joined {
         id: u64,

@@ -26,9 +26,9 @@ use crate::sfu::notice::{Announcement, Audience, Notice};
 use crate::sfu::roster::RosterEvent;
 
 /// Keepalives well under Janus's default `session_timeout` of 60 s.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// A request without an answer by then has failed.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts of one forward before the publisher is given up (logged).
 const FORWARD_ATTEMPTS: u32 = 3;
 /// Delay before a refused forward is tried again.
@@ -37,8 +37,8 @@ const FORWARD_RETRY: Duration = Duration::from_secs(1);
 const HELD_NOTICES: usize = 64;
 /// Payload types the forwards rewrite to, so the mixer knows them in advance
 /// whatever the browser negotiated (GStreamer 96, Chromium 108 for H.264).
-pub const AUDIO_PT: u8 = 111;
-pub const VIDEO_PT: u8 = 96;
+const AUDIO_PT: u8 = 111;
+const VIDEO_PT: u8 = 96;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -180,10 +180,6 @@ impl Session {
         }
     }
 
-    pub fn settings_mut(&mut self) -> &mut Settings {
-        &mut self.settings
-    }
-
     /// A new connection to Janus: everything starts again from `create`; the
     /// publishers known so far stay until the new `joined` says who is still there.
     pub fn connected(&mut self, now: Instant) {
@@ -206,7 +202,8 @@ impl Session {
         self.out.pop_front()
     }
 
-    pub fn is_ready(&self) -> bool {
+    #[cfg(test)]
+    fn is_ready(&self) -> bool {
         self.ready
     }
 
@@ -557,7 +554,7 @@ impl Session {
     /// The participant-facing sentence, then the announcement as one JSON line for
     /// clients that read it. Control-only notices (stats, ingest) stay off the
     /// terminals.
-    pub fn notice(&mut self, notice: &Notice, now: Instant) {
+    pub(crate) fn notice(&mut self, notice: &Notice, now: Instant) {
         let a = Announcement::new(notice);
         if a.to != Audience::Terminals || self.settings.textroom.is_none() {
             return;
@@ -583,7 +580,7 @@ impl Session {
     }
 
     /// The mixer stops: its forwards go, then the session.
-    pub fn shutdown(&mut self, now: Instant) {
+    pub(crate) fn shutdown(&mut self, now: Instant) {
         let forwards: Vec<(u64, u64)> = self
             .members
             .iter()
@@ -599,13 +596,13 @@ impl Session {
     }
 
     /// Stops still awaiting an answer.
-    pub fn stops_pending(&self) -> bool {
+    pub(crate) fn stops_pending(&self) -> bool {
         self.pending
             .values()
             .any(|(p, _)| *p == Pending::StopForward)
     }
 
-    pub fn destroy(&mut self, now: Instant) {
+    pub(crate) fn destroy(&mut self, now: Instant) {
         if let Some(session) = self.session {
             self.request(Request::Destroy { session }, Pending::Destroy, now);
         }
@@ -724,13 +721,13 @@ fn uses(m: &Member, ssrc: u32) -> bool {
 
 /// What a terminal's data channel shows: the sentence for people, then the same
 /// notice as one JSON line for programs.
-pub fn announcement_text(a: &Announcement) -> String {
+fn announcement_text(a: &Announcement) -> String {
     format!("{}\n{}", a.text, a.to_json_line())
 }
 
 /// How long to wait before reconnection attempt `attempt` (0-based): 0.5 s doubling
 /// up to 8 s.
-pub fn reconnect_delay(attempt: u32) -> Duration {
+pub(crate) fn reconnect_delay(attempt: u32) -> Duration {
     Duration::from_millis(500 << attempt.min(4))
 }
 

@@ -33,8 +33,8 @@ pub use schedule::{Schedule, ScheduleError, MAX_PARTICIPANTS};
 pub use server::SfuSim;
 
 /// RTP payload types the simulated SFU uses (the common dynamic ones).
-pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
-pub const AUDIO_PAYLOAD_TYPE: u8 = 111;
+pub(crate) const VIDEO_PAYLOAD_TYPE: u8 = 96;
+pub(crate) const AUDIO_PAYLOAD_TYPE: u8 = 111;
 
 #[derive(Debug, Error)]
 pub enum SimError {
@@ -109,7 +109,7 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    pub fn validate(&self) -> Result<(), SimError> {
+    fn validate(&self) -> Result<(), SimError> {
         if !(1..=MAX_PARTICIPANTS).contains(&self.participants) {
             return Err(SimError::Participants(self.participants));
         }
@@ -136,7 +136,7 @@ pub enum KeyframeCause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMedia {
     /// Participant number.
-    pub participant: u8,
+    participant: u8,
     pub ssrc: u32,
     pub kind: MediaKind,
     /// RTP timestamp.

@@ -35,11 +35,11 @@ use super::notice::{Announcement, Notice};
 
 /// Notices held while the platform cannot be reached: with the default stats
 /// intervals (recorder and mixer, 10 s each), about twenty minutes of them.
-pub const DEFAULT_CAPACITY: usize = 256;
+const DEFAULT_CAPACITY: usize = 256;
 /// One request, connection included: a platform slower than this is retried later.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The header carrying the body's signature.
-pub const SIGNATURE_HEADER: &str = "x-recbox-signature";
+const SIGNATURE_HEADER: &str = "x-recbox-signature";
 
 /// Where the notices go and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
