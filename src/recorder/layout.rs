@@ -296,6 +296,22 @@ pub(crate) fn replace_file(dir: &Path, name: &str, contents: &[u8]) -> Result<()
         .map_err(err("sync", dir))
 }
 
+/// Removes the segment directory `dir` and syncs its parent, so the removal is
+/// durable.
+pub(crate) fn remove_dir_synced(dir: &Path) -> Result<(), FileOpError> {
+    let err = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source| FileOpError { op, path, source }
+    };
+    fs::remove_dir_all(dir).map_err(err("remove", dir))?;
+    if let Some(parent) = dir.parent() {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(err("sync", parent))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,9 +34,9 @@ use super::fragmenter::{Fragment, FragmentError, Fragmenter};
 use super::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use super::integrity;
 use super::layout::{
-    encode_chain, replace_file, segment_dir_name, segment_suffix, utc_stamp, ChainEntry,
-    FileOpError, SegmentInfo, SegmentState, Target, CHAIN_FILE, DEFAULT_MAX_FRAGMENT, INDEX_FILE,
-    MP4_FILE, PLAYLIST_FILE,
+    encode_chain, remove_dir_synced, replace_file, segment_dir_name, segment_suffix, utc_stamp,
+    ChainEntry, FileOpError, SegmentInfo, SegmentState, Target, CHAIN_FILE, DEFAULT_MAX_FRAGMENT,
+    INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
 use super::monitor::WatchedFile;
 use super::playlist;
@@ -248,11 +248,7 @@ fn chain_entries(segments: &[SegmentInfo]) -> Vec<ChainEntry> {
 /// Removes a segment directory that holds no fragment (best effort: one left
 /// behind is removed by recovery).
 fn remove_segment_dir(dir: &Path) {
-    let removed = fs::remove_dir_all(dir).and_then(|()| match dir.parent() {
-        Some(parent) => File::open(parent)?.sync_all(),
-        None => Ok(()),
-    });
-    match removed {
+    match remove_dir_synced(dir) {
         Ok(()) => tracing::info!(dir = %dir.display(), "segment without any fragment removed"),
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "segment without any fragment not removed")

@@ -38,8 +38,8 @@ use thiserror::Error;
 use super::index::{encode_index_with, IndexFile, IndexHeader, IndexRecord};
 use super::integrity::{self, DamagedFragment};
 use super::layout::{
-    encode_chain, parse_chain, replace_file, segment_of_dir, FileOpError, CHAIN_FILE,
-    DEFAULT_MAX_FRAGMENT, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
+    encode_chain, parse_chain, remove_dir_synced, replace_file, segment_of_dir, FileOpError,
+    CHAIN_FILE, DEFAULT_MAX_FRAGMENT, INDEX_FILE, MP4_FILE, PLAYLIST_FILE,
 };
 use super::playlist;
 use crate::media::mp4::{self, FileScan, ReadError, TornTail};
@@ -339,12 +339,11 @@ fn remove_empty_segment(dir: &Path, segment: u16) -> Result<(), RecoveryError> {
             tracing::warn!(dir = %other.dir.display(), %error, "chain not updated: it still lists an empty segment");
         }
     }
-    fs::remove_dir_all(dir).map_err(io_err("remove", dir))?;
-    if let Some(parent) = dir.parent() {
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("sync", parent))?;
-    }
+    remove_dir_synced(dir).map_err(|e| RecoveryError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })?;
     tracing::info!(dir = %dir.display(), "segment without any fragment removed");
     Ok(())
 }
