@@ -5,7 +5,8 @@
 #[cfg(feature = "lab")]
 pub mod null;
 pub mod software;
-pub mod v4l2;
+#[cfg(any(feature = "v4l2", test))]
+pub(crate) mod v4l2;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use std::str::FromStr;
 use crate::media::picture::Picture;
 
 pub(crate) use software::SoftwareEncoder;
+#[cfg(any(feature = "v4l2", test))]
+pub use v4l2::HardwareError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
@@ -30,8 +33,9 @@ pub enum EncoderError {
     },
     #[error("openh264: {0}")]
     Software(#[from] openh264::Error),
+    #[cfg(any(feature = "v4l2", test))]
     #[error("V4L2 encoder: {0}")]
-    V4l2(#[from] v4l2::V4l2Error),
+    V4l2(#[from] HardwareError),
 }
 
 /// One encoded access unit in Annex B form; keyframes carry SPS and PPS.
@@ -178,7 +182,7 @@ pub(crate) fn open(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, Enco
         EncoderKind::Auto => None,
         EncoderKind::V4l2 { device } => device.as_deref(),
     };
-    match v4l2::open(config, device) {
+    match hardware_encoder(config, device) {
         Ok(encoder) => {
             tracing::info!(encoder = encoder.name(), "hardware H.264 encoder");
             Ok(encoder)
@@ -192,6 +196,25 @@ pub(crate) fn open(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, Enco
             software_encoder(config)
         }
     }
+}
+
+#[cfg(feature = "v4l2")]
+fn hardware_encoder(
+    config: &EncoderConfig,
+    device: Option<&std::path::Path>,
+) -> Result<Box<dyn VideoEncoder>, EncoderError> {
+    v4l2::open(config, device)
+}
+
+/// Without the `v4l2` feature there is no device layer.
+#[cfg(not(feature = "v4l2"))]
+fn hardware_encoder(
+    _config: &EncoderConfig,
+    _device: Option<&std::path::Path>,
+) -> Result<Box<dyn VideoEncoder>, EncoderError> {
+    Err(EncoderError::Unsupported(
+        "built without the v4l2 feature".into(),
+    ))
 }
 
 fn software_encoder(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, EncoderError> {

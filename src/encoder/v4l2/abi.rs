@@ -5,53 +5,53 @@
 use std::fmt;
 
 /// `V4L2_CAP_*` capability bits.
-pub const CAP_VIDEO_M2M_MPLANE: u32 = 0x0000_4000;
-pub const CAP_VIDEO_M2M: u32 = 0x0000_8000;
-pub const CAP_STREAMING: u32 = 0x0400_0000;
+pub(crate) const CAP_VIDEO_M2M_MPLANE: u32 = 0x0000_4000;
+pub(crate) const CAP_VIDEO_M2M: u32 = 0x0000_8000;
+pub(crate) const CAP_STREAMING: u32 = 0x0400_0000;
 
 /// `V4L2_BUF_FLAG_*` buffer flags.
-pub const BUF_FLAG_KEYFRAME: u32 = 0x0000_0008;
-pub const BUF_FLAG_ERROR: u32 = 0x0000_0040;
-pub const BUF_FLAG_LAST: u32 = 0x0010_0000;
+pub(crate) const BUF_FLAG_KEYFRAME: u32 = 0x0000_0008;
+pub(crate) const BUF_FLAG_ERROR: u32 = 0x0000_0040;
+pub(crate) const BUF_FLAG_LAST: u32 = 0x0010_0000;
 
 const CID_CODEC_BASE: u32 = 0x0099_0000 | 0x900;
-pub const CID_GOP_SIZE: u32 = CID_CODEC_BASE + 203;
-pub const CID_BITRATE: u32 = CID_CODEC_BASE + 207;
-pub const CID_HEADER_MODE: u32 = CID_CODEC_BASE + 216;
-pub const CID_REPEAT_SEQ_HEADER: u32 = CID_CODEC_BASE + 226;
-pub const CID_FORCE_KEY_FRAME: u32 = CID_CODEC_BASE + 229;
-pub const CID_H264_I_PERIOD: u32 = CID_CODEC_BASE + 358;
-pub const CID_H264_LEVEL: u32 = CID_CODEC_BASE + 359;
-pub const CID_H264_PROFILE: u32 = CID_CODEC_BASE + 363;
-pub const CID_PREPEND_SPSPPS_TO_IDR: u32 = CID_CODEC_BASE + 644;
+pub(crate) const CID_GOP_SIZE: u32 = CID_CODEC_BASE + 203;
+pub(crate) const CID_BITRATE: u32 = CID_CODEC_BASE + 207;
+pub(crate) const CID_HEADER_MODE: u32 = CID_CODEC_BASE + 216;
+pub(crate) const CID_REPEAT_SEQ_HEADER: u32 = CID_CODEC_BASE + 226;
+pub(crate) const CID_FORCE_KEY_FRAME: u32 = CID_CODEC_BASE + 229;
+pub(crate) const CID_H264_I_PERIOD: u32 = CID_CODEC_BASE + 358;
+pub(crate) const CID_H264_LEVEL: u32 = CID_CODEC_BASE + 359;
+pub(crate) const CID_H264_PROFILE: u32 = CID_CODEC_BASE + 363;
+pub(crate) const CID_PREPEND_SPSPPS_TO_IDR: u32 = CID_CODEC_BASE + 644;
 
 /// `V4L2_MPEG_VIDEO_HEADER_MODE_JOINED_WITH_1ST_FRAME`.
-pub const HEADER_MODE_JOINED: i64 = 1;
+pub(crate) const HEADER_MODE_JOINED: i64 = 1;
 
 /// `V4L2_MPEG_VIDEO_H264_PROFILE_*` menu indices.
-pub const PROFILE_BASELINE: i64 = 0;
-pub const PROFILE_CONSTRAINED_BASELINE: i64 = 1;
-pub const PROFILE_MAIN: i64 = 2;
-pub const PROFILE_HIGH: i64 = 4;
+pub(crate) const PROFILE_BASELINE: i64 = 0;
+pub(crate) const PROFILE_CONSTRAINED_BASELINE: i64 = 1;
+pub(crate) const PROFILE_MAIN: i64 = 2;
+pub(crate) const PROFILE_HIGH: i64 = 4;
 
 /// A pixel format code, e.g. `YU12`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FourCc(pub [u8; 4]);
+pub(crate) struct FourCc(pub [u8; 4]);
 
 impl FourCc {
     /// Planar I420 (`V4L2_PIX_FMT_YUV420`).
-    pub const YU12: Self = Self(*b"YU12");
+    pub(crate) const YU12: Self = Self(*b"YU12");
     /// Y plane then interleaved CbCr (`V4L2_PIX_FMT_NV12`).
-    pub const NV12: Self = Self(*b"NV12");
+    pub(crate) const NV12: Self = Self(*b"NV12");
     /// H.264 with start codes (`V4L2_PIX_FMT_H264`).
-    pub const H264: Self = Self(*b"H264");
+    pub(crate) const H264: Self = Self(*b"H264");
 
     /// The code as the kernel stores it (little-endian).
-    pub fn to_u32(self) -> u32 {
+    pub(crate) fn to_u32(self) -> u32 {
         u32::from_le_bytes(self.0)
     }
 
-    pub fn from_u32(code: u32) -> Self {
+    pub(crate) fn from_u32(code: u32) -> Self {
         Self(code.to_le_bytes())
     }
 }

@@ -54,7 +54,7 @@ impl Drop for Mapping {
     }
 }
 
-pub struct V4lDevice {
+pub(crate) struct V4lDevice {
     device: v4l::Device,
     info: DeviceInfo,
     output_type: u32,
@@ -70,7 +70,7 @@ pub struct V4lDevice {
 impl V4lDevice {
     /// Opens `path` and gathers what negotiation needs: capabilities, formats on
     /// both queues, H.264 frame sizes and the codec controls.
-    pub fn open(path: &Path) -> Result<Self, V4l2Error> {
+    pub(crate) fn open(path: &Path) -> Result<Self, V4l2Error> {
         let name = path.display().to_string();
         let io_err = |op| {
             let path = name.clone();

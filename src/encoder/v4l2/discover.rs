@@ -9,7 +9,7 @@ use super::{M2mDevice, M2mEncoder, V4l2Error};
 use crate::encoder::EncoderConfig;
 
 /// The `videoN` nodes in `dev` (normally `/dev`), in number order.
-pub fn video_nodes(dev: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn video_nodes(dev: &Path) -> io::Result<Vec<PathBuf>> {
     let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir(dev)?
         .filter_map(|entry| {
             let entry = entry.ok()?;
@@ -28,7 +28,7 @@ pub fn video_nodes(dev: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// Opens each candidate with `open_device` and returns the first that becomes a
 /// working encoder for `config`; the error says why each one was not.
-pub fn first_encoder<D, F>(
+pub(crate) fn first_encoder<D, F>(
     candidates: &[PathBuf],
     open_device: F,
     config: &EncoderConfig,

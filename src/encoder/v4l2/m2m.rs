@@ -13,7 +13,7 @@ use crate::media::h264::{nal_type, nal_units, NAL_IDR, NAL_PPS, NAL_SPS};
 use crate::media::picture::Picture;
 
 /// How long to wait for the device when it has to give something back.
-pub const WAIT: Duration = Duration::from_secs(2);
+pub(crate) const WAIT: Duration = Duration::from_secs(2);
 /// Slice of that wait between checks of both queues.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(10);
 const OUTPUT_BUFFERS: u32 = 4;
 const CAPTURE_BUFFERS: u32 = 4;
 
-pub struct M2mEncoder<D: M2mDevice> {
+pub(crate) struct M2mEncoder<D: M2mDevice> {
     device: D,
     name: String,
     config: EncoderConfig,
@@ -35,7 +35,7 @@ pub struct M2mEncoder<D: M2mDevice> {
 
 impl<D: M2mDevice> M2mEncoder<D> {
     /// Negotiates `config` with `device` and starts it streaming.
-    pub fn new(mut device: D, config: &EncoderConfig) -> Result<Self, V4l2Error> {
+    pub(crate) fn new(mut device: D, config: &EncoderConfig) -> Result<Self, V4l2Error> {
         let info = device.info();
         let path = info.path.display().to_string();
         let name = format!("v4l2 {} ({path})", info.card);
@@ -67,7 +67,8 @@ impl<D: M2mDevice> M2mEncoder<D> {
         })
     }
 
-    pub fn plan(&self) -> &Plan {
+    #[cfg(test)]
+    pub(crate) fn plan(&self) -> &Plan {
         &self.plan
     }
 

@@ -1,15 +1,16 @@
 //! The box's hardware encoder: a V4L2 memory-to-memory stateful H.264 encoder.
 //!
 //! Everything that decides (negotiation, buffer queue, raw layout, discovery, the
-//! encoding loop in [`M2mEncoder`]) is plain Rust built everywhere and drives an
-//! [`M2mDevice`]. The ioctls live in `device` (feature `v4l2`, which needs libclang
-//! to build); the tests' `sim` is a device that encodes with openh264, so the whole
-//! path runs on hosts.
+//! encoding loop in [`M2mEncoder`]) is plain Rust that drives an [`M2mDevice`].
+//! The ioctls live in `device` (feature `v4l2`, which needs libclang to build);
+//! the tests' `sim` is a device that encodes with openh264, so the whole path runs
+//! on hosts. Without the feature only the tests build this module: nothing else
+//! could reach it.
 
 pub(crate) mod abi;
 #[cfg(feature = "v4l2")]
 pub(crate) mod device;
-pub mod discover;
+pub(crate) mod discover;
 pub(crate) mod m2m;
 pub(crate) mod negotiate;
 pub(crate) mod queue;
@@ -17,17 +18,21 @@ pub(crate) mod raw;
 #[cfg(test)]
 mod sim;
 
+#[cfg(feature = "v4l2")]
 use std::path::Path;
 use std::time::Duration;
 
-pub use m2m::M2mEncoder;
-pub use negotiate::{DeviceInfo, NegotiateError, Plan};
-pub use raw::{RawFormat, RawLayout};
+pub(crate) use m2m::M2mEncoder;
+pub(crate) use negotiate::{DeviceInfo, NegotiateError, Plan};
+pub(crate) use raw::RawLayout;
 
-use super::{EncoderConfig, EncoderError, VideoEncoder};
+use super::EncoderError;
+#[cfg(feature = "v4l2")]
+use super::{EncoderConfig, VideoEncoder};
 
 #[derive(Debug, thiserror::Error)]
-pub enum V4l2Error {
+pub(crate) enum V4l2Error {
+    #[cfg(feature = "v4l2")]
     #[error("{path}: {op}: {source}")]
     Io {
         path: String,
@@ -47,24 +52,37 @@ pub enum V4l2Error {
     Timeout(&'static str),
     #[error("no usable H.264 encoder: {0}")]
     NoEncoder(String),
+    #[cfg(test)]
     #[error("simulated device: {0}")]
     Sim(String),
 }
 
+/// A V4L2 error as the rest of the firmware sees it: its message and its sources,
+/// not its variants, which nothing outside this module matches on.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct HardwareError(#[from] V4l2Error);
+
+impl From<V4l2Error> for EncoderError {
+    fn from(e: V4l2Error) -> Self {
+        Self::V4l2(e.into())
+    }
+}
+
 /// A bitstream buffer the device returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Coded {
-    pub index: usize,
-    pub data: Vec<u8>,
+pub(crate) struct Coded {
+    pub(crate) index: usize,
+    pub(crate) data: Vec<u8>,
     /// `V4L2_BUF_FLAG_*`.
-    pub flags: u32,
+    pub(crate) flags: u32,
     /// The sequence number of the picture it encodes (copied timestamp).
-    pub sequence: u64,
+    pub(crate) sequence: u64,
 }
 
 /// `VIDIOC_ENCODER_CMD` commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncoderCommand {
+pub(crate) enum EncoderCommand {
     /// Encode what is queued, then mark the last bitstream buffer `LAST`.
     Stop,
     /// Take pictures again after a stop.
@@ -74,7 +92,7 @@ pub enum EncoderCommand {
 /// A stateful memory-to-memory encoder, as the encoding loop drives it. Buffers
 /// are memory-mapped and addressed by index; OUTPUT carries pictures in, CAPTURE
 /// bitstream out.
-pub trait M2mDevice: Send {
+pub(crate) trait M2mDevice: Send {
     /// What the device reported when it was opened.
     fn info(&self) -> &DeviceInfo;
     /// Sets the coded format on CAPTURE and the raw one on OUTPUT, the frame rate
@@ -101,7 +119,7 @@ pub trait M2mDevice: Send {
 
 /// Opens the V4L2 encoder at `device`, or the first usable one under `/dev`.
 #[cfg(feature = "v4l2")]
-pub fn open(
+pub(crate) fn open(
     config: &EncoderConfig,
     device: Option<&Path>,
 ) -> Result<Box<dyn VideoEncoder>, EncoderError> {
@@ -115,15 +133,4 @@ pub fn open(
     };
     let encoder = discover::first_encoder(&candidates, device::V4lDevice::open, config)?;
     Ok(Box::new(encoder))
-}
-
-/// Without the `v4l2` feature there is no device layer.
-#[cfg(not(feature = "v4l2"))]
-pub fn open(
-    _config: &EncoderConfig,
-    _device: Option<&Path>,
-) -> Result<Box<dyn VideoEncoder>, EncoderError> {
-    Err(EncoderError::Unsupported(
-        "built without the v4l2 feature".into(),
-    ))
 }

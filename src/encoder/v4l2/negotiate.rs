@@ -9,7 +9,7 @@ use super::raw::RawFormat;
 use crate::encoder::EncoderConfig;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum NegotiateError {
+pub(crate) enum NegotiateError {
     #[error("not a memory-to-memory device (capabilities {0:#010x})")]
     NotM2m(u32),
     #[error("the device cannot stream (no V4L2_CAP_STREAMING)")]
@@ -39,7 +39,7 @@ pub enum NegotiateError {
 
 /// Frame sizes a device can encode (`VIDIOC_ENUM_FRAMESIZES` on the coded format).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameSizes {
+pub(crate) enum FrameSizes {
     Discrete(Vec<(u32, u32)>),
     /// Continuous sizes are step-wise with step 1.
     Stepwise {
@@ -51,18 +51,18 @@ pub enum FrameSizes {
 
 /// One control as `VIDIOC_QUERY_EXT_CTRL` (and `VIDIOC_QUERYMENU`) describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlRange {
-    pub id: u32,
-    pub min: i64,
-    pub max: i64,
-    pub step: u64,
+pub(crate) struct ControlRange {
+    pub(crate) id: u32,
+    pub(crate) min: i64,
+    pub(crate) max: i64,
+    pub(crate) step: u64,
     /// The valid items of a menu control (drivers may skip some); empty otherwise.
-    pub menu: Vec<i64>,
+    pub(crate) menu: Vec<i64>,
 }
 
 impl ControlRange {
     /// An integer control.
-    pub fn int(id: u32, min: i64, max: i64, step: u64) -> Self {
+    pub(crate) fn int(id: u32, min: i64, max: i64, step: u64) -> Self {
         Self {
             id,
             min,
@@ -73,7 +73,8 @@ impl ControlRange {
     }
 
     /// A menu control offering `items`.
-    pub fn menu(id: u32, items: &[i64]) -> Self {
+    #[cfg(test)]
+    pub(crate) fn menu(id: u32, items: &[i64]) -> Self {
         Self {
             id,
             min: items.iter().copied().min().unwrap_or(0),
@@ -101,19 +102,19 @@ impl ControlRange {
 
 /// What a device says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub path: PathBuf,
-    pub driver: String,
-    pub card: String,
+pub(crate) struct DeviceInfo {
+    pub(crate) path: PathBuf,
+    pub(crate) driver: String,
+    pub(crate) card: String,
     /// Device capabilities (`device_caps`).
-    pub capabilities: u32,
+    pub(crate) capabilities: u32,
     /// Raw formats on the OUTPUT queue (pictures in).
-    pub output_formats: Vec<FourCc>,
+    pub(crate) output_formats: Vec<FourCc>,
     /// Coded formats on the CAPTURE queue (bitstream out).
-    pub capture_formats: Vec<FourCc>,
+    pub(crate) capture_formats: Vec<FourCc>,
     /// H.264 frame sizes; `None` when the driver enumerates none.
-    pub frame_sizes: Option<FrameSizes>,
-    pub controls: Vec<ControlRange>,
+    pub(crate) frame_sizes: Option<FrameSizes>,
+    pub(crate) controls: Vec<ControlRange>,
 }
 
 impl DeviceInfo {
@@ -123,7 +124,7 @@ impl DeviceInfo {
 }
 
 /// Whether a device with these capabilities uses the multi-planar buffer API.
-pub fn multiplanar(capabilities: u32) -> Result<bool, NegotiateError> {
+pub(crate) fn multiplanar(capabilities: u32) -> Result<bool, NegotiateError> {
     if capabilities & CAP_VIDEO_M2M != 0 {
         Ok(false)
     } else if capabilities & CAP_VIDEO_M2M_MPLANE != 0 {
@@ -135,22 +136,25 @@ pub fn multiplanar(capabilities: u32) -> Result<bool, NegotiateError> {
 
 /// How to set the device up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub multiplanar: bool,
-    pub raw: RawFormat,
+pub(crate) struct Plan {
+    pub(crate) multiplanar: bool,
+    pub(crate) raw: RawFormat,
     /// The pictures' size.
-    pub visible: (u32, u32),
+    pub(crate) visible: (u32, u32),
     /// The size the device encodes: `visible` rounded up to its step.
-    pub coded: (u32, u32),
-    pub fps: u32,
+    pub(crate) coded: (u32, u32),
+    pub(crate) fps: u32,
     /// Controls to set, in order.
-    pub controls: Vec<(u32, i64)>,
+    pub(crate) controls: Vec<(u32, i64)>,
     /// Keyframes on request through `FORCE_KEY_FRAME`.
-    pub force_key_frame: bool,
+    pub(crate) force_key_frame: bool,
 }
 
 /// Decides formats, size and controls for `config` on `device`.
-pub fn negotiate(device: &DeviceInfo, config: &EncoderConfig) -> Result<Plan, NegotiateError> {
+pub(crate) fn negotiate(
+    device: &DeviceInfo,
+    config: &EncoderConfig,
+) -> Result<Plan, NegotiateError> {
     let multiplanar = multiplanar(device.capabilities)?;
     if device.capabilities & CAP_STREAMING == 0 {
         return Err(NegotiateError::NoStreaming);

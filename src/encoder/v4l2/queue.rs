@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     #[error("{queue} buffer {index} does not exist")]
     NoSuchBuffer { queue: &'static str, index: usize },
     #[error("{queue} buffer {index} is already with the device")]
@@ -29,13 +29,13 @@ struct InFlight {
 
 /// A frame that came out, and how many frames before it the device dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Done {
-    pub pts: i64,
-    pub dropped: usize,
+pub(crate) struct Done {
+    pub(crate) pts: i64,
+    pub(crate) dropped: usize,
 }
 
 #[derive(Debug)]
-pub struct BufferQueue {
+pub(crate) struct BufferQueue {
     /// `true`: the device holds the buffer.
     output: Vec<bool>,
     capture: Vec<bool>,
@@ -44,7 +44,7 @@ pub struct BufferQueue {
 }
 
 impl BufferQueue {
-    pub fn new(outputs: usize, captures: usize) -> Self {
+    pub(crate) fn new(outputs: usize, captures: usize) -> Self {
         Self {
             output: vec![false; outputs],
             capture: vec![false; captures],
@@ -55,13 +55,13 @@ impl BufferQueue {
 
     /// A free OUTPUT buffer for the next picture; `None` means an OUTPUT buffer
     /// must be dequeued first (the device is behind).
-    pub fn free_output(&self) -> Option<usize> {
+    pub(crate) fn free_output(&self) -> Option<usize> {
         self.output.iter().position(|&queued| !queued)
     }
 
     /// Records a picture with `pts` queued in OUTPUT buffer `index`; returns the
     /// sequence number to stamp the buffer with.
-    pub fn output_queued(&mut self, index: usize, pts: i64) -> Result<u64, QueueError> {
+    pub(crate) fn output_queued(&mut self, index: usize, pts: i64) -> Result<u64, QueueError> {
         set(&mut self.output, OUTPUT, index, true)?;
         let sequence = self.next_sequence;
         self.next_sequence += 1;
@@ -70,12 +70,12 @@ impl BufferQueue {
     }
 
     /// The device is done reading OUTPUT buffer `index`.
-    pub fn output_returned(&mut self, index: usize) -> Result<(), QueueError> {
+    pub(crate) fn output_returned(&mut self, index: usize) -> Result<(), QueueError> {
         set(&mut self.output, OUTPUT, index, false)
     }
 
     /// CAPTURE buffers the device does not hold, to queue (again); marks them held.
-    pub fn captures_to_queue(&mut self) -> Vec<usize> {
+    pub(crate) fn captures_to_queue(&mut self) -> Vec<usize> {
         let free: Vec<usize> = (0..self.capture.len())
             .filter(|&i| !self.capture[i])
             .collect();
@@ -86,13 +86,13 @@ impl BufferQueue {
     }
 
     /// The device returned CAPTURE buffer `index` (with a frame or empty).
-    pub fn capture_returned(&mut self, index: usize) -> Result<(), QueueError> {
+    pub(crate) fn capture_returned(&mut self, index: usize) -> Result<(), QueueError> {
         set(&mut self.capture, CAPTURE, index, false)
     }
 
     /// A bitstream buffer stamped `sequence` came out: the frame's pts. Frames
     /// queued before it that never came out were dropped by the device.
-    pub fn frame_done(&mut self, sequence: u64) -> Result<Done, QueueError> {
+    pub(crate) fn frame_done(&mut self, sequence: u64) -> Result<Done, QueueError> {
         let at = self
             .in_flight
             .iter()
@@ -110,12 +110,12 @@ impl BufferQueue {
     }
 
     /// Frames queued that have not come out.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
     /// Forgets frames that will not come out (after a drain); how many there were.
-    pub fn forget_in_flight(&mut self) -> usize {
+    pub(crate) fn forget_in_flight(&mut self) -> usize {
         let n = self.in_flight.len();
         self.in_flight.clear();
         n

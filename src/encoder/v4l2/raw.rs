@@ -1,13 +1,14 @@
 //! Raw frames in a device's buffer layout: I420 pictures written as YU12 or NV12
 //! with the device's row stride and coded (aligned) size, and read back.
 
+#[cfg(feature = "v4l2")]
 use super::abi::FourCc;
 use super::V4l2Error;
 use crate::media::picture::Picture;
 
 /// The raw formats the encoder can feed, both one contiguous buffer per frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawFormat {
+pub(crate) enum RawFormat {
     /// Planar I420: what pictures already are.
     Yu12,
     /// Luma plane then interleaved Cb/Cr rows: needs a conversion.
@@ -15,7 +16,8 @@ pub enum RawFormat {
 }
 
 impl RawFormat {
-    pub fn fourcc(self) -> FourCc {
+    #[cfg(feature = "v4l2")]
+    pub(crate) fn fourcc(self) -> FourCc {
         match self {
             Self::Yu12 => FourCc::YU12,
             Self::Nv12 => FourCc::NV12,
@@ -25,15 +27,15 @@ impl RawFormat {
 
 /// How the device wants one raw frame laid out (what `S_FMT` answered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawLayout {
-    pub format: RawFormat,
+pub(crate) struct RawLayout {
+    pub(crate) format: RawFormat,
     /// Coded size: at least the picture's, rounded up to the device's alignment.
-    pub width: u32,
-    pub height: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     /// Bytes per luma row.
-    pub stride: u32,
+    pub(crate) stride: u32,
     /// Bytes of one frame buffer.
-    pub size: u32,
+    pub(crate) size: u32,
 }
 
 impl RawLayout {
@@ -60,7 +62,7 @@ impl RawLayout {
 
     /// Refuses a layout that cannot hold a `width` x `height` picture, so that
     /// writing and reading frames cannot go out of bounds.
-    pub fn check(&self, width: u32, height: u32) -> Result<(), V4l2Error> {
+    pub(crate) fn check(&self, width: u32, height: u32) -> Result<(), V4l2Error> {
         let ok = self.width >= width
             && self.height >= height
             && self.width % 2 == 0
@@ -81,7 +83,7 @@ impl RawLayout {
 /// Writes `picture` into `buf` in `layout` (checked with [`RawLayout::check`]),
 /// converting I420 to NV12 if asked. The area beyond the picture (alignment
 /// padding) repeats the edge pixels, so the encoder spends no bits on a hard edge.
-pub fn write_frame(picture: &Picture, layout: &RawLayout, buf: &mut [u8]) {
+pub(crate) fn write_frame(picture: &Picture, layout: &RawLayout, buf: &mut [u8]) {
     let (w, h) = (picture.width(), picture.height());
     let (cw, ch) = (layout.width as usize, layout.height as usize);
     let (stride, cstride) = (layout.stride as usize, layout.chroma_stride());
@@ -124,7 +126,7 @@ fn copy_padded(
 
 #[cfg(test)]
 /// Reads the top-left `width` x `height` picture of a frame in `layout` (checked).
-pub fn read_frame(buf: &[u8], layout: &RawLayout, width: u32, height: u32) -> Picture {
+pub(crate) fn read_frame(buf: &[u8], layout: &RawLayout, width: u32, height: u32) -> Picture {
     let (w, h) = (width as usize, height as usize);
     let (stride, cstride) = (layout.stride as usize, layout.chroma_stride());
     let (luma, chroma) = buf.split_at(stride * layout.height as usize);

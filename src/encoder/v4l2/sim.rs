@@ -15,13 +15,13 @@ use crate::encoder::{EncoderConfig, EncoderKind, SoftwareEncoder};
 
 /// What the simulated device claims to be.
 #[derive(Debug, Clone)]
-pub struct SimOptions {
-    pub path: PathBuf,
-    pub capabilities: u32,
-    pub output_formats: Vec<FourCc>,
-    pub capture_formats: Vec<FourCc>,
-    pub frame_sizes: Option<FrameSizes>,
-    pub force_key_frame: bool,
+pub(crate) struct SimOptions {
+    pub(crate) path: PathBuf,
+    pub(crate) capabilities: u32,
+    pub(crate) output_formats: Vec<FourCc>,
+    pub(crate) capture_formats: Vec<FourCc>,
+    pub(crate) frame_sizes: Option<FrameSizes>,
+    pub(crate) force_key_frame: bool,
 }
 
 impl Default for SimOptions {
@@ -43,7 +43,7 @@ impl Default for SimOptions {
 }
 
 impl SimOptions {
-    pub fn info(&self) -> DeviceInfo {
+    pub(crate) fn info(&self) -> DeviceInfo {
         let mut controls = vec![
             ControlRange::int(CID_BITRATE, 25_000, 25_000_000, 1),
             ControlRange::int(CID_H264_I_PERIOD, 1, 2047, 1),
@@ -81,7 +81,7 @@ struct Encoded {
     sequence: u64,
 }
 
-pub struct SimDevice {
+pub(crate) struct SimDevice {
     info: DeviceInfo,
     plan: Option<Plan>,
     layout: Option<RawLayout>,
@@ -104,7 +104,7 @@ fn sim_error(what: impl Into<String>) -> V4l2Error {
 }
 
 impl SimDevice {
-    pub fn new(options: SimOptions) -> Self {
+    pub(crate) fn new(options: SimOptions) -> Self {
         Self {
             info: options.info(),
             plan: None,
@@ -314,7 +314,8 @@ impl M2mDevice for SimDevice {
 mod tests {
     use super::*;
     use crate::encoder::software::check::{assert_stream, config, picture, run};
-    use crate::encoder::v4l2::{M2mEncoder, RawFormat};
+    use crate::encoder::v4l2::raw::RawFormat;
+    use crate::encoder::v4l2::M2mEncoder;
     use crate::encoder::VideoEncoder;
 
     #[test]
