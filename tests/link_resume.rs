@@ -97,6 +97,9 @@ impl Mixer {
 }
 
 /// Waits until the recording in `dir` was closed (its playlist ended).
+/// How long after Started the link is cut, at the least.
+const CUT_AFTER: Duration = Duration::from_millis(500);
+
 async fn closed(dir: &Path) {
     let deadline = Instant::now() + PATIENCE;
     while !std::fs::read_to_string(dir.join(PLAYLIST_FILE))
@@ -116,11 +119,15 @@ async fn cut_and_resume(restart: bool) {
     };
     let (addr, recorder) = start_recorder_task("127.0.0.1:0", storage.path(), stats_every).await;
     let mut mixer = Mixer::new();
-    let started = Instant::now();
     let (up, first) = mixer.connect(&addr).await;
-    // The cut falls in the middle of the fourth group of pictures.
+    // The recorder's clock for the recording started before its Started.
+    let started = Instant::now();
+    // The cut falls in the middle of the fourth group of pictures, and well after
+    // the start: a duration counted from the new session would be shorter.
     mixer.send(&up, 3.4).await;
+    tokio::time::sleep_until((started + CUT_AFTER).into()).await;
     drop(up);
+    let cut = started.elapsed();
 
     let addr = if restart {
         // What a restarted recorder finds: the first recorder closed what it had
@@ -135,7 +142,6 @@ async fn cut_and_resume(restart: bool) {
         addr
     };
     let (mut up, second) = mixer.connect(&addr).await;
-    let resumed_after = started.elapsed();
     mixer.replay(&up).await;
     mixer.send(&up, 6.0).await;
 
@@ -150,9 +156,10 @@ async fn cut_and_resume(restart: bool) {
     })
     .await
     .unwrap();
+    // Sent after the cut, so at least that long after the recording's start.
     assert!(
-        stats.duration_ms >= resumed_after.as_millis() as u64,
-        "{stats:?} after {resumed_after:?}"
+        stats.duration_ms >= cut.as_millis() as u64,
+        "{stats:?}, cut {cut:?} after Started"
     );
     let first_bytes = std::fs::metadata(first.join(MP4_FILE)).unwrap().len();
     assert!(stats.file_bytes > first_bytes, "{stats:?}");
