@@ -19,10 +19,12 @@ use recbox::audio::chime::Chime;
 use recbox::audio::playback::SimulatedSpeaker;
 use recbox::audio::ChimePlayer;
 use recbox::config::Config;
+use recbox::link::frame::FaultKind;
 use recbox::mixer::service::MixerReport;
 use recbox::panel::{PanelState, SimulatedPanel};
 use recbox::recorder::layout::{INDEX_FILE, MP4_FILE};
 use recbox::sfu::Notice;
+use recbox::storage::health::HealthEvent;
 use recbox::systemd::Notifier;
 use tokio::sync::{broadcast, oneshot};
 
@@ -526,4 +528,64 @@ async fn signals_press_the_simulated_panel_button() {
         .collect();
     assert_eq!(gestures.len(), 2, "{gestures:?}");
     assert!(gestures[0].contains("StartStop") && gestures[1].contains("SafeStop"));
+}
+
+/// While no recording runs, the panel follows the storage monitor: a disk short of
+/// space (here: any disk, under a threshold no disk meets) shows as a warning on an
+/// idle box, not as ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_box_shows_low_space_on_its_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = common::start_sfu().await;
+    let text = std::fs::read_to_string(small_box(dir.path(), &sfu)).unwrap();
+    let text = text.replace("[recorder]\n", "[recorder]\nlow_space = \"1000000G\"\n");
+    let mut config = Config::parse(&text).unwrap();
+    config.recording.autostart = false;
+    let (appliance, handle) = Appliance::new(Plan::both(&config, common::key()), Notifier::none());
+    let mut events = handle.subscribe();
+    let (panel_io, mut panel) = SimulatedPanel::new();
+    let front = Front {
+        panel: Box::new(panel_io),
+        timing: config.panel.timing(),
+        chimes: ChimePlayer::new(Box::new(SimulatedSpeaker::new())),
+        button: None,
+    }
+    .spawn(&handle);
+    drop(handle);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(appliance.run(async {
+        let _ = stopped.await;
+    }));
+    wait_event(&mut events, "the low-space finding", |e| {
+        matches!(
+            e,
+            Event::Storage(HealthEvent::Fault {
+                kind: FaultKind::LowSpace,
+                ..
+            })
+        )
+    })
+    .await;
+    let shown = tokio::time::timeout(PATIENCE, async {
+        while let Some(state) = panel.next_shown().await {
+            if state == PanelState::Warning {
+                return;
+            }
+        }
+        panic!("the panel ended without showing the warning");
+    });
+    shown
+        .await
+        .expect("the idle panel shows low space as a warning");
+    assert!(
+        recordings(&dir.path().join("storage")).is_empty(),
+        "nothing recorded"
+    );
+
+    stop.send(()).unwrap();
+    let waited = tokio::time::timeout(PATIENCE, async {
+        task.await.unwrap().unwrap();
+        front.await.unwrap();
+    });
+    waited.await.expect("the box and its front stop");
 }

@@ -117,6 +117,7 @@ impl Parts {
                         Ok(()) => Lifecycle::EjectSafe,
                         Err(e) => Lifecycle::Failed(format!("the disk could not be synced: {e}")),
                     }),
+                    Ok(Event::Storage(event)) => panel.storage(&event),
                     Ok(Event::Recording(_)) => {}
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "front panel fell behind the box's events");

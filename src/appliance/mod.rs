@@ -38,6 +38,7 @@ use crate::mixer::status::RecordingStatus;
 use crate::recorder::service::{self as recorder, RecorderConfig, StartError};
 use crate::sfu::janus::JanusConfig;
 use crate::sfu::webhook::{Webhook, WebhookConfig};
+use crate::storage::health::HealthEvent;
 use crate::systemd::Notifier;
 use controller::{Action, Ended};
 
@@ -116,6 +117,9 @@ pub enum Event {
     Mixer(Arc<MixerReport>),
     /// A safe stop flushed the storage: the disk can be pulled (or why not).
     Synced(Result<(), String>),
+    /// The storage monitor's finding, recording or not (the faults active at
+    /// start-up come first, as such events).
+    Storage(HealthEvent),
 }
 
 #[derive(Debug, Error)]
@@ -184,13 +188,22 @@ impl Appliance {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ApplianceError> {
         let mut recorder_task = None;
         let mut roots = Vec::new();
+        let mut storage = None;
         if let Some(role) = &self.plan.recorder {
             let listener = recorder::open(&role.listen, &role.config).await?;
             roots.push(role.config.storage.clone());
             roots.extend(role.config.spool.clone());
-            recorder_task = Some(tokio::spawn(recorder::serve(
+            let monitor = recorder::storage_monitor(&role.config);
+            storage = Some(monitor.subscribe());
+            // Subscribed first, so nothing falls between these and the events.
+            for event in monitor.active_faults() {
+                let _ = self.handle.events.send(Event::Storage(event));
+            }
+            recorder_task = Some(tokio::spawn(recorder::serve_monitored(
                 listener,
                 Arc::new(role.config.clone()),
+                monitor,
+                std::future::pending(),
             )));
         }
         let recorder_limit = self.plan.recorder.as_ref().map(|_| RECORDER_STALL_LIMIT);
@@ -300,6 +313,10 @@ impl Appliance {
                         Err(e) => warn!("syncing the storage: {e}"),
                     }
                     let _ = self.handle.events.send(Event::Synced(synced));
+                    Vec::new()
+                }
+                event = storage_event(storage.as_mut()) => {
+                    let _ = self.handle.events.send(Event::Storage(event));
                     Vec::new()
                 }
                 _ = tick(watchdog.as_mut()) => {
@@ -518,6 +535,26 @@ async fn wait<T>(task: Option<&mut JoinHandle<T>>) -> Result<T, tokio::task::Joi
     match task {
         Some(task) => task.await,
         None => std::future::pending().await,
+    }
+}
+
+/// The storage monitor's next event; never resolves without a monitor, or once it
+/// is gone.
+async fn storage_event(events: Option<&mut broadcast::Receiver<HealthEvent>>) -> HealthEvent {
+    let Some(events) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match events.recv().await {
+            Ok(event) => return event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(
+                    missed,
+                    "storage events missed: the panel may show an old state"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use super::button::{Button, ButtonTiming, Gesture};
 use super::pattern::{describe, Indicator, Leds};
 use super::status::{Lifecycle, PanelState, PanelStatus};
 use crate::mixer::service::MixerReport;
+use crate::storage::health::HealthEvent;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PanelTiming {
@@ -49,6 +50,7 @@ pub enum PanelCommand {
 enum PanelInput {
     Report(MixerReport),
     Lifecycle(Lifecycle),
+    Storage(HealthEvent),
 }
 
 /// Handle on a running panel; cheap to clone. The panel's task ends (its LEDs dark)
@@ -79,6 +81,11 @@ impl Panel {
     /// Everything the mixer reports, as it comes.
     pub fn report(&self, report: &MixerReport) {
         let _ = self.inputs.send(PanelInput::Report(report.clone()));
+    }
+
+    /// The storage monitor's events, for while no recording runs.
+    pub fn storage(&self, event: &HealthEvent) {
+        let _ = self.inputs.send(PanelInput::Storage(event.clone()));
     }
 
     pub fn lifecycle(&self, lifecycle: Lifecycle) {
@@ -119,6 +126,7 @@ async fn run(
                 match input {
                     Some(PanelInput::Report(report)) => status.on_report(&report, now),
                     Some(PanelInput::Lifecycle(lifecycle)) => status.on_lifecycle(lifecycle),
+                    Some(PanelInput::Storage(event)) => status.on_storage(&event, now),
                     None => break,
                 }
             }

@@ -36,7 +36,6 @@ use crate::link::frame::FaultKind;
 use crate::mixer::link::LinkReport;
 use crate::mixer::service::MixerReport;
 use crate::sfu::Notice;
-#[cfg(test)]
 use crate::storage::health::HealthEvent;
 
 /// What the front panel shows.
@@ -189,8 +188,7 @@ impl PanelStatus {
     /// An event of the storage monitor, for while no recording runs (while one does,
     /// the recorder reports the same on the link, and that is what the panel follows).
     /// After a safe stop, the disk going offline and coming back is a new disk: ready.
-    #[cfg(test)]
-    fn on_storage(&mut self, event: &HealthEvent, now: Instant) {
+    pub(crate) fn on_storage(&mut self, event: &HealthEvent, now: Instant) {
         if self.recording() {
             return;
         }
@@ -269,7 +267,6 @@ impl PanelStatus {
         }
     }
 
-    #[cfg(test)]
     fn recording(&self) -> bool {
         matches!(
             self.phase,

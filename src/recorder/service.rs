@@ -203,6 +203,27 @@ pub async fn serve_until(
     config: Arc<RecorderConfig>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let monitor = storage_monitor(&config);
+    serve_monitored(listener, config, monitor, shutdown).await
+}
+
+/// The monitor of the recorder's storage, started before [`serve_monitored`] so
+/// that the box can follow the storage's health while no recording runs.
+pub fn storage_monitor(config: &RecorderConfig) -> StorageMonitor {
+    StorageMonitor::spawn(MonitorConfig {
+        root: config.storage.clone(),
+        poll: config.storage_poll,
+        health: config.health,
+    })
+}
+
+/// [`serve_until`] with a storage monitor the caller started (and subscribed to).
+pub async fn serve_monitored(
+    listener: LinkListener,
+    config: Arc<RecorderConfig>,
+    monitor: StorageMonitor,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     info!(
         addr = %listener.local_addr(),
         storage = %config.storage.display(),
@@ -212,11 +233,7 @@ pub async fn serve_until(
     let storage = Arc::new(Storage {
         primary: config.storage.clone(),
         spool: config.spool.clone(),
-        monitor: StorageMonitor::spawn(MonitorConfig {
-            root: config.storage.clone(),
-            poll: config.storage_poll,
-            health: config.health,
-        }),
+        monitor,
         writers: Writers::default(),
     });
     let cap = unauthenticated_cap(config.max_unauthenticated, descriptor_limit());

@@ -103,6 +103,8 @@ impl BoxStatus {
             }
             Event::Mixer(report) => self.on_report(report),
             Event::Synced(result) => self.synced = Some(result.clone()),
+            // The page shows the idle storage's health through the panel's state.
+            Event::Storage(_) => {}
         }
     }
 
