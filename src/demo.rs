@@ -30,7 +30,7 @@ use crate::recorder::layout::{encode_chain, parse_chain, CHAIN_FILE};
 use crate::recorder::service::RecorderConfig;
 use crate::recorder::{recovery, resume};
 use crate::sfu::notice::Audience;
-use crate::sfu::sim::SimEvent;
+use crate::sfu::sim::{CodecMix, SimEvent};
 pub use crate::testbed::disk_fault::DiskFault;
 use crate::testbed::disk_fault::{FaultDisk, Injected};
 pub(crate) use crate::testbed::meeting::ROOM;
@@ -94,6 +94,8 @@ pub struct DemoConfig {
     pub chimes: Option<String>,
     /// ALSA capture device mixed in as the room microphone; none: no microphone.
     pub microphone: Option<String>,
+    /// Each participant's video codec.
+    pub codecs: CodecMix,
 }
 
 impl Default for DemoConfig {
@@ -107,6 +109,7 @@ impl Default for DemoConfig {
             stats_interval: Duration::from_secs(2),
             chimes: None,
             microphone: None,
+            codecs: CodecMix::default(),
         }
     }
 }
@@ -234,6 +237,7 @@ async fn start_meeting(
         engine: config.engine.clone(),
         recording: recording.to_owned(),
         microphone: config.microphone.clone(),
+        codecs: config.codecs,
     })
     .await?)
 }

@@ -94,35 +94,7 @@ fn spawn(args: &[&str], notify: Option<&Path>) -> Recbox {
 
 /// The configuration of a small box under `dir`.
 fn small_box(dir: &Path, sfu: &str) -> PathBuf {
-    let config = dir.join("recbox.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[link]
-socket = "{dir}/run/link.sock"
-[recorder]
-storage = "{dir}/storage"
-spool = "{dir}/spool"
-stats_interval = "500ms"
-[mixer]
-ingest = "127.0.0.1:0"
-room = "room-1"
-size = "320x240"
-fps = 10
-encoder = "software"
-[sfu]
-url = "{sfu}"
-[panel]
-backend = "none"
-[audio]
-chime = false
-"#,
-            dir = dir.display()
-        ),
-    )
-    .unwrap();
-    config
+    common::box_config(dir, sfu, r#"size = "320x240""#, "")
 }
 
 /// The recording directories under `storage/room-1`.

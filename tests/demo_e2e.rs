@@ -2,7 +2,7 @@
 //! participants as real RTP, the mixer decoding, mixing, compositing and encoding,
 //! the recorder writing. The recording must be one 1280x720 H.264 stream and one Opus
 //! stream of the expected length, each participant's colour must be in its own tile
-//! and each participant's tone in the mixed audio.
+//! and each participant's tone in the mixed audio, whether it sends H.264 or VP8.
 
 mod common;
 
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use common::decode;
 use recbox::demo::{self, DemoConfig};
-use recbox::mixer::layout;
-use recbox::mixer::tone::tone_power;
+use recbox::mixer::engine::EngineConfig;
 use recbox::recorder::layout::MP4_FILE;
+use recbox::sfu::sim::CodecMix;
 use recbox::synth::video::rgb_to_yuv;
-use recbox::synth::{PALETTE, TONES_HZ};
+use recbox::synth::{PatternCodec, PALETTE};
 
 const WIDTH: usize = 1280;
 const HEIGHT: usize = 720;
@@ -65,40 +65,54 @@ async fn demo_records_every_participant_in_its_tile_and_the_mix() {
         "{frames:?} frames in {duration} s"
     );
 
-    // Late in the recording, every participant is on screen in its own tile: sample
-    // a quarter of the way down each tile, clear of the pattern's moving square.
-    let picture = decode::picture_at(
-        &file,
-        Duration::from_secs_f64(duration - 1.5),
-        WIDTH,
-        HEIGHT,
-    );
-    let tiles = layout::tiles(4, WIDTH, HEIGHT).unwrap();
-    for (i, tile) in tiles.iter().enumerate() {
-        let (x, y) = (tile.x + tile.width / 2, tile.y + tile.height / 4);
-        let got = decode::yuv_at(&picture, WIDTH, HEIGHT, x, y);
-        let want = rgb_to_yuv(PALETTE[i]);
-        let close = got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 12);
-        assert!(
-            close,
-            "tile {i} is {got:?}, participant {} is {want:?}",
-            i + 1
-        );
-    }
+    // Late in the recording, every participant is on screen in its own tile.
+    let colours: Vec<[u8; 3]> = PALETTE[..4].iter().map(|&c| rgb_to_yuv(c)).collect();
+    decode::late_picture_with_tiles(&file, WIDTH, HEIGHT, &colours);
 
     // Every participant's tone is in the mix, and no other.
-    let audio = decode::audio_at(&file, Duration::from_secs(1), None);
-    assert!(audio.len() >= 48_000 * 3, "{} samples", audio.len());
-    let powers: Vec<f32> = TONES_HZ
-        .iter()
-        .map(|&f| tone_power(&audio, 48_000, f))
-        .collect();
-    let quietest_present = powers[..4].iter().cloned().fold(f32::MAX, f32::min);
-    let loudest_absent = powers[4..].iter().cloned().fold(0.0, f32::max);
+    decode::assert_tones(&file, Duration::from_secs(1), &[0, 1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_mixing_vp8_and_h264_publishers_records_each_in_its_tile() {
+    let (width, height) = (640, 360);
+    let dir = tempfile::tempdir().unwrap();
+    let config = DemoConfig {
+        duration: Duration::from_secs(6),
+        storage: dir.path().to_path_buf(),
+        participants: 4,
+        engine: EngineConfig {
+            width: width as u16,
+            height: height as u16,
+            fps: 15,
+            ..EngineConfig::default()
+        },
+        codecs: CodecMix::default()
+            .with(&"2,3".parse().unwrap(), PatternCodec::Vp8)
+            .unwrap(),
+        ..DemoConfig::default()
+    };
+    let mut out = Vec::new();
+    let outcome = demo::run(config, &mut out).await.unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out));
+    // Every codec decodes: no participant's video is reported as undecodable.
     assert!(
-        quietest_present > 0.01 && quietest_present > 1000.0 * loudest_absent,
-        "tone powers {powers:?}"
+        !outcome
+            .announcements
+            .iter()
+            .any(|a| a.contains("unsupported_codec")),
+        "{:#?}",
+        outcome.announcements
     );
+    assert_ingest_counters_reported(&outcome.announcements, 4);
+    let file = outcome.segments[0].join(MP4_FILE);
+    assert_eq!(common::stream_codecs(&file), ["h264", "opus"]);
+    let duration = common::format_duration_s(&file);
+    assert!((4.5..=7.5).contains(&duration), "duration {duration} s");
+    // Participants 2 and 3 send VP8, 1 and 4 H.264.
+    let colours: Vec<[u8; 3]> = PALETTE[..4].iter().map(|&c| rgb_to_yuv(c)).collect();
+    decode::late_picture_with_tiles(&file, width, height, &colours);
+    decode::assert_tones(&file, Duration::from_secs(1), &[0, 1, 2, 3]);
 }
 
 /// The control platform hears how well the mixer receives each participant.

@@ -16,7 +16,7 @@ use recbox::ingest::udp::{IngestCommand, UdpIngest};
 use recbox::ingest::{IngestOutput, MediaKind};
 use recbox::link::frame::{text, Fault, FaultKind, FaultTarget};
 use recbox::sfu::control::{Hello, ParticipantInfo, CONTROL_VERSION};
-use recbox::sfu::sim::{ImpairmentConfig, KeyframeCause, SentMedia, SfuSim, SimConfig, SimEvent};
+use recbox::sfu::sim::{ImpairmentConfig, KeyframeCause, SentMedia, SimConfig, SimEvent};
 use recbox::sfu::{Announcement, Notice, RosterEvent, SfuAdapter, WsSfuAdapter};
 use recbox::synth::video::rgb_to_yuv;
 use recbox::synth::{PatternSpec, PALETTE};
@@ -33,13 +33,7 @@ fn hello(port: Option<u16>) -> Hello {
 }
 
 async fn start_sim(config: SimConfig) -> (String, mpsc::UnboundedReceiver<SimEvent>) {
-    let sim = SfuSim::bind("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let url = format!("ws://{}/", sim.local_addr().unwrap());
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(sim.run(tx));
-    (url, events)
+    common::start_sfu_with(|c| *c = config).await
 }
 
 async fn next_join(adapter: &mut WsSfuAdapter) -> ParticipantInfo {
@@ -482,4 +476,27 @@ fn bad_participant_count_is_refused_clearly() {
         stderr.contains("--participants must be 1..=16, got 17"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_bad_codec_mix_is_refused_clearly() {
+    for (args, want) in [
+        (
+            &["--vp8", "2", "--vp9", "1-2"][..],
+            "participant 2 is given two video codecs",
+        ),
+        (
+            &["--vp8", "0"][..],
+            "`0` is not a list of participants 1..=16",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_recbox"))
+            .args(["sfu-sim", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
 }

@@ -173,6 +173,7 @@ impl Bench {
             },
             recording: format!("bench-{}", fault.name()),
             microphone: None,
+            codecs: crate::sfu::sim::CodecMix::default(),
         })
         .await
         .map_err(|e| e.to_string())?;

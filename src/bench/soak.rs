@@ -28,6 +28,7 @@ use super::mix::replay::{replay_for, Destination};
 use crate::encoder::EncoderKind;
 use crate::recorder::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use crate::recorder::layout::{INDEX_FILE, MP4_FILE, PLAYLIST_FILE};
+use crate::sfu::sim::CodecMix;
 use crate::synth::PatternSpec;
 
 /// One lap of the inputs: a whole number of the pattern's 2 s groups of pictures.
@@ -201,7 +202,7 @@ pub fn run(out: &mut dyn Write, config: &SoakConfig) -> Result<(), SoakError> {
         video.fps,
         LAP.as_secs()
     ))?;
-    let inputs = Inputs::record(config.participants, LAP, video, 1)?;
+    let inputs = Inputs::record(config.participants, LAP, video, CodecMix::default(), 1)?;
     std::fs::create_dir_all(&config.dir)
         .map_err(io(format!("creating {}", config.dir.display())))?;
     let roster = config.dir.join("roster.json");

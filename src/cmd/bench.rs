@@ -31,6 +31,9 @@ pub struct Args {
     /// Mix: participant counts to measure, e.g. 4,9.
     #[arg(long, value_delimiter = ',', default_value = "4,9")]
     participants: Vec<u8>,
+    /// Mix: participants sending VP8 instead of H.264 in every room, e.g. 2,4.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    mix_vp8: recbox::sfu::sim::ParticipantList,
     /// Mix: seconds of input replayed to each side, warm-up included.
     #[arg(long, default_value_t = 10.0)]
     mix_seconds: f64,
@@ -136,6 +139,8 @@ pub async fn run(args: Args) -> Result<()> {
                 let engine = recbox::bench::mix::recbox_side::engine_config(args.encoder.clone());
                 let config = MixBenchConfig {
                     participants: args.participants.clone(),
+                    codecs: recbox::sfu::sim::CodecMix::default()
+                        .with(&args.mix_vp8, recbox::synth::PatternCodec::Vp8)?,
                     seconds: args.mix_seconds,
                     warmup: args.warmup,
                     rounds: args.mix_rounds,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::{parse_duration, parse_video_size};
+use super::{parse_duration, parse_video_size, CodecArgs};
 use recbox::demo::{DemoConfig, FaultPlan};
 use recbox::encoder::EncoderKind;
 use recbox::mixer::engine::EngineConfig;
@@ -43,6 +43,8 @@ pub struct Args {
     /// cannot be opened is logged: RUST_LOG=warn).
     #[arg(long, value_name = "DEVICE")]
     microphone: Option<String>,
+    #[command(flatten)]
+    codecs: CodecArgs,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -60,6 +62,7 @@ pub async fn run(args: Args) -> Result<()> {
         fault: args.fault,
         chimes: args.chimes,
         microphone: args.microphone,
+        codecs: args.codecs.mix()?,
         ..DemoConfig::default()
     };
     if !(1..=16).contains(&config.participants) {

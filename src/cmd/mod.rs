@@ -58,6 +58,30 @@ impl KeyArgs {
     }
 }
 
+/// The simulated participants' video codecs, for the lab's commands: H.264 unless
+/// named here.
+#[cfg(feature = "lab")]
+#[derive(clap::Args, Clone, Default)]
+pub struct CodecArgs {
+    /// Participants sending VP8 (libvpx) instead of H.264, e.g. 2,4 or 1-3.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    vp8: recbox::sfu::sim::ParticipantList,
+    /// Participants sending VP9, which the box does not decode (a placeholder tile,
+    /// reported to the control platform), e.g. 3.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    vp9: recbox::sfu::sim::ParticipantList,
+}
+
+#[cfg(feature = "lab")]
+impl CodecArgs {
+    pub fn mix(&self) -> Result<recbox::sfu::sim::CodecMix> {
+        use recbox::synth::PatternCodec;
+        Ok(recbox::sfu::sim::CodecMix::default()
+            .with(&self.vp8, PatternCodec::Vp8)?
+            .with(&self.vp9, PatternCodec::Vp9)?)
+    }
+}
+
 /// WIDTHxHEIGHT, for the lab's commands (the box's take a `VideoSize`).
 #[cfg(feature = "lab")]
 pub fn parse_video_size(s: &str) -> Result<(u16, u16), String> {

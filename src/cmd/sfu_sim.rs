@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tracing::info;
 
-use super::{parse_duration, parse_video_size};
+use super::{parse_duration, parse_video_size, CodecArgs};
 use recbox::sfu::sim::{ImpairmentConfig, Schedule, SfuSim, SimConfig, SimEvent};
 use recbox::synth::PatternSpec;
 
@@ -51,12 +51,14 @@ pub struct Args {
     /// Frames between regular keyframes (keyframe requests are answered at once).
     #[arg(long, default_value_t = 60)]
     gop: u32,
+    #[command(flatten)]
+    codecs: CodecArgs,
 }
 
 impl Args {
-    fn config(self) -> SimConfig {
+    fn config(self) -> Result<SimConfig> {
         let (width, height) = self.size;
-        SimConfig {
+        Ok(SimConfig {
             participants: self.participants,
             schedule: self.schedule,
             impairment: ImpairmentConfig {
@@ -75,8 +77,9 @@ impl Args {
             audio_port: self.audio_port,
             video_port: self.video_port,
             rtp_host: self.rtp_host,
+            codecs: self.codecs.mix()?,
             ..SimConfig::default()
-        }
+        })
     }
 }
 
@@ -84,7 +87,7 @@ impl Args {
 /// one JSON line each, as the terminals and the control platform would see them.
 pub async fn run(args: Args) -> Result<()> {
     let listen = args.listen;
-    let config = args.config();
+    let config = args.config()?;
     let sim = SfuSim::bind(listen, config)
         .await
         .context("starting the simulated SFU")?;

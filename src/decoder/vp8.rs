@@ -46,7 +46,7 @@ fn describe(code: vpx_codec_err_t) -> String {
         .into_owned()
 }
 
-fn check(code: vpx_codec_err_t) -> Result<(), LibvpxError> {
+pub(crate) fn check(code: vpx_codec_err_t) -> Result<(), LibvpxError> {
     match code {
         vpx_codec_err_t::VPX_CODEC_OK => Ok(()),
         e => Err(LibvpxError(e)),
@@ -177,108 +177,11 @@ impl Drop for Vp8Decoder {
     }
 }
 
-/// A VP8 encoder for tests: pictures in, frames out, with libvpx's own encoder.
-#[cfg(test)]
-pub(crate) mod encoder {
-    use super::*;
-    use vpx_sys::{
-        vpx_codec_cx_pkt_kind, vpx_codec_enc_cfg_t, vpx_codec_enc_config_default,
-        vpx_codec_enc_init_ver, vpx_codec_encode, vpx_codec_get_cx_data, vpx_codec_vp8_cx,
-        vpx_image_t, vpx_img_wrap, VPX_DL_REALTIME, VPX_EFLAG_FORCE_KF, VPX_ENCODER_ABI_VERSION,
-    };
-
-    pub(crate) struct Vp8Encoder {
-        ctx: Box<vpx_codec_ctx_t>,
-        pts: i64,
-    }
-
-    impl Vp8Encoder {
-        pub(crate) fn new(width: u32, height: u32) -> Self {
-            // SAFETY: zeroed structs are filled in by libvpx before use.
-            unsafe {
-                let mut cfg: vpx_codec_enc_cfg_t = MaybeUninit::zeroed().assume_init();
-                check(vpx_codec_enc_config_default(
-                    vpx_codec_vp8_cx(),
-                    &mut cfg,
-                    0,
-                ))
-                .unwrap();
-                cfg.g_w = width;
-                cfg.g_h = height;
-                cfg.g_timebase.num = 1;
-                cfg.g_timebase.den = 30;
-                cfg.rc_target_bitrate = 500;
-                cfg.g_lag_in_frames = 0;
-                let mut ctx: Box<vpx_codec_ctx_t> = Box::new(MaybeUninit::zeroed().assume_init());
-                check(vpx_codec_enc_init_ver(
-                    &mut *ctx,
-                    vpx_codec_vp8_cx(),
-                    &cfg,
-                    0,
-                    VPX_ENCODER_ABI_VERSION as i32,
-                ))
-                .unwrap();
-                Self { ctx, pts: 0 }
-            }
-        }
-
-        /// The frames for one picture (one, unless the encoder drops it).
-        pub(crate) fn encode(&mut self, picture: &Picture, key: bool) -> Vec<Vec<u8>> {
-            let (w, h) = (picture.width(), picture.height());
-            let mut i420 = [picture.y(), picture.u(), picture.v()].concat();
-            let mut out = Vec::new();
-            // SAFETY: the image wraps `i420`, which outlives the encode call; packets
-            // are copied out before the next call on the context.
-            unsafe {
-                let mut img: vpx_image_t = MaybeUninit::zeroed().assume_init();
-                vpx_img_wrap(
-                    &mut img,
-                    vpx_img_fmt::VPX_IMG_FMT_I420,
-                    w as u32,
-                    h as u32,
-                    1,
-                    i420.as_mut_ptr(),
-                );
-                let flags = if key { VPX_EFLAG_FORCE_KF as i64 } else { 0 };
-                check(vpx_codec_encode(
-                    &mut *self.ctx,
-                    &img,
-                    self.pts,
-                    1,
-                    flags,
-                    VPX_DL_REALTIME.into(),
-                ))
-                .unwrap();
-                self.pts += 1;
-                let mut iter = ptr::null();
-                loop {
-                    let pkt = vpx_codec_get_cx_data(&mut *self.ctx, &mut iter);
-                    let Some(pkt) = pkt.as_ref() else { break };
-                    if pkt.kind == vpx_codec_cx_pkt_kind::VPX_CODEC_CX_FRAME_PKT {
-                        let f = pkt.data.frame;
-                        out.push(
-                            std::slice::from_raw_parts(f.buf as *const u8, f.sz as usize).to_vec(),
-                        );
-                    }
-                }
-            }
-            out
-        }
-    }
-
-    impl Drop for Vp8Encoder {
-        fn drop(&mut self) {
-            // SAFETY: initialised in `new`, destroyed once.
-            unsafe { vpx_codec_destroy(&mut *self.ctx) };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::encoder::Vp8Encoder;
     use super::*;
     use crate::synth::video::rgb_to_yuv;
+    use crate::synth::vpx::{VpxCodec, VpxConfig, VpxEncoder};
     use crate::synth::PALETTE;
 
     fn assert_near(got: [u8; 3], want: [u8; 3]) {
@@ -287,10 +190,22 @@ mod tests {
     }
 
     fn frames(width: usize, height: usize, rgb: [u8; 3], n: usize) -> Vec<Vec<u8>> {
-        let mut encoder = Vp8Encoder::new(width as u32, height as u32);
+        let mut encoder = VpxEncoder::new(VpxConfig {
+            codec: VpxCodec::Vp8,
+            width: width as u16,
+            height: height as u16,
+            fps: 30,
+            bitrate_bps: 500_000,
+        })
+        .unwrap();
         let picture = Picture::filled(width, height, rgb_to_yuv(rgb)).unwrap();
         (0..n)
-            .flat_map(|i| encoder.encode(&picture, i == 0))
+            .map(|i| {
+                encoder
+                    .encode(&picture, i as i64 * 3000, i == 0)
+                    .unwrap()
+                    .data
+            })
             .collect()
     }
 

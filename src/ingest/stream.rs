@@ -728,14 +728,15 @@ mod tests {
 
     #[test]
     fn a_vp8_stream_yields_libvpx_frames_and_asks_for_a_key_frame_after_a_loss() {
-        use crate::decoder::vp8::encoder::Vp8Encoder;
-        use crate::ingest::depacketize::vp8::tests::packetize;
-        use crate::media::picture::Picture;
-        let mut encoder = Vp8Encoder::new(320, 240);
-        let picture = Picture::filled(320, 240, [120, 90, 200]).unwrap();
-        let encoded: Vec<Vec<u8>> = (0..10)
-            .flat_map(|k| encoder.encode(&picture, k == 0 || k == 8))
-            .collect();
+        use crate::ingest::depacketize::vp8::packetize;
+        use crate::synth::{PatternCodec, PatternSource, PatternSpec};
+        let mut source = PatternSource::new(PatternSpec {
+            gop: 8,
+            codec: PatternCodec::Vp8,
+            ..PatternSpec::default()
+        })
+        .unwrap();
+        let encoded: Vec<Vec<u8>> = (0..10).map(|_| source.next_frame().unwrap().data).collect();
         let mut config = StreamConfig::new(VIDEO, MediaKind::Video, 96);
         config.format = VideoFormat::Vp8;
         config.jitter.playout_delay = Duration::from_millis(50);

@@ -572,14 +572,12 @@ mod tests {
     #[test]
     fn h264_and_vp8_participants_fill_their_tiles_and_an_undecodable_one_is_a_placeholder() {
         use crate::decoder::h264::H264Decoder;
-        use crate::decoder::vp8::encoder::Vp8Encoder;
         use crate::link::frame::text;
         use crate::media::codec::Codec;
-        use crate::media::picture::Picture;
         use crate::mixer::layout;
         use crate::sfu::control::StreamInfo;
         use crate::synth::video::rgb_to_yuv;
-        use crate::synth::{PatternSource, PatternSpec, PALETTE};
+        use crate::synth::{PatternCodec, PatternSource, PatternSpec, PALETTE};
 
         let t0 = Instant::now();
         let config = EngineConfig {
@@ -608,16 +606,19 @@ mod tests {
                 video_codec: codec,
             });
         }
-        let mut h264 = PatternSource::new(PatternSpec {
-            width: 160,
-            height: 90,
-            fps: 10,
-            rgb: PALETTE[1],
-            ..PatternSpec::default()
-        })
-        .unwrap();
-        let mut vp8 = Vp8Encoder::new(160, 90);
-        let vp8_picture = Picture::filled(160, 90, rgb_to_yuv(PALETTE[2])).unwrap();
+        let source = |rgb, codec| {
+            PatternSource::new(PatternSpec {
+                width: 160,
+                height: 90,
+                fps: 10,
+                rgb,
+                codec,
+                ..PatternSpec::default()
+            })
+            .unwrap()
+        };
+        let mut h264 = source(PALETTE[1], PatternCodec::H264);
+        let mut vp8 = source(PALETTE[2], PatternCodec::Vp8);
         let frame = |ssrc, k: i64, data, keyframe| Frame {
             ssrc,
             kind: MediaKind::Video,
@@ -632,9 +633,8 @@ mod tests {
             let now = t0 + Duration::from_millis(k as u64 * 100);
             let h = h264.next_frame().unwrap();
             let mut out = engine.on_frame(frame(11, k, h.data, h.keyframe), now);
-            for data in vp8.encode(&vp8_picture, k == 0) {
-                out.extend(engine.on_frame(frame(21, k, data, k == 0), now));
-            }
+            let v = vp8.next_frame().unwrap();
+            out.extend(engine.on_frame(frame(21, k, v.data, v.keyframe), now));
             // Frames of the undecodable codec (were any to arrive) are passed over.
             out.extend(engine.on_frame(frame(31, k, vec![0x10, 0, 0], true), now));
             assert!(out.is_empty(), "no keyframe requests: {out:?}");

@@ -2,8 +2,8 @@
 //! interleaved in time order, exactly as the mixer sends them to the recorder.
 
 use super::audio::{AudioError, EncodedPacket, ToneSource, ToneSpec};
-use super::video::{PatternSource, PatternSpec};
-use crate::encoder::{EncodedVideo, EncoderError};
+use super::video::{PatternCodec, PatternError, PatternSource, PatternSpec};
+use crate::encoder::EncodedVideo;
 use crate::link::frame::{
     text, AudioCodec, AudioParams, Media, StartParams, Track, VideoCodec, VideoParams,
 };
@@ -12,7 +12,9 @@ use crate::media::h264;
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error(transparent)]
-    Video(#[from] EncoderError),
+    Video(#[from] PatternError),
+    #[error("the media link carries H.264 only, not {0:?}")]
+    NotH264(PatternCodec),
     #[error(transparent)]
     Audio(#[from] AudioError),
     #[error("the encoder's first frame has no {0}")]
@@ -32,6 +34,9 @@ pub struct SyntheticFeed {
 
 impl SyntheticFeed {
     pub fn new(video: PatternSpec, tone: ToneSpec) -> Result<Self, FeedError> {
+        if video.codec != PatternCodec::H264 {
+            return Err(FeedError::NotH264(video.codec));
+        }
         let mut video_src = PatternSource::new(video)?;
         let mut audio_src = ToneSource::new(tone)?;
         let first = video_src.next_frame()?;
@@ -137,5 +142,17 @@ mod tests {
         // 30 fps video and 50 packets/s audio.
         assert!((36..=40).contains(&video), "video {video}");
         assert_eq!(video + audio, 100);
+    }
+
+    #[test]
+    fn only_h264_goes_over_the_media_link() {
+        let vp8 = PatternSpec {
+            codec: PatternCodec::Vp8,
+            ..PatternSpec::default()
+        };
+        assert!(matches!(
+            SyntheticFeed::new(vp8, ToneSpec::default()),
+            Err(FeedError::NotH264(PatternCodec::Vp8))
+        ));
     }
 }

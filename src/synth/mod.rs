@@ -1,14 +1,16 @@
-//! Synthetic participants: real H.264 (openh264) of a moving test pattern and real
-//! Opus (ropus) of a tone, for demos, tests and benchmarks. Each participant gets a
-//! distinct colour and tone so a composited picture and a mixed track can be checked.
+//! Synthetic participants: real H.264 (openh264), VP8 or VP9 (libvpx) of a moving
+//! test pattern and real Opus (ropus) of a tone, for demos, tests and benchmarks.
+//! Each participant gets a distinct colour and tone so a composited picture and a
+//! mixed track can be checked.
 
 pub(crate) mod audio;
 pub(crate) mod feed;
 pub mod video;
+pub(crate) mod vpx;
 
 pub use audio::{ToneSource, ToneSpec};
 pub use feed::SyntheticFeed;
-pub use video::{PatternSource, PatternSpec};
+pub use video::{PatternCodec, PatternSource, PatternSpec};
 
 /// Distinct background colours (R, G, B) for up to 16 participants.
 pub const PALETTE: [[u8; 3]; 16] = [

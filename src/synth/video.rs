@@ -1,8 +1,44 @@
-//! A moving test pattern encoded to H.264 by openh264: a solid background in the
-//! participant's colour with a white square that sweeps across it.
+//! A moving test pattern encoded to H.264 by openh264, or to VP8 or VP9 by libvpx:
+//! a solid background in the participant's colour with a white square that sweeps
+//! across it.
 
+use thiserror::Error;
+
+use super::vpx::{VpxCodec, VpxConfig, VpxEncoder, VpxError};
 use crate::encoder::{EncodedVideo, EncoderConfig, EncoderError, EncoderKind, SoftwareEncoder};
+use crate::media::codec::Codec;
 use crate::media::picture::Picture;
+
+/// The codec a synthetic participant's video is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PatternCodec {
+    /// openh264, packetization mode 1 on RTP.
+    #[default]
+    H264,
+    /// libvpx: what browsers send by default.
+    Vp8,
+    /// libvpx: a codec the box does not decode, to see what it does with one.
+    Vp9,
+}
+
+impl PatternCodec {
+    /// The codec as an SFU names it.
+    pub(crate) fn codec(self) -> Codec {
+        match self {
+            PatternCodec::H264 => Codec::H264,
+            PatternCodec::Vp8 => Codec::Vp8,
+            PatternCodec::Vp9 => Codec::from_name("vp9"),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PatternError {
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Vpx(#[from] VpxError),
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct PatternSpec {
@@ -14,6 +50,7 @@ pub struct PatternSpec {
     pub bitrate_bps: u32,
     /// Background colour (R, G, B).
     pub rgb: [u8; 3],
+    pub codec: PatternCodec,
 }
 
 impl Default for PatternSpec {
@@ -25,6 +62,7 @@ impl Default for PatternSpec {
             gop: 60,
             bitrate_bps: 500_000,
             rgb: super::PALETTE[0],
+            codec: PatternCodec::H264,
         }
     }
 }
@@ -43,14 +81,21 @@ impl PatternSpec {
     }
 
     /// Checks what the encoder would refuse, without making one.
-    pub(crate) fn validate(&self) -> Result<(), EncoderError> {
-        self.encoder_config().validate()
+    pub(crate) fn validate(&self) -> Result<(), PatternError> {
+        Ok(self.encoder_config().validate()?)
     }
+}
+
+/// The encoder of a pattern, of its codec.
+enum PatternEncoder {
+    /// Boxed: openh264's state is kilobytes, libvpx's a pointer.
+    H264(Box<SoftwareEncoder>),
+    Vpx(VpxEncoder),
 }
 
 pub struct PatternSource {
     spec: PatternSpec,
-    encoder: SoftwareEncoder,
+    encoder: PatternEncoder,
     frame_no: u64,
     yuv: [u8; 3],
     picture: Picture,
@@ -58,8 +103,21 @@ pub struct PatternSource {
 }
 
 impl PatternSource {
-    pub fn new(spec: PatternSpec) -> Result<Self, EncoderError> {
-        let encoder = SoftwareEncoder::new(&spec.encoder_config())?;
+    pub fn new(spec: PatternSpec) -> Result<Self, PatternError> {
+        let config = spec.encoder_config();
+        config.validate()?;
+        let vpx = |codec| VpxConfig {
+            codec,
+            width: spec.width,
+            height: spec.height,
+            fps: spec.fps,
+            bitrate_bps: spec.bitrate_bps,
+        };
+        let encoder = match spec.codec {
+            PatternCodec::H264 => PatternEncoder::H264(Box::new(SoftwareEncoder::new(&config)?)),
+            PatternCodec::Vp8 => PatternEncoder::Vpx(VpxEncoder::new(vpx(VpxCodec::Vp8))?),
+            PatternCodec::Vp9 => PatternEncoder::Vpx(VpxEncoder::new(vpx(VpxCodec::Vp9))?),
+        };
         let (w, h) = (usize::from(spec.width), usize::from(spec.height));
         let yuv = rgb_to_yuv(spec.rgb);
         Ok(Self {
@@ -78,7 +136,7 @@ impl PatternSource {
     }
 
     /// Encodes the next frame of the pattern; `pts` in 90 kHz units since the first.
-    pub fn next_frame(&mut self) -> Result<EncodedVideo, EncoderError> {
+    pub fn next_frame(&mut self) -> Result<EncodedVideo, PatternError> {
         self.next_frame_with(|_, _| {})
     }
 
@@ -87,12 +145,19 @@ impl PatternSource {
     pub(crate) fn next_frame_with(
         &mut self,
         overlay: impl FnOnce(u64, &mut Picture),
-    ) -> Result<EncodedVideo, EncoderError> {
+    ) -> Result<EncodedVideo, PatternError> {
         self.draw();
         overlay(self.frame_no, &mut self.picture);
         let pts = (self.frame_no * 90_000 / u64::from(self.spec.fps)) as i64;
         let force = std::mem::take(&mut self.force_keyframe);
-        let frame = self.encoder.encode_now(&self.picture, pts, force)?;
+        let frame = match &mut self.encoder {
+            PatternEncoder::H264(e) => e.encode_now(&self.picture, pts, force)?,
+            PatternEncoder::Vpx(e) => {
+                // libvpx places no keyframes itself: every GOP's first is asked for.
+                let due = self.frame_no % u64::from(self.spec.gop.max(1)) == 0;
+                e.encode(&self.picture, pts, force || due)?
+            }
+        };
         self.frame_no += 1;
         Ok(frame)
     }
@@ -162,6 +227,32 @@ mod tests {
     }
 
     #[test]
+    fn vp8_and_vp9_patterns_keep_the_gop_and_answer_keyframe_requests() {
+        for codec in [PatternCodec::Vp8, PatternCodec::Vp9] {
+            let mut src = PatternSource::new(PatternSpec {
+                width: 160,
+                height: 120,
+                gop: 4,
+                codec,
+                ..PatternSpec::default()
+            })
+            .unwrap();
+            let mut keys = Vec::new();
+            for i in 0..10 {
+                if i == 6 {
+                    src.force_keyframe();
+                }
+                let f = src.next_frame().unwrap();
+                assert_eq!(f.pts, i * 3000);
+                if f.keyframe {
+                    keys.push(i);
+                }
+            }
+            assert_eq!(keys, [0, 4, 6, 8], "{codec:?}");
+        }
+    }
+
+    #[test]
     fn odd_size_is_refused() {
         let spec = PatternSpec {
             width: 321,
@@ -169,7 +260,15 @@ mod tests {
         };
         assert!(matches!(
             PatternSource::new(spec),
-            Err(EncoderError::BadConfig(_))
+            Err(PatternError::Encoder(EncoderError::BadConfig(_)))
+        ));
+        let vp8 = PatternSpec {
+            codec: PatternCodec::Vp8,
+            ..spec
+        };
+        assert!(matches!(
+            PatternSource::new(vp8),
+            Err(PatternError::Encoder(EncoderError::BadConfig(_)))
         ));
     }
 }

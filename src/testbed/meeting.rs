@@ -14,7 +14,7 @@ use crate::mixer::engine::EngineConfig;
 use crate::mixer::link::LinkConfig;
 use crate::mixer::service::{self as mixer, MixerConfig, MixerError, MixerReport};
 use crate::recorder::service::{self as recorder, RecorderConfig, StartError};
-use crate::sfu::sim::{SfuSim, SimConfig, SimError, SimEvent};
+use crate::sfu::sim::{CodecMix, SfuSim, SimConfig, SimError, SimEvent};
 
 /// The room every meeting of the lab records.
 pub(crate) const ROOM: &str = "demo-room";
@@ -39,6 +39,8 @@ pub(crate) struct MeetingConfig {
     pub(crate) recording: String,
     /// ALSA capture device mixed in as the room microphone.
     pub(crate) microphone: Option<String>,
+    /// Each participant's video codec.
+    pub(crate) codecs: CodecMix,
 }
 
 /// A meeting on this machine over loopback, running: the simulated SFU sending the
@@ -65,6 +67,7 @@ impl Meeting {
             engine,
             recording,
             microphone,
+            codecs,
         } = config;
         let key = rec.keys.current.clone();
         let listener = recorder::open(&LinkAddr::Tcp("127.0.0.1:0".into()), &rec).await?;
@@ -76,6 +79,7 @@ impl Meeting {
             "127.0.0.1:0".parse().expect("an address"),
             SimConfig {
                 participants,
+                codecs,
                 ..SimConfig::default()
             },
         )

@@ -74,3 +74,66 @@ pub fn yuv_at(picture: &[u8], width: usize, height: usize, x: usize, y: usize) -
         picture[luma + luma / 4 + c],
     ]
 }
+
+/// The picture of `file` 1.5 s before its end, once each tile of its grid of
+/// `want.len()` participants is found to show the colour `want` gives it (within 12
+/// of each component), half way across and a quarter of the way down: clear of the
+/// test pattern's moving square, and on the head of a placeholder's figure.
+pub fn late_picture_with_tiles(
+    file: &Path,
+    width: usize,
+    height: usize,
+    want: &[[u8; 3]],
+) -> Vec<u8> {
+    let end = super::format_duration_s(file);
+    let picture = picture_at(file, Duration::from_secs_f64(end - 1.5), width, height);
+    let tiles = recbox::mixer::layout::tiles(want.len(), width, height).unwrap();
+    for (i, (t, &want)) in tiles.iter().zip(want).enumerate() {
+        let got = yuv_at(
+            &picture,
+            width,
+            height,
+            t.x + t.width / 2,
+            t.y + t.height / 4,
+        );
+        assert!(
+            near(got, want, 12),
+            "tile {i} (participant {}) is {got:?}, not {want:?}",
+            i + 1
+        );
+    }
+    picture
+}
+
+/// Whether every component of `got` is within `tolerance` of `want`.
+pub fn near(got: [u8; 3], want: [u8; 3], tolerance: u8) -> bool {
+    got.iter()
+        .zip(want)
+        .all(|(g, w)| g.abs_diff(w) <= tolerance)
+}
+
+/// Asserts that the mixed audio from `from` on holds the tones of the participants
+/// `present` (indices into the palette of tones), the quietest of them far louder
+/// than the tone of anyone else.
+pub fn assert_tones(file: &Path, from: Duration, present: &[usize]) {
+    use recbox::mixer::tone::tone_power;
+    use recbox::synth::TONES_HZ;
+    let audio = audio_at(file, from, None);
+    assert!(audio.len() >= 48_000 * 3, "{} samples", audio.len());
+    let powers: Vec<f32> = TONES_HZ
+        .iter()
+        .map(|&f| tone_power(&audio, 48_000, f))
+        .collect();
+    let (mut quietest_present, mut loudest_absent) = (f32::MAX, 0.0f32);
+    for (i, &p) in powers.iter().enumerate() {
+        if present.contains(&i) {
+            quietest_present = quietest_present.min(p);
+        } else {
+            loudest_absent = loudest_absent.max(p);
+        }
+    }
+    assert!(
+        quietest_present > 0.01 && quietest_present > 1000.0 * loudest_absent,
+        "tone powers {powers:?}, present {present:?}"
+    );
+}

@@ -23,9 +23,10 @@ use recbox::link::transport::{LinkAddr, LinkListener};
 use recbox::media::h264::{nal_type, nal_units};
 use recbox::mixer::uplink::{Uplink, UplinkEvent};
 use recbox::recorder::service::{self, RecorderConfig};
-use recbox::sfu::sim::{SfuSim, SimConfig};
+use recbox::sfu::sim::{SfuSim, SimConfig, SimEvent};
 use recbox::synth::{PatternSpec, SyntheticFeed, ToneSpec};
 use recbox::testbed::scratch::{LoopDisk, Tmpfs};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub const ROOM: &str = "room-1";
@@ -62,28 +63,72 @@ pub async fn start_recorder_task(
 
 /// A simulated SFU in this process with two small participants; its control URL.
 pub async fn start_sfu() -> String {
-    let sim = SfuSim::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        SimConfig {
-            participants: 2,
-            video: PatternSpec {
-                width: 160,
-                height: 120,
-                fps: 10,
-                gop: 20,
-                ..PatternSpec::default()
-            },
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let url = format!("ws://{}/", sim.local_addr().unwrap());
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(sim.run(tx));
+    let (url, mut events) = start_sfu_with(|_| {}).await;
     // The simulator serves while someone listens.
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     url
+}
+
+/// A simulated SFU in this process with two small participants (160x120, 10 fps)
+/// unless `tune` says otherwise; its control URL and what it reports.
+pub async fn start_sfu_with(
+    tune: impl FnOnce(&mut SimConfig),
+) -> (String, mpsc::UnboundedReceiver<SimEvent>) {
+    let mut config = SimConfig {
+        participants: 2,
+        video: PatternSpec {
+            width: 160,
+            height: 120,
+            fps: 10,
+            gop: 20,
+            ..PatternSpec::default()
+        },
+        ..SimConfig::default()
+    };
+    tune(&mut config);
+    let sim = SfuSim::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let url = format!("ws://{}/", sim.local_addr().unwrap());
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(sim.run(tx));
+    (url, events)
+}
+
+/// The configuration file of a small box under `dir` recording the meeting of the
+/// SFU at `sfu` (software encoding at 10 fps, no panel, no chimes), with the lines
+/// `mixer` and `sfu_extra` added to those sections.
+pub fn box_config(dir: &Path, sfu: &str, mixer: &str, sfu_extra: &str) -> PathBuf {
+    let config = dir.join("recbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[link]
+socket = "{dir}/run/link.sock"
+[recorder]
+storage = "{dir}/storage"
+spool = "{dir}/spool"
+stats_interval = "500ms"
+[mixer]
+ingest = "127.0.0.1:0"
+room = "{ROOM}"
+fps = 10
+encoder = "software"
+{mixer}
+[sfu]
+url = "{sfu}"
+{sfu_extra}
+[panel]
+backend = "none"
+[audio]
+chime = false
+"#,
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    config
 }
 
 pub fn feed() -> SyntheticFeed {

@@ -9,6 +9,7 @@ use super::inputs::Inputs;
 use crate::ingest::MediaKind;
 use crate::mixer::engine::EngineConfig;
 use crate::mixer::layout::{self, fit, LayoutError, Rect};
+use crate::synth::PatternCodec;
 
 /// What the ffmpeg side is asked to do, besides the inputs.
 #[derive(Debug, Clone)]
@@ -28,12 +29,18 @@ pub(crate) fn sdp(inputs: &Inputs, host: &str, base_port: u16) -> String {
     for (i, stream) in inputs.streams.iter().enumerate() {
         let port = base_port + 2 * i as u16;
         let pt = stream.payload_type;
-        match stream.kind {
-            MediaKind::Video => s.push_str(&format!(
+        match (stream.kind, stream.codec) {
+            (MediaKind::Video, PatternCodec::Vp8) => s.push_str(&format!(
+                "m=video {port} RTP/AVP {pt}\r\na=rtpmap:{pt} VP8/90000\r\n"
+            )),
+            (MediaKind::Video, PatternCodec::Vp9) => s.push_str(&format!(
+                "m=video {port} RTP/AVP {pt}\r\na=rtpmap:{pt} VP9/90000\r\n"
+            )),
+            (MediaKind::Video, PatternCodec::H264) => s.push_str(&format!(
                 "m=video {port} RTP/AVP {pt}\r\na=rtpmap:{pt} H264/90000\r\na=fmtp:{pt} packetization-mode=1\r\n"
             )),
             // RFC 7587: always opus/48000/2, whatever the stream carries.
-            MediaKind::Audio => s.push_str(&format!(
+            (MediaKind::Audio, _) => s.push_str(&format!(
                 "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} opus/48000/2\r\n"
             )),
         }
@@ -379,6 +386,7 @@ pub(crate) fn parse_probe(output: &str) -> Option<(u32, u32, f64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sfu::sim::CodecMix;
     use crate::synth::PatternSpec;
     use std::time::Duration;
 
@@ -388,7 +396,10 @@ mod tests {
             height: 48,
             ..PatternSpec::default()
         };
-        Inputs::record(n, Duration::from_millis(100), video, 1).unwrap()
+        let vp8 = CodecMix::default()
+            .with(&"2".parse().unwrap(), PatternCodec::Vp8)
+            .unwrap();
+        Inputs::record(n, Duration::from_millis(100), video, vp8, 1).unwrap()
     }
 
     #[test]
@@ -405,7 +416,10 @@ mod tests {
             ]
         );
         assert!(sdp.contains("a=rtpmap:111 opus/48000/2\r\n"));
-        assert!(sdp.contains("a=fmtp:96 packetization-mode=1\r\n"));
+        // Participant 1 sends H.264, participant 2 VP8.
+        assert_eq!(sdp.matches("a=fmtp:96 packetization-mode=1\r\n").count(), 1);
+        assert!(sdp.contains("a=rtpmap:96 H264/90000\r\n"));
+        assert!(sdp.ends_with("m=video 40004 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\nm=audio 40006 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"));
     }
 
     #[test]

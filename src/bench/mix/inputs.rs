@@ -1,5 +1,5 @@
 //! The benchmark's inputs, recorded once and replayed to each side: N participants'
-//! H.264 (the synthetic test pattern, participant 1 with the latency marker) and
+//! H.264 or VP8 (the synthetic test pattern, participant 1 with the latency marker) and
 //! Opus (their tones), already cut into the RTP packets an SFU would send, each with
 //! its instant relative to the start. RTCP sender reports are placed in the
 //! schedule too; they are built when sent, as they carry the wall clock.
@@ -11,17 +11,19 @@ use rand::{Rng, SeedableRng};
 use thiserror::Error;
 
 use super::marker::{gray, state_of_frame, MarkerLayout, FRAMES_PER_STATE};
-use crate::encoder::EncoderError;
-use crate::ingest::depacketize::h264::{H264Error, H264Packetizer};
+use crate::ingest::depacketize::h264::H264Error;
 use crate::ingest::rtp::RtpSender;
 use crate::ingest::MediaKind;
 use crate::link::frame::text;
-use crate::media::codec::Codec;
 use crate::sfu::control::{ParticipantInfo, StreamInfo};
+use crate::sfu::sim::packetizer::VideoPacketizer;
 use crate::sfu::sim::participant::ssrc;
-use crate::sfu::sim::{AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
+use crate::sfu::sim::{CodecMix, AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
 use crate::synth::audio::{AudioError, FRAME_SAMPLES};
-use crate::synth::{PatternSource, PatternSpec, ToneSource, ToneSpec, PALETTE, TONES_HZ};
+use crate::synth::video::PatternError;
+use crate::synth::{
+    PatternCodec, PatternSource, PatternSpec, ToneSource, ToneSpec, PALETTE, TONES_HZ,
+};
 
 /// Largest RTP payload, as the simulated SFU sends.
 const MAX_PAYLOAD: usize = 1200;
@@ -33,7 +35,7 @@ pub enum InputError {
     #[error("participants must be 1..=16, got {0}")]
     Participants(u8),
     #[error("video: {0}")]
-    Video(#[from] EncoderError),
+    Video(#[from] PatternError),
     #[error("audio: {0}")]
     Audio(#[from] AudioError),
     #[error("H.264 packetizer: {0}")]
@@ -46,6 +48,8 @@ pub(crate) struct InputStream {
     /// Participant number, from 1.
     participant: u8,
     pub(crate) kind: MediaKind,
+    /// The video's codec (H.264 for audio streams).
+    pub(crate) codec: PatternCodec,
     pub(crate) ssrc: u32,
     pub(crate) payload_type: u8,
     /// RTP timestamp of media time 0.
@@ -85,18 +89,19 @@ pub(crate) struct Inputs {
 
 impl Inputs {
     /// Records `participants` for `duration`: the videos (`video`'s size, rate and
-    /// GOP, each in its participant's colour) and tones, packetized.
+    /// GOP, each in its participant's colour and its codec of `codecs`) and tones,
+    /// packetized.
     pub(crate) fn record(
         participants: u8,
         duration: Duration,
         video: PatternSpec,
+        codecs: CodecMix,
         seed: u64,
     ) -> Result<Self, InputError> {
         if !(1..=16).contains(&participants) {
             return Err(InputError::Participants(participants));
         }
         let mut rng = StdRng::seed_from_u64(seed);
-        let packetizer = H264Packetizer::new(MAX_PAYLOAD)?;
         let marker = MarkerLayout::for_size(usize::from(video.width), usize::from(video.height));
         let frames = (duration.as_secs_f64() * f64::from(video.fps)).round() as u64;
         let packets = (duration.as_secs_f64() / AUDIO_PACKET.as_secs_f64()).round() as u64;
@@ -113,6 +118,10 @@ impl Inputs {
                 streams.push(InputStream {
                     participant: n,
                     kind,
+                    codec: match kind {
+                        MediaKind::Video => codecs.of(n),
+                        MediaKind::Audio => PatternCodec::H264,
+                    },
                     ssrc: ssrc(n, 0, kind),
                     payload_type,
                     ts0: rng.gen(),
@@ -131,8 +140,11 @@ impl Inputs {
 
             let mut rtp = RtpSender::new(streams[video_stream].ssrc, VIDEO_PAYLOAD_TYPE, rng.gen())
                 .expect("a constant payload type");
+            let codec = codecs.of(n);
+            let mut packetizer = VideoPacketizer::new(codec, MAX_PAYLOAD)?;
             let mut source = PatternSource::new(PatternSpec {
                 rgb: PALETTE[index],
+                codec,
                 ..video
             })?;
             for frame in 0..frames {
@@ -143,7 +155,7 @@ impl Inputs {
                 })?;
                 let at = Duration::from_micros(frame * 1_000_000 / u64::from(video.fps));
                 let ts = streams[video_stream].ts0.wrapping_add(encoded.pts as u32);
-                let payloads = packetizer.packetize(&encoded.data)?;
+                let payloads = packetizer.packetize(&encoded)?;
                 let last = payloads.len() - 1;
                 for (i, payload) in payloads.iter().enumerate() {
                     let data = rtp
@@ -208,24 +220,23 @@ impl Inputs {
     /// business and left 0).
     pub(crate) fn roster(&self) -> Vec<ParticipantInfo> {
         let stream = |n: u8, kind: MediaKind| {
-            let s = self
-                .streams
+            self.streams
                 .iter()
                 .find(|s| s.participant == n && s.kind == kind)
-                .expect("every participant has both streams");
-            StreamInfo {
-                ssrc: s.ssrc,
-                payload_type: s.payload_type,
-                port: 0,
-            }
+                .expect("every participant has both streams")
+        };
+        let info = |s: &InputStream| StreamInfo {
+            ssrc: s.ssrc,
+            payload_type: s.payload_type,
+            port: 0,
         };
         (1..=self.participants())
             .map(|n| ParticipantInfo {
                 id: text(&format!("p{n}")),
                 name: text(&format!("Participant {n}")),
-                audio: stream(n, MediaKind::Audio),
-                video: stream(n, MediaKind::Video),
-                video_codec: Codec::H264,
+                audio: info(stream(n, MediaKind::Audio)),
+                video: info(stream(n, MediaKind::Video)),
+                video_codec: stream(n, MediaKind::Video).codec.codec(),
             })
             .collect()
     }
@@ -243,7 +254,10 @@ mod tests {
             height: 48,
             ..PatternSpec::default()
         };
-        let inputs = Inputs::record(2, Duration::from_millis(500), video, 3).unwrap();
+        let vp8 = CodecMix::default()
+            .with(&"2".parse().unwrap(), PatternCodec::Vp8)
+            .unwrap();
+        let inputs = Inputs::record(2, Duration::from_millis(500), video, vp8, 3).unwrap();
         assert_eq!(inputs.streams.len(), 4);
         assert_eq!(inputs.participants(), 2);
         assert!(inputs.schedule.windows(2).all(|w| w[0].at <= w[1].at));
@@ -283,6 +297,11 @@ mod tests {
         let roster = inputs.roster();
         assert_eq!(roster[1].id, "p2");
         assert_eq!(roster[1].video.ssrc, inputs.streams[2].ssrc);
-        assert!(Inputs::record(0, Duration::from_secs(1), video, 1).is_err());
+        assert_eq!(
+            (roster[0].video_codec.name(), roster[1].video_codec.name()),
+            ("h264", "vp8")
+        );
+        let default = CodecMix::default();
+        assert!(Inputs::record(0, Duration::from_secs(1), video, default, 1).is_err());
     }
 }

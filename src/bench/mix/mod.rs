@@ -48,7 +48,8 @@ use crate::encoder::EncoderKind;
 use crate::mixer::engine::EngineConfig;
 use crate::recorder::index::{IndexHeader, IndexRecord, HEADER_SIZE, RECORD_SIZE};
 use crate::recorder::layout::INDEX_FILE;
-use crate::synth::PatternSpec;
+use crate::sfu::sim::CodecMix;
+use crate::synth::{PatternCodec, PatternSpec};
 
 /// How long a side may take to be ready for RTP, and to stop.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -99,6 +100,8 @@ pub struct MixBenchConfig {
     /// (no encoding: recbox's null encoder against ffmpeg's raw video to a null
     /// sink, as the box pays for everything but the hardware encoder; no latency).
     pub encoder: EncoderKind,
+    /// The participants' video codecs (the same numbers in every room size).
+    pub codecs: CodecMix,
 }
 
 /// One side's run, measured.
@@ -175,7 +178,7 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
     let mut rows = Vec::new();
     for (round, &n) in config.participants.iter().enumerate() {
         w(out, format!("\n-- {n} participants --"))?;
-        let inputs = Inputs::record(n, duration, video, u64::from(n))?;
+        let inputs = Inputs::record(n, duration, video, config.codecs, u64::from(n))?;
         // Alternate which side goes first, round after round, so a drift in the
         // machine's speed favours neither.
         let mut sides: [Vec<(Figures, SideRun)>; 2] = [Vec::new(), Vec::new()];
@@ -224,6 +227,21 @@ pub fn run(out: &mut dyn Write, config: &MixBenchConfig) -> Result<(), MixBenchE
     Ok(())
 }
 
+/// The inputs' video codecs: `H.264 (openh264)`, or which participants send VP8.
+fn codecs_text(codecs: &CodecMix) -> String {
+    let vp8: Vec<String> = (1..=16)
+        .filter(|&n| codecs.of(n) == PatternCodec::Vp8)
+        .map(|n| n.to_string())
+        .collect();
+    match vp8.as_slice() {
+        [] => "H.264 (openh264)".to_owned(),
+        _ => format!(
+            "H.264 (openh264; VP8 by libvpx for participants {})",
+            vp8.join(",")
+        ),
+    }
+}
+
 fn settings_text(
     engine: &EngineConfig,
     video: &PatternSpec,
@@ -233,7 +251,7 @@ fn settings_text(
     let gop = config.ffmpeg.gop_frames;
     if config.encoder == EncoderKind::Null {
         return format!(
-            "inputs: per participant H.264 {}x{} @ {} fps (openh264, keyframe every {} frames) + Opus 20 ms mono, \
+            "inputs: per participant {} {}x{} @ {} fps (keyframe every {} frames) + Opus 20 ms mono, \
              replayed as RTP over loopback UDP in real time for {:.0} s (first {:.0} s not measured)\n\
              output (both): {}x{} @ {} fps, grid layout, NO video encoding (the box's encoder is hardware), Opus stereo {} kbit/s\n\
              recbox: mixer service + recorder in one process (`recbox bench-mix-side --encoder none`): the composited \
@@ -242,6 +260,7 @@ fn settings_text(
              raw video (wrapped_avframe) to the null muxer; -threads {} for decoders, -filter_complex_threads {}\n\
              measured per side: CPU s of the process per s of output while replaying (after the warm-up), peak RSS (wait4); \
              frames out: received by the recorder (recbox), ffmpeg's -progress reports (every {} s); no latency (no pictures to read)",
+            codecs_text(&config.codecs),
             video.width,
             video.height,
             video.fps,
@@ -260,7 +279,7 @@ fn settings_text(
         );
     }
     format!(
-        "inputs: per participant H.264 {}x{} @ {} fps (openh264, keyframe every {} frames) + Opus 20 ms mono, \
+        "inputs: per participant {} {}x{} @ {} fps (keyframe every {} frames) + Opus 20 ms mono, \
          replayed as RTP over loopback UDP in real time for {:.0} s (first {:.0} s not measured)\n\
          output (both): {}x{} @ {} fps, grid layout, H.264 {} kbit/s with a keyframe every {gop} frames, Opus stereo {} kbit/s\n\
          recbox: mixer service + recorder in one process (`recbox bench-mix-side`), openh264 (constrained baseline, \
@@ -272,6 +291,7 @@ fn settings_text(
          measured per side: CPU s of the process per s of output while replaying (after the warm-up), \
          peak RSS (wait4), latency from a marker's first RTP packet sent to the first output frame showing it \
          (recbox: received by the recorder over the link; durable: its fragment fsynced and indexed; ffmpeg: out of its pipe)",
+        codecs_text(&config.codecs),
         video.width,
         video.height,
         video.fps,

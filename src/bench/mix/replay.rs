@@ -176,6 +176,7 @@ fn sleep_until(deadline: Instant) {
 mod tests {
     use super::*;
     use crate::ingest::rtp::{is_rtcp, peek_ssrc};
+    use crate::sfu::sim::CodecMix;
     use crate::synth::PatternSpec;
 
     #[test]
@@ -185,7 +186,8 @@ mod tests {
             height: 48,
             ..PatternSpec::default()
         };
-        let inputs = Inputs::record(1, Duration::from_millis(100), video, 1).unwrap();
+        let inputs =
+            Inputs::record(1, Duration::from_millis(100), video, CodecMix::default(), 1).unwrap();
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(500)))
@@ -229,7 +231,8 @@ mod tests {
             height: 48,
             ..PatternSpec::default()
         };
-        let inputs = Inputs::record(1, Duration::from_millis(200), video, 1).unwrap();
+        let inputs =
+            Inputs::record(1, Duration::from_millis(200), video, CodecMix::default(), 1).unwrap();
         // Two streams: video on base, its RTCP on base+1, audio on base+2, RTCP base+3.
         let sockets: Vec<UdpSocket> = loop {
             let first = UdpSocket::bind("127.0.0.1:0").unwrap();

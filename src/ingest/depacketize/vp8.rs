@@ -186,33 +186,31 @@ pub fn is_key_frame(frame: &[u8]) -> bool {
         && frame.get(3..6) == Some(&KEY_FRAME_START[..])
 }
 
+/// RFC 7741 payloads of one frame, at most `max_payload` bytes each (more than the
+/// descriptor's four): the first starts partition 0, every one carries the picture
+/// ID when there is one (the sending side, for the lab's simulated participants).
+#[cfg(any(test, feature = "lab"))]
+pub(crate) fn packetize(frame: &[u8], max_payload: usize, picture_id: Option<u16>) -> Vec<Vec<u8>> {
+    let descriptor = |start: bool| {
+        let s = if start { S } else { 0 };
+        match picture_id {
+            None => vec![s],
+            Some(id) if id < 0x80 => vec![X | s, I, id as u8],
+            Some(id) => vec![X | s, I, 0x80 | (id >> 8) as u8 & 0x7f, id as u8],
+        }
+    };
+    let room = max_payload - descriptor(true).len();
+    frame
+        .chunks(room)
+        .enumerate()
+        .map(|(i, chunk)| [descriptor(i == 0), chunk.to_vec()].concat())
+        .collect()
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// RFC 7741 payloads of one frame, at most `max_payload` bytes each: the first
-    /// starts partition 0, every one carries the picture ID when there is one.
-    pub(crate) fn packetize(
-        frame: &[u8],
-        max_payload: usize,
-        picture_id: Option<u16>,
-    ) -> Vec<Vec<u8>> {
-        let descriptor = |start: bool| {
-            let s = if start { S } else { 0 };
-            match picture_id {
-                None => vec![s],
-                Some(id) if id < 0x80 => vec![X | s, I, id as u8],
-                Some(id) => vec![X | s, I, 0x80 | (id >> 8) as u8 & 0x7f, id as u8],
-            }
-        };
-        let room = max_payload - descriptor(true).len();
-        frame
-            .chunks(room)
-            .enumerate()
-            .map(|(i, chunk)| [descriptor(i == 0), chunk.to_vec()].concat())
-            .collect()
-    }
 
     /// A key frame's first bytes (frame tag with P clear, start code, 64x48) and filler.
     fn key(len: usize) -> Vec<u8> {

@@ -1,8 +1,9 @@
 //! A simulated SFU for tests and demos (`recbox sfu-sim`). It listens for the
 //! mixer's control channel and, once a mixer has said hello, announces N
-//! participants and sends each one's media as real RTP over UDP: H.264 of a moving
-//! test pattern in the participant's colour and Opus of a tone at the participant's
-//! pitch, at real-time pace, with RTCP sender reports. Network loss, reordering and
+//! participants and sends each one's media as real RTP over UDP: H.264, VP8 or VP9
+//! (chosen per participant, [`CodecMix`]) of a moving test pattern in the
+//! participant's colour and Opus of a tone at the participant's pitch, at real-time
+//! pace, with RTCP sender reports. Network loss, reordering and
 //! jitter can be added (seeded, so runs repeat), participants can join and leave on
 //! a [`Schedule`], keyframe requests (RTCP PLI or the control channel) are answered
 //! with a keyframe, and every notice the mixer sends is turned into the
@@ -10,7 +11,9 @@
 //!
 //! [`session::SimSession`] is the sans-IO core; [`server::SfuSim`] the tokio shell.
 
+pub(crate) mod codecs;
 pub(crate) mod impairment;
+pub(crate) mod packetizer;
 pub(crate) mod participant;
 pub(crate) mod schedule;
 pub(crate) mod server;
@@ -20,14 +23,15 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 
-use crate::encoder::EncoderError;
 use crate::ingest::depacketize::h264::H264Error;
 use crate::ingest::MediaKind;
 use crate::sfu::channel::ChannelError;
 use crate::sfu::notice::Announcement;
 use crate::synth::audio::AudioError;
+use crate::synth::video::PatternError;
 use crate::synth::PatternSpec;
 
+pub use codecs::{CodecMix, CodecMixError, ParticipantList};
 pub use impairment::{ImpairmentConfig, ImpairmentError};
 pub use schedule::{Schedule, ScheduleError, MAX_PARTICIPANTS};
 pub use server::SfuSim;
@@ -53,7 +57,7 @@ pub enum SimError {
     #[error("the mixer sent {0} before its hello")]
     NoHello(String),
     #[error(transparent)]
-    Video(#[from] EncoderError),
+    Video(#[from] PatternError),
     #[error(transparent)]
     Audio(#[from] AudioError),
     #[error("H.264 packetizer: {0}")]
@@ -78,8 +82,10 @@ pub struct SimConfig {
     /// the impairment of every stream.
     pub seed: u64,
     /// Size, frame rate, keyframe interval and bitrate of every participant's video
-    /// (the colour is the participant's).
+    /// (the colour and the codec are the participant's).
     pub video: PatternSpec,
+    /// Each participant's video codec.
+    pub codecs: CodecMix,
     /// Largest RTP payload; H.264 access units are split to fit.
     pub max_payload: usize,
     /// Ports used when the mixer's hello leaves them out.
@@ -99,6 +105,7 @@ impl Default for SimConfig {
             impairment: ImpairmentConfig::default(),
             seed: 1,
             video: PatternSpec::default(),
+            codecs: CodecMix::default(),
             max_payload: 1200,
             audio_port: None,
             video_port: None,
@@ -141,7 +148,8 @@ pub struct SentMedia {
     pub kind: MediaKind,
     /// RTP timestamp.
     pub ts: u32,
-    /// Video: the Annex B access unit; audio: the Opus packet.
+    /// Video: the frame as encoded (H.264: the Annex B access unit); audio: the Opus
+    /// packet.
     pub data: Vec<u8>,
     pub keyframe: bool,
     /// RTP packets it went out in, and how many of them the simulated network dropped.

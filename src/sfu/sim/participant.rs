@@ -7,13 +7,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::impairment::Impairment;
+use super::packetizer::VideoPacketizer;
 use super::{SentMedia, SimConfig, SimError, AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
-use crate::ingest::depacketize::h264::H264Packetizer;
 use crate::ingest::rtcp;
 use crate::ingest::rtp::RtpSender;
 use crate::ingest::MediaKind;
 use crate::link::frame::text;
-use crate::media::codec::Codec;
 use crate::sfu::control::{ParticipantInfo, StreamInfo};
 use crate::synth::{PatternSource, PatternSpec, ToneSource, ToneSpec, PALETTE, TONES_HZ};
 
@@ -142,7 +141,7 @@ pub struct SimParticipant {
     info: ParticipantInfo,
     video: PatternSource,
     audio: ToneSource,
-    packetizer: H264Packetizer,
+    packetizer: VideoPacketizer,
     fps: u16,
     video_stream: Stream,
     audio_stream: Stream,
@@ -164,6 +163,7 @@ impl SimParticipant {
         rng: &mut StdRng,
     ) -> Result<Self, SimError> {
         let index = usize::from(number - 1);
+        let codec = config.codecs.of(number);
         let info = ParticipantInfo {
             id: text(&format!("p{number}")),
             name: text(&format!("Participant {number}")),
@@ -177,10 +177,11 @@ impl SimParticipant {
                 payload_type: VIDEO_PAYLOAD_TYPE,
                 port: ports.video,
             },
-            video_codec: Codec::H264,
+            video_codec: codec.codec(),
         };
         let video = PatternSource::new(PatternSpec {
             rgb: PALETTE[index],
+            codec,
             ..config.video
         })?;
         let audio = ToneSource::new(ToneSpec {
@@ -194,7 +195,7 @@ impl SimParticipant {
             info,
             video,
             audio,
-            packetizer: H264Packetizer::new(config.max_payload)?,
+            packetizer: VideoPacketizer::new(codec, config.max_payload)?,
             fps: config.video.fps,
             video_stream,
             audio_stream,
@@ -275,7 +276,7 @@ impl SimParticipant {
         while self.video_due(start) <= now {
             let at = self.video_due(start);
             let frame = self.video.next_frame()?;
-            let payloads = self.packetizer.packetize(&frame.data)?;
+            let payloads = self.packetizer.packetize(&frame)?;
             let media =
                 self.video_stream
                     .send(frame.pts, (frame.data, frame.keyframe), &payloads, at);

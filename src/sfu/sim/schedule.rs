@@ -1,6 +1,8 @@
 //! When simulated participants join and leave: `join 5@10s, leave 2@20s` — a
 //! comma-separated list of `join N@TIME` / `leave N@TIME`, participants numbered
 //! 1..=16, times from the moment the mixer connects (`500ms`, `10s`, `1.5m`).
+//! `announce N@TIME` sends a present participant's join again, unchanged, as an SFU
+//! that repeats its roster does.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -16,7 +18,7 @@ pub const MAX_PARTICIPANTS: u8 = crate::synth::PALETTE.len() as u8;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ScheduleError {
-    #[error("schedule item `{0}` is not `join N@TIME` or `leave N@TIME` (e.g. `join 5@10s`)")]
+    #[error("schedule item `{0}` is not `join N@TIME`, `leave N@TIME` or `announce N@TIME` (e.g. `join 5@10s`)")]
     Syntax(String),
     #[error("schedule item `{item}`: participant must be 1..={MAX_PARTICIPANTS}")]
     Participant { item: String },
@@ -36,6 +38,8 @@ pub enum ScheduleError {
 pub enum Action {
     Join,
     Leave,
+    /// The join of a participant in the meeting, sent again.
+    Announce,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,7 @@ impl fmt::Display for ScheduleEvent {
         let action = match self.action {
             Action::Join => "join",
             Action::Leave => "leave",
+            Action::Announce => "announce",
         };
         write!(f, "{action} {}@{:?}", self.participant, self.at)
     }
@@ -79,6 +84,9 @@ impl Schedule {
                 Action::Leave if !present.remove(&e.participant) => {
                     return Err(ScheduleError::NotPresent(e.to_string()))
                 }
+                Action::Announce if !present.contains(&e.participant) => {
+                    return Err(ScheduleError::NotPresent(e.to_string()))
+                }
                 _ => {}
             }
         }
@@ -97,6 +105,7 @@ impl FromStr for Schedule {
             let action = match action {
                 "join" => Action::Join,
                 "leave" => Action::Leave,
+                "announce" => Action::Announce,
                 _ => return Err(syntax()),
             };
             let (who, at) = rest.trim().split_once('@').ok_or_else(syntax)?;
@@ -154,5 +163,15 @@ mod tests {
             s.check(4),
             Err(ScheduleError::NotPresent("leave 2@2s".into()))
         );
+        let s: Schedule = "announce 2@1s, leave 2@2s, announce 2@3s".parse().unwrap();
+        assert_eq!(
+            s.check(4),
+            Err(ScheduleError::NotPresent("announce 2@3s".into()))
+        );
+        assert!("announce 2@1s"
+            .parse::<Schedule>()
+            .unwrap()
+            .check(2)
+            .is_ok());
     }
 }

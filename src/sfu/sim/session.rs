@@ -118,6 +118,15 @@ impl SimSession {
         }
     }
 
+    fn announce(&self, number: u8, out: &mut Vec<SimOutput>) {
+        if let Some(p) = self.participants.get(&number) {
+            info!(participant = number, "announced again");
+            out.push(SimOutput::Control(SfuMessage::Join {
+                participant: p.info().clone(),
+            }));
+        }
+    }
+
     fn by_id(&mut self, id: &str) -> Option<&mut SimParticipant> {
         let found = self.participants.values_mut().find(|p| p.info().id == id);
         if found.is_none() {
@@ -209,6 +218,7 @@ impl SimSession {
             match event.action {
                 Action::Join => self.join(event.participant, &mut out)?,
                 Action::Leave => self.leave(event.participant, &mut out),
+                Action::Announce => self.announce(event.participant, &mut out),
             }
         }
         let (t0, unix_t0) = (self.t0, self.unix_t0);
@@ -252,6 +262,7 @@ mod tests {
     use crate::link::frame::Stats;
     use crate::sfu::control::ParticipantInfo;
     use crate::sfu::notice::Notice;
+    use crate::sfu::sim::SentMedia;
     use crate::synth::PatternSpec;
     use rand::SeedableRng;
 
@@ -431,6 +442,67 @@ mod tests {
     }
 
     #[test]
+    fn participants_send_the_codec_their_join_names() {
+        use crate::media::codec::VideoFormat;
+        use crate::synth::PatternCodec;
+        let t0 = Instant::now();
+        let mut c = config(3);
+        c.codecs = super::super::CodecMix::default()
+            .with(&"2".parse().unwrap(), PatternCodec::Vp8)
+            .unwrap()
+            .with(&"3".parse().unwrap(), PatternCodec::Vp9)
+            .unwrap();
+        let (mut sim, out) = start(&c, t0);
+        let people = joined(&out);
+        let names: Vec<&str> = people.iter().map(|p| p.video_codec.name()).collect();
+        assert_eq!(names, ["h264", "vp8", "vp9"]);
+        for p in &people[1..] {
+            sim.on_message(MixerMessage::Forward { id: p.id.clone() }, t0);
+        }
+        let out = run(&mut sim, t0, t0 + Duration::from_millis(495));
+        let mut demux = Demux::new(1);
+        let mut vp8 = StreamConfig::new(people[1].video.ssrc, MediaKind::Video, 96);
+        vp8.format = VideoFormat::Vp8;
+        demux.add_stream(vp8).unwrap();
+        let sfu = "127.0.0.1:40000".parse().unwrap();
+        let mut frames = Vec::new();
+        let mut vp9_packets = 0;
+        for o in &out {
+            if let SimOutput::Datagram(d) = o {
+                if is_rtcp(&d.data) {
+                    continue;
+                }
+                if peek_ssrc(&d.data) == Some(people[2].video.ssrc) {
+                    vp9_packets += 1;
+                }
+                frames.extend(demux.push_datagram(&d.data, sfu, t0));
+            }
+        }
+        frames.extend(demux.poll(t0 + Duration::from_secs(5)));
+        let sent: Vec<&SentMedia> = out
+            .iter()
+            .filter_map(|o| match o {
+                SimOutput::Event(SimEvent::Sent(s)) if s.ssrc == people[1].video.ssrc => Some(s),
+                _ => None,
+            })
+            .collect();
+        let got: Vec<&crate::ingest::Frame> = frames
+            .iter()
+            .filter_map(|o| match o {
+                IngestOutput::Frame(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        // 15 VP8 frames in half a second, through the depacketizer bit-exact.
+        assert_eq!((sent.len(), got.len()), (15, 15));
+        for (s, f) in sent.iter().zip(&got) {
+            assert!(f.data == s.data && f.keyframe == s.keyframe);
+        }
+        assert!(got[0].keyframe);
+        assert!(vp9_packets >= 15, "{vp9_packets} VP9 packets");
+    }
+
+    #[test]
     fn pli_and_control_requests_force_keyframes() {
         let t0 = Instant::now();
         let mut c = config(2);
@@ -483,7 +555,9 @@ mod tests {
     fn schedule_joins_and_leaves_with_fresh_ssrcs() {
         let t0 = Instant::now();
         let mut c = config(2);
-        c.schedule = "leave 2@1s, join 5@1s, join 2@2s".parse().unwrap();
+        c.schedule = "leave 2@1s, join 5@1s, join 2@2s, announce 5@2s"
+            .parse()
+            .unwrap();
         let (mut sim, first) = start(&c, t0);
         let old_p2 = joined(&first)[1].clone();
         assert_eq!(sim.next_wakeup(), Some(t0 + Duration::from_secs(1)));
@@ -495,12 +569,14 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(controls.len(), 3);
+        assert_eq!(controls.len(), 4);
         assert_eq!(controls[0], SfuMessage::Leave { id: text("p2") });
         let again = joined(&out);
         assert_eq!(again[0].id, "p5");
         assert_eq!(again[1].id, "p2");
         assert_ne!(again[1].video.ssrc, old_p2.video.ssrc);
+        // Announced again: the same join, word for word.
+        assert_eq!(again[2], again[0]);
     }
 
     #[test]
