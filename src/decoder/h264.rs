@@ -1,17 +1,14 @@
 //! H.264 decoding of one participant's video with openh264, one Annex B access unit
-//! at a time, into [`Picture`]s.
-//!
-//! After any error the decoder waits for a keyframe: a picture predicted from a lost
-//! or corrupt reference would only show garbage. Until an access unit with an IDR
-//! slice arrives, others are refused with [`H264DecodeError::AwaitingKeyframe`];
-//! every error therefore means "request a keyframe" to the caller.
+//! at a time, into [`Picture`]s. Waiting for keyframes and the spare pictures are
+//! [`super::video::VideoDecoder`]'s, as for every codec.
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use thiserror::Error;
 
+use super::video::PicturePool;
 use crate::media::h264::{is_annex_b, nal_type, nal_units, NAL_IDR};
-use crate::media::picture::{Picture, PictureError};
+use crate::media::picture::PictureError;
 
 #[derive(Debug, Error)]
 pub enum H264DecodeError {
@@ -23,74 +20,34 @@ pub enum H264DecodeError {
     Corrupt(#[source] openh264::Error),
     #[error("decoded picture is unusable, wait for the next keyframe: {0}")]
     BadPicture(#[from] PictureError),
-    #[error("waiting for a keyframe after an error or before the first one")]
-    AwaitingKeyframe,
 }
 
-/// Pictures given back and kept for the next decodes.
-const MAX_SPARE: usize = 4;
+/// Whether an access unit holds an IDR slice, which every picture after it can be
+/// decoded from.
+pub(crate) fn is_keyframe(access_unit: &[u8]) -> bool {
+    is_annex_b(access_unit) && nal_units(access_unit).any(|nal| nal_type(nal) == NAL_IDR)
+}
 
 pub struct H264Decoder {
     decoder: Decoder,
-    awaiting_keyframe: bool,
-    /// Size of the last picture, to notice and log resolution changes.
-    size: Option<(usize, usize)>,
-    /// Pictures done with, whose buffers the next pictures are decoded into.
-    spare: Vec<Picture>,
 }
 
 impl H264Decoder {
     pub fn new() -> Result<Self, H264DecodeError> {
         Ok(Self {
             decoder: Decoder::new().map_err(H264DecodeError::Create)?,
-            // A stream joined mid-GOP cannot be decoded before its next keyframe.
-            awaiting_keyframe: true,
-            size: None,
-            spare: Vec::new(),
         })
     }
 
-    /// Gives back a picture this decoder made, once it is no longer shown: the
-    /// next picture reuses its memory instead of allocating.
-    pub fn recycle(&mut self, picture: Picture) {
-        if self.spare.len() < MAX_SPARE {
-            self.spare.push(picture);
-        }
-    }
-
-    #[cfg(test)]
-    /// True until an access unit with an IDR slice has been decoded after the start
-    /// or the last error.
-    pub fn awaiting_keyframe(&self) -> bool {
-        self.awaiting_keyframe
-    }
-
-    #[cfg(test)]
-    /// Size of the last decoded picture.
-    pub fn size(&self) -> Option<(usize, usize)> {
-        self.size
-    }
-
-    /// Decodes one access unit. `Ok(None)` when it gave no picture (e.g. parameter
-    /// sets only). On error, ask the sender for a keyframe.
-    pub fn decode(&mut self, access_unit: &[u8]) -> Result<Option<Picture>, H264DecodeError> {
-        let result = self.decode_unit(access_unit);
-        if let Err(e) = &result {
-            if !self.awaiting_keyframe {
-                tracing::debug!(error = %e, "H.264 decoding stopped until the next keyframe");
-            }
-            self.awaiting_keyframe = true;
-        }
-        result
-    }
-
-    fn decode_unit(&mut self, au: &[u8]) -> Result<Option<Picture>, H264DecodeError> {
+    /// Decodes one access unit into a picture of `pool`. `Ok(None)` when it gave no
+    /// picture (e.g. parameter sets only).
+    pub(crate) fn decode(
+        &mut self,
+        au: &[u8],
+        pool: &mut PicturePool,
+    ) -> Result<Option<crate::media::picture::Picture>, H264DecodeError> {
         if !is_annex_b(au) {
             return Err(H264DecodeError::NotAnnexB);
-        }
-        let keyframe = nal_units(au).any(|nal| nal_type(nal) == NAL_IDR);
-        if self.awaiting_keyframe && !keyframe {
-            return Err(H264DecodeError::AwaitingKeyframe);
         }
         let Some(yuv) = self.decoder.decode(au).map_err(H264DecodeError::Corrupt)? else {
             return Ok(None);
@@ -99,27 +56,15 @@ impl H264Decoder {
         let (width, height) = yuv.dimensions();
         let (width, height) = (width & !1, height & !1);
         let planes = (yuv.y(), yuv.u(), yuv.v());
-        let picture = match self.spare.pop() {
-            Some(mut p) => p
-                .copy_strided(width, height, planes, yuv.strides())
-                .map(|()| p)?,
-            None => Picture::from_strided(width, height, planes, yuv.strides())?,
-        };
-        if keyframe {
-            self.awaiting_keyframe = false;
-        }
-        if self.size != Some((width, height)) {
-            tracing::debug!(width, height, "H.264 picture size");
-            self.size = Some((width, height));
-        }
-        Ok(Some(picture))
+        Ok(Some(pool.copy(width, height, planes, yuv.strides())?))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::decoder::video::VideoDecoder;
     use crate::encoder::EncodedVideo;
+    use crate::media::codec::VideoFormat;
     use crate::synth::video::rgb_to_yuv;
     use crate::synth::{PatternSource, PatternSpec, PALETTE};
 
@@ -141,7 +86,7 @@ mod tests {
             rgb: PALETTE[3],
             ..PatternSpec::default()
         };
-        let mut decoder = H264Decoder::new().unwrap();
+        let mut decoder = VideoDecoder::new(VideoFormat::H264).unwrap();
         for frame in encode(spec, 5) {
             let picture = decoder.decode(&frame.data).unwrap().unwrap();
             assert_eq!((picture.width(), picture.height()), (320, 180));
@@ -151,30 +96,6 @@ mod tests {
         }
         assert_eq!(decoder.size(), Some((320, 180)));
         assert!(!decoder.awaiting_keyframe());
-    }
-
-    #[test]
-    fn recycled_pictures_are_decoded_into() {
-        let spec = PatternSpec {
-            width: 160,
-            height: 120,
-            rgb: PALETTE[2],
-            ..PatternSpec::default()
-        };
-        let frames = encode(spec, 3);
-        let mut decoder = H264Decoder::new().unwrap();
-        let first = decoder.decode(&frames[0].data).unwrap().unwrap();
-        let buffer = first.y().as_ptr();
-        decoder.recycle(first);
-        let second = decoder.decode(&frames[1].data).unwrap().unwrap();
-        assert_eq!(second.y().as_ptr(), buffer, "the recycled buffer is used");
-        assert_eq!((second.width(), second.height()), (160, 120));
-        assert_near(second.pixel(4, 4), rgb_to_yuv(PALETTE[2]));
-        // A recycled picture of another size is made to fit.
-        decoder.recycle(Picture::filled(64, 64, [0; 3]).unwrap());
-        let third = decoder.decode(&frames[2].data).unwrap().unwrap();
-        assert_eq!((third.width(), third.height()), (160, 120));
-        assert_near(third.pixel(150, 110), rgb_to_yuv(PALETTE[2]));
     }
 
     #[test]
@@ -190,7 +111,7 @@ mod tests {
             rgb: PALETTE[5],
             ..PatternSpec::default()
         };
-        let mut decoder = H264Decoder::new().unwrap();
+        let mut decoder = VideoDecoder::new(VideoFormat::H264).unwrap();
         for (spec, frames) in [(small, encode(small, 3)), (large, encode(large, 3))] {
             for frame in frames {
                 let picture = decoder.decode(&frame.data).unwrap().unwrap();
@@ -202,38 +123,9 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_input_waits_for_the_next_keyframe() {
-        let frames = encode(
-            PatternSpec {
-                gop: 4,
-                ..PatternSpec::default()
-            },
-            6,
-        );
-        let mut decoder = H264Decoder::new().unwrap();
-        // Joined mid-GOP: nothing decodes before a keyframe.
-        assert!(matches!(
-            decoder.decode(&frames[1].data),
-            Err(H264DecodeError::AwaitingKeyframe)
-        ));
-        assert!(decoder.decode(&frames[0].data).unwrap().is_some());
-        assert!(matches!(
-            decoder.decode(b"not h264"),
-            Err(H264DecodeError::NotAnnexB)
-        ));
-        assert!(decoder.awaiting_keyframe());
-        assert!(matches!(
-            decoder.decode(&frames[1].data),
-            Err(H264DecodeError::AwaitingKeyframe)
-        ));
-        assert!(decoder.decode(&frames[4].data).unwrap().is_some());
-        assert!(decoder.decode(&frames[5].data).unwrap().is_some());
-    }
-
-    #[test]
     fn garbage_never_panics() {
         let frames = encode(PatternSpec::default(), 2);
-        let mut decoder = H264Decoder::new().unwrap();
+        let mut decoder = VideoDecoder::new(VideoFormat::H264).unwrap();
         decoder.decode(&frames[0].data).unwrap();
         // Flipped bytes in a real keyframe, and noise behind a start code with an IDR
         // header: errors or pictures, never a panic.

@@ -1,11 +1,19 @@
 //! A participant's video decoder, of the format its stream is in.
+//!
+//! What every codec needs alike is kept here once: after the start, a loss or any
+//! error the decoder waits for a keyframe (a picture predicted from a lost or
+//! corrupt reference would only show garbage), refusing other frames with
+//! [`VideoDecodeError::AwaitingKeyframe`]; and pictures given back once shown are
+//! kept, for the next ones to be decoded into instead of allocating. Every error
+//! means "request a keyframe" to the caller.
 
 use thiserror::Error;
 
-use super::h264::{H264DecodeError, H264Decoder};
+use super::h264::{self, H264DecodeError, H264Decoder};
 use super::vp8::{Vp8DecodeError, Vp8Decoder};
+use crate::ingest::depacketize::vp8::is_key_frame;
 use crate::media::codec::VideoFormat;
-use crate::media::picture::Picture;
+use crate::media::picture::{Picture, PictureError};
 
 #[derive(Debug, Error)]
 pub(crate) enum VideoDecodeError {
@@ -13,34 +21,262 @@ pub(crate) enum VideoDecodeError {
     H264(#[from] H264DecodeError),
     #[error(transparent)]
     Vp8(#[from] Vp8DecodeError),
+    #[error("decoded picture is unusable, wait for the next keyframe: {0}")]
+    BadPicture(#[from] PictureError),
+    #[error("waiting for a keyframe after an error, a loss or before the first one")]
+    AwaitingKeyframe,
 }
 
-pub(crate) enum VideoDecoder {
+/// Pictures given back and kept for the next decodes: as many as wait for their
+/// turn in the engine in steady state (its mixing delay is a few frames).
+const MAX_SPARE: usize = 4;
+
+/// Pictures done with, whose buffers the next pictures are copied into.
+#[derive(Default)]
+pub(crate) struct PicturePool {
+    spare: Vec<Picture>,
+}
+
+impl PicturePool {
+    /// A picture of `width` x `height` copied from planes of the given strides, in
+    /// a spare picture's memory when there is one.
+    pub(crate) fn copy(
+        &mut self,
+        width: usize,
+        height: usize,
+        planes: (&[u8], &[u8], &[u8]),
+        strides: (usize, usize, usize),
+    ) -> Result<Picture, PictureError> {
+        match self.spare.pop() {
+            Some(mut p) => p.copy_strided(width, height, planes, strides).map(|()| p),
+            None => Picture::from_strided(width, height, planes, strides),
+        }
+    }
+
+    pub(crate) fn give_back(&mut self, picture: Picture) {
+        if self.spare.len() < MAX_SPARE {
+            self.spare.push(picture);
+        }
+    }
+}
+
+enum Codec {
     H264(H264Decoder),
     Vp8(Vp8Decoder),
 }
 
+pub(crate) struct VideoDecoder {
+    codec: Codec,
+    awaiting_keyframe: bool,
+    /// Size of the last picture, to notice and log resolution changes.
+    size: Option<(usize, usize)>,
+    pool: PicturePool,
+}
+
 impl VideoDecoder {
     pub(crate) fn new(format: VideoFormat) -> Result<Self, VideoDecodeError> {
-        Ok(match format {
-            VideoFormat::H264 => Self::H264(H264Decoder::new()?),
-            VideoFormat::Vp8 => Self::Vp8(Vp8Decoder::new()?),
+        let codec = match format {
+            VideoFormat::H264 => Codec::H264(H264Decoder::new()?),
+            VideoFormat::Vp8 => Codec::Vp8(Vp8Decoder::new()?),
+        };
+        Ok(Self {
+            codec,
+            // A stream joined mid-way cannot be decoded before its next keyframe.
+            awaiting_keyframe: true,
+            size: None,
+            pool: PicturePool::default(),
         })
     }
 
-    /// Decodes one frame; on error, ask the sender for a keyframe.
+    /// Decodes one frame (an H.264 access unit in Annex B, a VP8 frame). `Ok(None)`
+    /// when it gave no picture (parameter sets only, a frame not to be shown). On
+    /// error, ask the sender for a keyframe.
     pub(crate) fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, VideoDecodeError> {
-        Ok(match self {
-            Self::H264(d) => d.decode(frame)?,
-            Self::Vp8(d) => d.decode(frame)?,
-        })
+        let keyframe = match self.codec {
+            Codec::H264(_) => h264::is_keyframe(frame),
+            Codec::Vp8(_) => is_key_frame(frame),
+        };
+        if self.awaiting_keyframe && !keyframe {
+            return Err(VideoDecodeError::AwaitingKeyframe);
+        }
+        let decoded = match &mut self.codec {
+            Codec::H264(d) => d.decode(frame, &mut self.pool).map_err(Into::into),
+            Codec::Vp8(d) => d.decode(frame, &mut self.pool).map_err(Into::into),
+        };
+        let picture = match decoded {
+            Ok(p) => p,
+            Err(e) => {
+                if !self.awaiting_keyframe {
+                    tracing::debug!(error = %e, "video decoding stopped until the next keyframe");
+                }
+                self.awaiting_keyframe = true;
+                return Err(e);
+            }
+        };
+        if keyframe {
+            self.awaiting_keyframe = false;
+        }
+        if let Some(p) = &picture {
+            let size = (p.width(), p.height());
+            if self.size != Some(size) {
+                tracing::debug!(width = size.0, height = size.1, "video picture size");
+                self.size = Some(size);
+            }
+        }
+        Ok(picture)
     }
 
-    /// Gives back a picture this decoder made, once it is no longer shown.
+    /// Frames of the stream were lost: nothing decodes until the next keyframe.
+    pub(crate) fn wait_for_keyframe(&mut self) {
+        self.awaiting_keyframe = true;
+    }
+
+    /// Gives back a picture this decoder made, once it is no longer shown: the
+    /// next picture reuses its memory instead of allocating.
     pub(crate) fn recycle(&mut self, picture: Picture) {
-        match self {
-            Self::H264(d) => d.recycle(picture),
-            Self::Vp8(d) => d.recycle(picture),
+        self.pool.give_back(picture);
+    }
+
+    #[cfg(test)]
+    /// True until a keyframe has been decoded after the start, a loss or an error.
+    pub(crate) fn awaiting_keyframe(&self) -> bool {
+        self.awaiting_keyframe
+    }
+
+    #[cfg(test)]
+    /// Size of the last decoded picture.
+    pub(crate) fn size(&self) -> Option<(usize, usize)> {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::video::rgb_to_yuv;
+    use crate::synth::vpx::{VpxCodec, VpxConfig, VpxEncoder};
+    use crate::synth::{PatternSource, PatternSpec, PALETTE};
+
+    /// The first `n` frames of a stream in `format` with a keyframe every 4, and
+    /// which of them are keyframes; its colour near the corners is `COLOUR`.
+    fn stream(format: VideoFormat, n: usize) -> Vec<(Vec<u8>, bool)> {
+        match format {
+            VideoFormat::H264 => {
+                let spec = PatternSpec {
+                    width: 160,
+                    height: 120,
+                    gop: 4,
+                    rgb: COLOUR,
+                    ..PatternSpec::default()
+                };
+                let mut source = PatternSource::new(spec).unwrap();
+                (0..n)
+                    .map(|_| {
+                        let f = source.next_frame().unwrap();
+                        (f.data, f.keyframe)
+                    })
+                    .collect()
+            }
+            VideoFormat::Vp8 => {
+                let mut encoder = VpxEncoder::new(VpxConfig {
+                    codec: VpxCodec::Vp8,
+                    width: 160,
+                    height: 120,
+                    fps: 30,
+                    bitrate_bps: 300_000,
+                })
+                .unwrap();
+                let picture = Picture::filled(160, 120, rgb_to_yuv(COLOUR)).unwrap();
+                (0..n)
+                    .map(|i| {
+                        let f = encoder
+                            .encode(&picture, i as i64 * 3000, i % 4 == 0)
+                            .unwrap();
+                        (f.data, f.keyframe)
+                    })
+                    .collect()
+            }
         }
+    }
+
+    const COLOUR: [u8; 3] = PALETTE[4];
+
+    fn assert_colour(picture: &Picture, format: VideoFormat) {
+        let (got, want) = (picture.pixel(4, 4), rgb_to_yuv(COLOUR));
+        let close = got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 6);
+        assert!(close, "{format:?}: {got:?} is not near {want:?}");
+    }
+
+    #[test]
+    fn every_codec_waits_for_a_keyframe_at_the_start_after_a_loss_and_after_an_error() {
+        for format in [VideoFormat::H264, VideoFormat::Vp8] {
+            let frames = stream(format, 6);
+            assert!(frames[0].1 && !frames[1].1 && frames[4].1, "{format:?}");
+            let mut d = VideoDecoder::new(format).unwrap();
+            // Joined mid-way: nothing decodes before a keyframe.
+            assert!(matches!(
+                d.decode(&frames[1].0),
+                Err(VideoDecodeError::AwaitingKeyframe)
+            ));
+            assert!(d.decode(&frames[0].0).unwrap().is_some(), "{format:?}");
+            assert!(!d.awaiting_keyframe());
+            assert!(d.decode(&frames[1].0).unwrap().is_some(), "{format:?}");
+            // A loss: the next delta frame would be predicted from what was lost.
+            d.wait_for_keyframe();
+            assert!(matches!(
+                d.decode(&frames[2].0),
+                Err(VideoDecodeError::AwaitingKeyframe)
+            ));
+            assert!(d.decode(&frames[4].0).unwrap().is_some(), "{format:?}");
+            // An error: likewise until the next keyframe.
+            let garbage: &[u8] = match format {
+                VideoFormat::H264 => b"not h264",
+                VideoFormat::Vp8 => b"x",
+            };
+            assert!(!matches!(
+                d.decode(garbage),
+                Ok(_) | Err(VideoDecodeError::AwaitingKeyframe)
+            ));
+            assert!(d.awaiting_keyframe(), "{format:?}");
+            assert!(matches!(
+                d.decode(&frames[5].0),
+                Err(VideoDecodeError::AwaitingKeyframe)
+            ));
+            assert!(d.decode(&frames[0].0).unwrap().is_some(), "{format:?}");
+            assert_eq!(d.size(), Some((160, 120)));
+        }
+    }
+
+    #[test]
+    fn recycled_pictures_are_decoded_into_by_every_codec() {
+        for format in [VideoFormat::H264, VideoFormat::Vp8] {
+            let frames = stream(format, 3);
+            let mut d = VideoDecoder::new(format).unwrap();
+            let first = d.decode(&frames[0].0).unwrap().unwrap();
+            let buffer = first.y().as_ptr();
+            d.recycle(first);
+            let second = d.decode(&frames[1].0).unwrap().unwrap();
+            assert_eq!(
+                second.y().as_ptr(),
+                buffer,
+                "{format:?}: recycled buffer used"
+            );
+            assert_eq!((second.width(), second.height()), (160, 120));
+            assert_colour(&second, format);
+            // A recycled picture of another size is made to fit.
+            d.recycle(Picture::filled(64, 64, [0; 3]).unwrap());
+            let third = d.decode(&frames[2].0).unwrap().unwrap();
+            assert_eq!((third.width(), third.height()), (160, 120));
+            assert_colour(&third, format);
+        }
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_spares() {
+        let mut pool = PicturePool::default();
+        for _ in 0..MAX_SPARE + 3 {
+            pool.give_back(Picture::filled(16, 16, [0; 3]).unwrap());
+        }
+        assert_eq!(pool.spare.len(), MAX_SPARE);
     }
 }

@@ -1,8 +1,8 @@
 //! VP8 decoding of one participant's video with libvpx (the system library, through
 //! `env-libvpx-sys`), one frame at a time, into [`Picture`]s.
 //!
-//! As with H.264, after any error the decoder waits for a key frame, and every error
-//! means "request a keyframe" to the caller.
+//! Waiting for key frames and the spare pictures are [`super::video::VideoDecoder`]'s,
+//! as for every codec.
 
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
@@ -15,7 +15,7 @@ use vpx_sys::{
     VPX_DECODER_ABI_VERSION,
 };
 
-use crate::ingest::depacketize::vp8::is_key_frame;
+use super::video::PicturePool;
 use crate::media::picture::{Picture, PictureError};
 
 #[derive(Debug, Error)]
@@ -30,8 +30,6 @@ pub(crate) enum Vp8DecodeError {
     Format(vpx_img_fmt),
     #[error("decoded picture is unusable, wait for the next key frame: {0}")]
     BadPicture(#[from] PictureError),
-    #[error("waiting for a key frame after an error or before the first one")]
-    AwaitingKeyframe,
 }
 
 /// An error code of libvpx, with its own description.
@@ -53,15 +51,9 @@ pub(crate) fn check(code: vpx_codec_err_t) -> Result<(), LibvpxError> {
     }
 }
 
-/// Pictures given back and kept for the next decodes.
-const MAX_SPARE: usize = 4;
-
 pub(crate) struct Vp8Decoder {
     /// Boxed: libvpx keeps pointers to the context it was initialised in.
     ctx: Box<vpx_codec_ctx_t>,
-    awaiting_keyframe: bool,
-    size: Option<(usize, usize)>,
-    spare: Vec<Picture>,
 }
 
 // SAFETY: the context is owned by this value alone and libvpx keeps no thread-local
@@ -85,40 +77,16 @@ impl Vp8Decoder {
             )
         };
         check(code).map_err(Vp8DecodeError::Create)?;
-        Ok(Self {
-            ctx,
-            // A stream joined mid-way cannot be decoded before its next key frame.
-            awaiting_keyframe: true,
-            size: None,
-            spare: Vec::new(),
-        })
+        Ok(Self { ctx })
     }
 
-    /// Gives back a picture this decoder made, once it is no longer shown.
-    pub(crate) fn recycle(&mut self, picture: Picture) {
-        if self.spare.len() < MAX_SPARE {
-            self.spare.push(picture);
-        }
-    }
-
-    /// Decodes one frame. `Ok(None)` when it gave no picture (a frame not to be
-    /// shown). On error, ask the sender for a key frame.
-    pub(crate) fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, Vp8DecodeError> {
-        let result = self.decode_frame(frame);
-        if let Err(e) = &result {
-            if !self.awaiting_keyframe {
-                tracing::debug!(error = %e, "VP8 decoding stopped until the next key frame");
-            }
-            self.awaiting_keyframe = true;
-        }
-        result
-    }
-
-    fn decode_frame(&mut self, frame: &[u8]) -> Result<Option<Picture>, Vp8DecodeError> {
-        let keyframe = is_key_frame(frame);
-        if self.awaiting_keyframe && !keyframe {
-            return Err(Vp8DecodeError::AwaitingKeyframe);
-        }
+    /// Decodes one frame into a picture of `pool`. `Ok(None)` when it gave no
+    /// picture (a frame not to be shown).
+    pub(crate) fn decode(
+        &mut self,
+        frame: &[u8],
+        pool: &mut PicturePool,
+    ) -> Result<Option<Picture>, Vp8DecodeError> {
         let len = u32::try_from(frame.len()).map_err(|_| Vp8DecodeError::TooLarge(frame.len()))?;
         // SAFETY: the context was initialised; libvpx reads `len` bytes of `frame`
         // and keeps no pointer to them after the call.
@@ -150,20 +118,10 @@ impl Vp8Decoder {
             };
             let planes = (plane(0), plane(1), plane(2));
             let strides = (strides[0], strides[1], strides[2]);
-            let p = match self.spare.pop() {
-                Some(mut p) => p.copy_strided(width, height, planes, strides).map(|()| p)?,
-                None => Picture::from_strided(width, height, planes, strides)?,
-            };
-            picture = Some(p);
-        }
-        if keyframe {
-            self.awaiting_keyframe = false;
-        }
-        if let Some(p) = &picture {
-            let size = (p.width(), p.height());
-            if self.size != Some(size) {
-                tracing::debug!(width = size.0, height = size.1, "VP8 picture size");
-                self.size = Some(size);
+            let p = pool.copy(width, height, planes, strides)?;
+            // Only the last of several pictures is shown.
+            if let Some(passed) = picture.replace(p) {
+                pool.give_back(passed);
             }
         }
         Ok(picture)
@@ -180,6 +138,9 @@ impl Drop for Vp8Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoder::video::{VideoDecodeError, VideoDecoder};
+    use crate::ingest::depacketize::vp8::is_key_frame;
+    use crate::media::codec::VideoFormat;
     use crate::synth::video::rgb_to_yuv;
     use crate::synth::vpx::{VpxCodec, VpxConfig, VpxEncoder};
     use crate::synth::PALETTE;
@@ -214,7 +175,7 @@ mod tests {
         let encoded = frames(320, 180, PALETTE[3], 5);
         assert_eq!(encoded.len(), 5);
         assert!(is_key_frame(&encoded[0]) && !is_key_frame(&encoded[1]));
-        let mut decoder = Vp8Decoder::new().unwrap();
+        let mut decoder = VideoDecoder::new(VideoFormat::Vp8).unwrap();
         for frame in &encoded {
             let picture = decoder.decode(frame).unwrap().unwrap();
             assert_eq!((picture.width(), picture.height()), (320, 180));
@@ -222,16 +183,16 @@ mod tests {
             assert_near(picture.pixel(300, 170), rgb_to_yuv(PALETTE[3]));
             decoder.recycle(picture);
         }
-        assert_eq!(decoder.size, Some((320, 180)));
+        assert_eq!(decoder.size(), Some((320, 180)));
     }
 
     #[test]
     fn corrupt_input_waits_for_the_next_key_frame_and_never_panics() {
         let encoded = frames(160, 120, PALETTE[1], 3);
-        let mut decoder = Vp8Decoder::new().unwrap();
+        let mut decoder = VideoDecoder::new(VideoFormat::Vp8).unwrap();
         assert!(matches!(
             decoder.decode(&encoded[1]),
-            Err(Vp8DecodeError::AwaitingKeyframe)
+            Err(VideoDecodeError::AwaitingKeyframe)
         ));
         assert!(decoder.decode(&encoded[0]).unwrap().is_some());
         // A key frame tag on garbage, and flipped bytes in a real key frame.
@@ -253,7 +214,7 @@ mod tests {
             let _ = decoder.decode(&f);
         }
         assert!(decoder.decode(b"x").is_err());
-        assert!(decoder.awaiting_keyframe);
+        assert!(decoder.awaiting_keyframe());
         assert!(decoder.decode(&encoded[0]).unwrap().is_some());
         assert!(decoder.decode(&encoded[1]).unwrap().is_some());
     }

@@ -77,6 +77,9 @@ struct Tile<Id> {
     scaler: Option<Scaler>,
     /// `None` when the tile must be redrawn.
     shown: Option<Shown>,
+    /// Where the picture went when its bars were last filled: pictures of the same
+    /// size go to the same place, and their bars are left as they are.
+    barred: Option<Rect>,
 }
 
 /// Composites the pictures of sources identified by `Id` (e.g. an SSRC).
@@ -126,6 +129,7 @@ impl<Id: Copy + Eq + std::fmt::Debug> Compositor<Id> {
                     held,
                     scaler,
                     shown: None,
+                    barred: None,
                 }
             })
             .collect();
@@ -175,7 +179,8 @@ impl<Id: Copy + Eq + std::fmt::Debug> Compositor<Id> {
             let drawn = match live {
                 Some(held) => {
                     let out = &mut self.output;
-                    match draw_picture(out, config, tile.rect, &mut tile.scaler, &held.picture) {
+                    let (rect, scaler, barred) = (tile.rect, &mut tile.scaler, &mut tile.barred);
+                    match draw_picture(out, config, rect, scaler, barred, &held.picture) {
                         Ok(()) => true,
                         Err(e) => {
                             tracing::warn!(source = ?tile.id, error = %e, "picture not scaled, placeholder shown");
@@ -187,6 +192,7 @@ impl<Id: Copy + Eq + std::fmt::Debug> Compositor<Id> {
             };
             if !drawn {
                 draw_placeholder(&mut self.output, config, tile.rect);
+                tile.barred = None;
             }
             tile.shown = Some(if drawn {
                 Shown::Picture
@@ -199,19 +205,23 @@ impl<Id: Copy + Eq + std::fmt::Debug> Compositor<Id> {
 }
 
 /// Scales `picture` into `rect` with its aspect ratio kept, bars in the background
-/// colour.
+/// colour; `barred` is where the last picture went, whose bars are there already.
 fn draw_picture(
     output: &mut Picture,
     config: &CompositorConfig,
     rect: Rect,
     scaler: &mut Option<Scaler>,
+    barred: &mut Option<Rect>,
     picture: &Picture,
 ) -> Result<(), ScaleError> {
     let (w, h) = (picture.width(), picture.height());
     let target = fit(w, h, rect);
-    // Only the bars: the picture covers the rest.
-    for bar in bars(rect, target) {
-        fill(output, bar, config.background);
+    if *barred != Some(target) {
+        // Only the bars: the picture covers the rest.
+        for bar in bars(rect, target) {
+            fill(output, bar, config.background);
+        }
+        *barred = Some(target);
     }
     let scaler = match scaler {
         Some(s)
@@ -394,6 +404,47 @@ mod tests {
         }
         assert_colour(out, (640, 0), colour);
         assert_colour(out, (640, 719), colour);
+    }
+
+    #[test]
+    fn bars_are_filled_again_only_when_the_picture_moves_or_was_covered() {
+        let (mut c, cfg) = compositor();
+        let t0 = Instant::now();
+        let bg = cfg.background;
+        c.set_sources(&[2]).unwrap();
+        let bar = (80, 360);
+        c.push(2, solid(640, 480, 2), t0);
+        assert_colour(c.render(t0), bar, bg);
+        // Marked behind the compositor's back: a bar filled again would lose it.
+        let marked = |c: &mut Compositor<u32>| c.output.planes_mut().0[360 * 1280 + 80] = 200;
+        marked(&mut c);
+        c.push(2, solid(640, 480, 3), t0);
+        let out = c.render(t0);
+        assert_eq!(
+            out.pixel(bar.0, bar.1)[0],
+            200,
+            "same place: bars left as they are"
+        );
+        assert_colour(out, (640, 360), rgb_to_yuv(PALETTE[3]));
+        // A wide picture covers the bars; the next 4:3 one needs them again.
+        c.push(2, solid(1280, 720, 4), t0);
+        assert_colour(c.render(t0), bar, rgb_to_yuv(PALETTE[4]));
+        c.push(2, solid(640, 480, 2), t0);
+        assert_colour(c.render(t0), bar, bg);
+        // So after a placeholder.
+        let later = t0 + cfg.hold;
+        assert_colour(c.render(later), bar, cfg.placeholder);
+        c.push(2, solid(640, 480, 2), later);
+        assert_colour(c.render(later), bar, bg);
+        marked(&mut c);
+        // And after the grid was laid out again.
+        c.set_sources(&[2, 5]).unwrap();
+        c.push(2, solid(640, 480, 2), later);
+        let rect = layout::tiles(2, 1280, 720).unwrap()[0];
+        let inner = fit(640, 480, rect);
+        let out = c.render(later);
+        assert_colour(out, (rect.x + 2, rect.y + 2), bg);
+        assert_colour(out, centre(inner), rgb_to_yuv(PALETTE[2]));
     }
 
     #[test]

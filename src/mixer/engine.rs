@@ -19,7 +19,7 @@ use super::compositor::{Compositor, CompositorConfig};
 use super::frame_clock::{FrameClock, PTS_HZ};
 use super::timeline::{LocalTimeline, ParticipantTimeline};
 use crate::decoder::opus::OpusDecoder;
-use crate::decoder::video::VideoDecoder;
+use crate::decoder::video::{VideoDecodeError, VideoDecoder};
 use crate::encoder::{self, EncodedVideo, EncoderConfig, EncoderError, EncoderKind, VideoEncoder};
 use crate::ingest::{Frame, MediaKind};
 use crate::link::frame::{
@@ -133,8 +133,6 @@ struct Participant {
     video: Option<VideoDecoder>,
     /// Decoded pictures with their timeline position (90 kHz), oldest first.
     pending: VecDeque<(i64, crate::media::picture::Picture)>,
-    /// After a decode error: frames are skipped until a keyframe.
-    awaiting_keyframe: bool,
     counters: ParticipantCounters,
 }
 
@@ -280,8 +278,6 @@ impl Engine {
             opus,
             video,
             pending: VecDeque::new(),
-            // Decoding starts at a keyframe.
-            awaiting_keyframe: true,
             counters: ParticipantCounters::default(),
         });
         self.relayout();
@@ -341,12 +337,8 @@ impl Engine {
                 let Some(decoder) = p.video.as_mut() else {
                     return Vec::new();
                 };
-                if p.awaiting_keyframe && !frame.keyframe {
-                    return Vec::new();
-                }
                 match decoder.decode(&frame.data) {
                     Ok(picture) => {
-                        p.awaiting_keyframe = false;
                         p.counters.video_frames += 1;
                         if let Some(picture) = picture {
                             if p.pending.len() == MAX_PENDING_PICTURES {
@@ -359,9 +351,11 @@ impl Engine {
                         }
                         Vec::new()
                     }
+                    // Before the first keyframe or after a loss: the ingest has asked
+                    // for one already.
+                    Err(VideoDecodeError::AwaitingKeyframe) => Vec::new(),
                     Err(e) => {
                         p.counters.video_decode_errors += 1;
-                        p.awaiting_keyframe = true;
                         debug!(id = %p.info.id, "video frame does not decode: {e}");
                         vec![EngineOutput::KeyframeRequest(p.info.id.clone())]
                     }
@@ -408,7 +402,9 @@ impl Engine {
         };
         let p = &mut self.participants[i];
         if ssrc == p.info.video.ssrc {
-            p.awaiting_keyframe = true;
+            if let Some(d) = &mut p.video {
+                d.wait_for_keyframe();
+            }
         } else {
             p.counters.audio_losses += 1;
         }
@@ -571,9 +567,9 @@ mod tests {
 
     #[test]
     fn h264_and_vp8_participants_fill_their_tiles_and_an_undecodable_one_is_a_placeholder() {
-        use crate::decoder::h264::H264Decoder;
         use crate::link::frame::text;
         use crate::media::codec::Codec;
+        use crate::media::codec::VideoFormat;
         use crate::mixer::layout;
         use crate::sfu::control::StreamInfo;
         use crate::synth::video::rgb_to_yuv;
@@ -628,7 +624,7 @@ mod tests {
             wallclock_us: None,
         };
         let mut last = None;
-        let mut decoder = H264Decoder::new().unwrap();
+        let mut decoder = VideoDecoder::new(VideoFormat::H264).unwrap();
         for k in 0..20i64 {
             let now = t0 + Duration::from_millis(k as u64 * 100);
             let h = h264.next_frame().unwrap();

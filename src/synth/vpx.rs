@@ -221,8 +221,9 @@ impl Drop for VpxEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decoder::vp8::Vp8Decoder;
+    use crate::decoder::video::VideoDecoder;
     use crate::ingest::depacketize::vp8::is_key_frame;
+    use crate::media::codec::VideoFormat;
     use crate::synth::video::rgb_to_yuv;
     use crate::synth::PALETTE;
 
@@ -239,7 +240,7 @@ mod tests {
     #[test]
     fn vp8_frames_decode_in_colour_with_keyframes_where_asked() {
         let mut encoder = VpxEncoder::new(config(VpxCodec::Vp8)).unwrap();
-        let mut decoder = Vp8Decoder::new().unwrap();
+        let mut decoder = VideoDecoder::new(VideoFormat::Vp8).unwrap();
         let want = rgb_to_yuv(PALETTE[4]);
         let picture = Picture::filled(160, 120, want).unwrap();
         for k in 0..6 {

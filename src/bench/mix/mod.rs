@@ -41,7 +41,7 @@ use self::ffmpeg::{FfmpegSettings, ProgressClock, TsClock};
 use self::inputs::{InputError, Inputs};
 use self::marker::{MarkerLayout, MarkerReader};
 use self::measure::{cpu_time, monotonic_ns, threads, wait_child, Exit};
-use self::recbox_side::{engine_config, parse_side_line, parse_tap, SideLine};
+use self::recbox_side::{engine_config, parse_side_line, parse_tap, skipped_frames, SideLine};
 use self::replay::{replay, Destination, ReplayLog};
 use super::latency::Percentiles;
 use crate::encoder::EncoderKind;
@@ -113,6 +113,8 @@ struct SideRun {
     arrived_ns: Vec<u64>,
     /// recbox only, by output video frame: when its fragment was durable.
     durable_ns: Option<Vec<Option<u64>>>,
+    /// recbox only: output frames skipped because it fell behind.
+    skipped: Option<u64>,
     replay: ReplayLog,
     window: CpuWindow,
     exit: Exit,
@@ -133,6 +135,7 @@ struct Figures {
     peak_rss_mb: f64,
     latency: Option<Percentiles<f64>>,
     durable: Option<Percentiles<f64>>,
+    skipped: Option<u64>,
     /// Output frames decoded, and stamped on their way out.
     decoded: usize,
     stamped: usize,
@@ -475,11 +478,18 @@ fn run_recbox(
         output: Some(recording.join(crate::recorder::layout::MP4_FILE)),
         arrived_ns: video.iter().map(|&(_, ns)| ns).collect(),
         durable_ns: Some(durable),
+        skipped: Some(skipped_frames(&video, frame_ticks(config))),
         replay: replay_log,
         window,
         exit,
         log,
     })
+}
+
+/// One output frame in 90 kHz ticks.
+fn frame_ticks(config: &MixBenchConfig) -> i64 {
+    let fps = engine_config(config.encoder.clone()).fps;
+    crate::mixer::frame_clock::PTS_HZ as i64 / i64::from(fps)
 }
 
 /// Stamps each index record of the recording when it appears; returns the
@@ -634,6 +644,7 @@ fn run_ffmpeg(
         output,
         arrived_ns,
         durable_ns: None,
+        skipped: None,
         replay: replay_log,
         window,
         exit,
@@ -745,6 +756,7 @@ fn figures_of(
         peak_rss_mb: run.exit.peak_rss_bytes as f64 / 1e6,
         latency: Percentiles::of(&ms(&latencies)),
         durable: durable.and_then(|d| Percentiles::of(&ms(&d))),
+        skipped: run.skipped,
         decoded: codes.len(),
         stamped: run.arrived_ns.len(),
         probe: run
@@ -798,8 +810,16 @@ fn detail_line(run: &SideRun, f: &Figures) -> String {
 /// The figures of every participant count, recbox, ffmpeg and recbox / ffmpeg.
 fn table(rows: &[(u8, Vec<Figures>)], target: &str) -> String {
     let mut s = format!(
-        "{:<6} {:<8} {:>9} {:>10} {:>10} {:>10} {:>12} {:>12}\n",
-        "people", "side", "CPU s/s", "peak MB", "lat p50", "lat p99", "durable p50", "durable p99"
+        "{:<6} {:<8} {:>9} {:>10} {:>10} {:>10} {:>12} {:>12} {:>8}\n",
+        "people",
+        "side",
+        "CPU s/s",
+        "peak MB",
+        "lat p50",
+        "lat p99",
+        "durable p50",
+        "durable p99",
+        "skipped"
     );
     let ms = |p: Option<Percentiles<f64>>, f: fn(&Percentiles<f64>) -> f64| {
         p.map_or("-".to_owned(), |p| format!("{:.0} ms", f(&p)))
@@ -807,7 +827,7 @@ fn table(rows: &[(u8, Vec<Figures>)], target: &str) -> String {
     for (n, figures) in rows {
         for (f, name) in figures.iter().zip(["recbox", "ffmpeg"]) {
             s.push_str(&format!(
-                "{:<6} {:<8} {:>9.3} {:>10.1} {:>10} {:>10} {:>12} {:>12}\n",
+                "{:<6} {:<8} {:>9.3} {:>10.1} {:>10} {:>10} {:>12} {:>12} {:>8}\n",
                 n,
                 name,
                 f.cpu_per_output_s,
@@ -816,6 +836,7 @@ fn table(rows: &[(u8, Vec<Figures>)], target: &str) -> String {
                 ms(f.latency, |p| p.p99),
                 ms(f.durable, |p| p.p50),
                 ms(f.durable, |p| p.p99),
+                f.skipped.map_or("-".into(), |s| s.to_string()),
             ));
         }
         if let [r, f] = &figures[..] {
@@ -836,7 +857,8 @@ fn table(rows: &[(u8, Vec<Figures>)], target: &str) -> String {
         }
     }
     s.push_str(&format!(
-        "ratio = recbox / ffmpeg (target: CPU at or below {target})"
+        "ratio = recbox / ffmpeg (target: CPU at or below {target}); skipped: output frames recbox \
+         skipped, falling behind (gaps in the recording's pts)"
     ));
     s
 }

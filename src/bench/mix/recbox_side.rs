@@ -217,6 +217,15 @@ pub(crate) fn parse_tap(text: &str) -> Result<Vec<(i64, u64)>, String> {
         .collect()
 }
 
+/// Output frames the mixer skipped (it fell behind): the gaps between the pts of
+/// consecutive video frames received, in frames of `frame_ticks`.
+pub(crate) fn skipped_frames(video: &[(i64, u64)], frame_ticks: i64) -> u64 {
+    video
+        .windows(2)
+        .map(|w| ((w[1].0 - w[0].0) / frame_ticks - 1).max(0) as u64)
+        .sum()
+}
+
 /// A line of the child's stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SideLine {
@@ -267,6 +276,17 @@ mod tests {
         assert_eq!((video[0].0, video[1].0), (0, 3000));
         assert_eq!(video[1].1 - video[0].1, 33_000_000);
         assert!(parse_tap("video x 1\n").is_err());
+    }
+
+    #[test]
+    fn skipped_frames_are_the_gaps_in_pts() {
+        let at = |pts: &[i64]| pts.iter().map(|&p| (p, 0)).collect::<Vec<_>>();
+        assert_eq!(skipped_frames(&at(&[]), 3000), 0);
+        assert_eq!(skipped_frames(&at(&[0, 3000, 6000, 9000]), 3000), 0);
+        assert_eq!(
+            skipped_frames(&at(&[0, 3000, 12000, 15000, 21000]), 3000),
+            3
+        );
     }
 
     #[test]
