@@ -63,6 +63,8 @@ pub struct SoakConfig {
     pub sample: Duration,
     /// Where the inputs' roster, the recording, the log, the CSV and the plot go.
     pub dir: PathBuf,
+    /// The participants' video codecs.
+    pub codecs: CodecMix,
 }
 
 /// The side and its recording at one instant, counted from the start.
@@ -202,7 +204,7 @@ pub fn run(out: &mut dyn Write, config: &SoakConfig) -> Result<(), SoakError> {
         video.fps,
         LAP.as_secs()
     ))?;
-    let inputs = Inputs::record(config.participants, LAP, video, CodecMix::default(), 1)?;
+    let inputs = Inputs::record(config.participants, LAP, video, config.codecs, 1)?;
     std::fs::create_dir_all(&config.dir)
         .map_err(io(format!("creating {}", config.dir.display())))?;
     let roster = config.dir.join("roster.json");

@@ -31,9 +31,9 @@ pub struct Args {
     /// Mix: participant counts to measure, e.g. 4,9.
     #[arg(long, value_delimiter = ',', default_value = "4,9")]
     participants: Vec<u8>,
-    /// Mix: participants sending VP8 instead of H.264 in every room, e.g. 2,4.
+    /// Mix and soak: participants sending VP8 instead of H.264 (in every room), e.g. 2,4.
     #[arg(long, value_name = "LIST", default_value = "")]
-    mix_vp8: recbox::sfu::sim::ParticipantList,
+    vp8: recbox::sfu::sim::ParticipantList,
     /// Mix: seconds of input replayed to each side, warm-up included.
     #[arg(long, default_value_t = 10.0)]
     mix_seconds: f64,
@@ -97,6 +97,8 @@ pub async fn run(args: Args) -> Result<()> {
     if !matches!(args.encoder, EncoderKind::Software | EncoderKind::Null) {
         bail!("--encoder must be software or none, got {}", args.encoder);
     }
+    let codecs =
+        recbox::sfu::sim::CodecMix::default().with(&args.vp8, recbox::synth::PatternCodec::Vp8)?;
     let mut out = std::io::stdout();
     let parts = if args.parts.is_empty() {
         &BenchPart::DEFAULT[..]
@@ -139,8 +141,7 @@ pub async fn run(args: Args) -> Result<()> {
                 let engine = recbox::bench::mix::recbox_side::engine_config(args.encoder.clone());
                 let config = MixBenchConfig {
                     participants: args.participants.clone(),
-                    codecs: recbox::sfu::sim::CodecMix::default()
-                        .with(&args.mix_vp8, recbox::synth::PatternCodec::Vp8)?,
+                    codecs,
                     seconds: args.mix_seconds,
                     warmup: args.warmup,
                     rounds: args.mix_rounds,
@@ -166,6 +167,7 @@ pub async fn run(args: Args) -> Result<()> {
                     encoder: args.encoder.clone(),
                     sample: args.soak_sample.max(Duration::from_secs(1)),
                     dir: dir("soak")?,
+                    codecs,
                 };
                 tokio::task::block_in_place(|| recbox::bench::soak::run(&mut out, &config))?;
             }

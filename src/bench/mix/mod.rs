@@ -238,6 +238,7 @@ fn codecs_text(codecs: &CodecMix) -> String {
         .collect();
     match vp8.as_slice() {
         [] => "H.264 (openh264)".to_owned(),
+        [one] => format!("H.264 (openh264; VP8 by libvpx for participant {one})"),
         _ => format!(
             "H.264 (openh264; VP8 by libvpx for participants {})",
             vp8.join(",")
