@@ -34,7 +34,7 @@ use crate::sfu::sim::SimEvent;
 pub use crate::testbed::disk_fault::DiskFault;
 use crate::testbed::disk_fault::{FaultDisk, Injected};
 pub(crate) use crate::testbed::meeting::ROOM;
-use crate::testbed::meeting::{Meeting, MeetingConfig, MeetingError};
+use crate::testbed::meeting::{Meeting, MeetingConfig, MeetingError, MeetingSfu};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -230,7 +230,9 @@ async fn start_meeting(
     }
     Ok(Meeting::start(MeetingConfig {
         recorder: rec,
-        participants: config.participants,
+        sfu: MeetingSfu::Sim {
+            participants: config.participants,
+        },
         engine: config.engine.clone(),
         recording: recording.to_owned(),
         microphone: config.microphone.clone(),
