@@ -34,7 +34,7 @@ use crate::sfu::sim::{CodecMix, SimEvent};
 pub use crate::testbed::disk_fault::DiskFault;
 use crate::testbed::disk_fault::{FaultDisk, Injected};
 pub(crate) use crate::testbed::meeting::ROOM;
-use crate::testbed::meeting::{Meeting, MeetingConfig, MeetingError};
+use crate::testbed::meeting::{Meeting, MeetingConfig, MeetingError, MeetingSfu};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -233,11 +233,13 @@ async fn start_meeting(
     }
     Ok(Meeting::start(MeetingConfig {
         recorder: rec,
-        participants: config.participants,
+        sfu: MeetingSfu::Sim {
+            participants: config.participants,
+            codecs: config.codecs,
+        },
         engine: config.engine.clone(),
         recording: recording.to_owned(),
         microphone: config.microphone.clone(),
-        codecs: config.codecs,
     })
     .await?)
 }

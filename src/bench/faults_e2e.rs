@@ -1,19 +1,24 @@
 //! Fault feedback end to end: from a storage fault made for real on the recorder's
 //! disk to its announcement on the meeting's terminals, through the whole chain — the
-//! recorder, the media link, the mixer service relaying to its `WsSfuAdapter`, the
-//! JSON control channel over a WebSocket, the simulated SFU — all on loopback with a
-//! light meeting (two participants, small pictures), so the CPU is not what is
-//! measured.
+//! recorder, the media link, the mixer service relaying to its SFU adapter, and then
+//! either the JSON control channel over a WebSocket to the simulated SFU (`sim`, on
+//! loopback, with a light meeting: two participants, small pictures, so the CPU is
+//! not what is measured), or the Janus WebSocket API to a real Janus, its TextRoom
+//! and a real terminal's WebRTC data channel (`janus`, in a network namespace of the
+//! bench's own with two publishers, H.264 and VP8).
 //!
 //! Each kind of fault gets one recording (on a fresh small ext4 disk, with a spool as
-//! the box has) and many trials: make the fault, wait for its announcement at the
-//! terminals, repair it, and wait until the meeting has heard that everything is
-//! over and the recording grows on the disk again. Needs root and loop devices.
+//! the box has) for each SFU and many trials: make the fault, wait for its
+//! announcement at the terminals, repair it, and wait until the meeting has heard
+//! that everything is over and the recording grows on the disk again. Needs root and
+//! loop devices; Janus also needs network namespaces, Debian's janus and GStreamer.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
@@ -25,11 +30,13 @@ use crate::mixer::service::MixerReport;
 use crate::recorder::index::{HEADER_SIZE, RECORD_SIZE};
 use crate::recorder::monitor::MonitorConfig;
 use crate::recorder::service::RecorderConfig;
-use crate::sfu::notice::{Announcement, Audience};
+use crate::sfu::notice::Announcement;
 use crate::sfu::sim::SimEvent;
 use crate::sfu::Notice;
 use crate::testbed::disk_fault::{newest_index, DiskFault, FaultDisk, Injected};
-use crate::testbed::meeting::{Meeting, MeetingConfig};
+use crate::testbed::janus::{JanusLab, LabError, PublisherCodec, Terminal};
+use crate::testbed::meeting::{Meeting, MeetingConfig, MeetingSfu};
+use crate::testbed::netns::Netns;
 use crate::testbed::scratch::fresh_dir;
 
 /// What the issue asks: p99 under this.
@@ -48,30 +55,150 @@ const STEP_WAIT: Duration = Duration::from_secs(30);
 /// Attempts at a repair that needs the recorder to let go of the broken file system.
 const REPAIR_ATTEMPTS: u32 = 50;
 
-pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
+/// The SFU between the mixer and the meeting's terminals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum E2eSfu {
+    /// The simulated SFU, on loopback: the terminals are its announcements.
+    Sim,
+    /// A real Janus in a network namespace, with publishers and a TextRoom terminal
+    /// on a data channel (root, Debian's janus and GStreamer).
+    Janus,
+}
+
+impl E2eSfu {
+    const ALL: [E2eSfu; 2] = [E2eSfu::Sim, E2eSfu::Janus];
+
+    fn name(self) -> &'static str {
+        match self {
+            E2eSfu::Sim => "sim",
+            E2eSfu::Janus => "janus",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not an SFU of the bench: one of sim, janus")]
+pub struct E2eSfuError(String);
+
+impl FromStr for E2eSfu {
+    type Err = E2eSfuError;
+
+    fn from_str(s: &str) -> Result<Self, E2eSfuError> {
+        E2eSfu::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim())
+            .ok_or_else(|| E2eSfuError(s.to_owned()))
+    }
+}
+
+/// `trials` of every fault kind through each of `sfus`, side by side in one table.
+/// The Janus variant fails (an error) where its namespace or Janus cannot be had.
+pub async fn run(out: &mut (dyn Write + Send), trials: usize, sfus: &[E2eSfu]) -> io::Result<()> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
+    let janus = sfus.contains(&E2eSfu::Janus);
     if !root || !Path::new("/dev/loop-control").exists() {
-        return writeln!(
-            out,
-            "skipped: needs root and loop devices (/dev/loop-control): each fault is made on a small ext4 disk on a loop device"
-        );
+        let why = "needs root and loop devices (/dev/loop-control): each fault is made on a small ext4 disk on a loop device";
+        if janus {
+            return Err(io::Error::other(format!(
+                "the Janus variant {why}, and a network namespace"
+            )));
+        }
+        return writeln!(out, "skipped: {why}");
     }
     writeln!(
         out,
-        "{PARTICIPANTS} participants -> mixer (320x240 @ 30 fps) -> recorder (storage poll {} ms, {} ms fragments, a spool) on a {} MiB ext4 loop disk",
+        "mixer (320x240 @ 30 fps) -> recorder (storage poll {} ms, {} ms fragments, a spool) on a {} MiB ext4 loop disk",
         MonitorConfig::new(PathBuf::new()).poll.as_millis(),
         FRAGMENT.as_millis(),
         FaultDisk::BYTES >> 20,
     )?;
+    if sfus.contains(&E2eSfu::Sim) {
+        writeln!(
+            out,
+            "sim: the simulated SFU on loopback with {PARTICIPANTS} participants; the clock stops when the announcement reaches its terminals"
+        )?;
+    }
+    if !janus {
+        return table(out, trials, sfus, None).await;
+    }
     writeln!(
         out,
-        "clock: from just before the system call that makes the fault to its announcement reaching the terminals in the simulated SFU"
+        "janus: Janus in a network namespace (ICE on a veth pair), {} GStreamer publishers (H.264, VP8), the mixer in the VideoRoom; the clock stops when a TextRoom terminal (GStreamer webrtcbin) has the announcement on its data channel",
+        PUBLISHERS.len()
+    )?;
+    out.flush()?;
+    let room = tokio::task::block_in_place(JanusRoom::start)?;
+    let JanusRoom {
+        people,
+        lab,
+        mut heard,
+    } = room;
+    // The mixer and recorder inside the namespace, where Janus's API is; a runtime
+    // of their own, on a thread that entered it.
+    let done = tokio::task::block_in_place(|| {
+        lab.netns().inside(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(table(out, trials, sfus, Some(&mut heard)))
+        })
+    });
+    drop(people);
+    drop(lab);
+    done.map_err(io::Error::other)?
+}
+
+/// The publishers of the Janus room: name, codec.
+const PUBLISHERS: [(&str, PublisherCodec); 2] = [
+    ("alice", PublisherCodec::H264),
+    ("bob", PublisherCodec::Vp8),
+];
+
+/// The Janus variant's meeting, for the whole run: Janus, the publishers and the
+/// TextRoom terminal, whose announcements come stamped with their arrival.
+struct JanusRoom {
+    people: Vec<Terminal>,
+    lab: JanusLab,
+    heard: mpsc::UnboundedReceiver<(Instant, Said)>,
+}
+
+impl JanusRoom {
+    fn start() -> io::Result<Self> {
+        let ns = Netns::create("bench").map_err(|e| {
+            io::Error::other(format!(
+                "the Janus variant needs a network namespace with a veth pair (Janus offers no loopback ICE candidates), and none can be made here: {e}"
+            ))
+        })?;
+        let failed = |e: LabError| io::Error::other(format!("the Janus variant's meeting: {e}"));
+        let lab = JanusLab::start(ns).map_err(failed)?;
+        let mut terminal = lab.textroom_terminal("terminal").map_err(failed)?;
+        let heard = stamped_terminal(terminal.take_lines())?;
+        let mut people = vec![terminal];
+        for (i, (name, codec)) in PUBLISHERS.into_iter().enumerate() {
+            people.push(lab.publisher(name, i, codec).map_err(failed)?);
+        }
+        Ok(Self { people, lab, heard })
+    }
+}
+
+/// The table: every fault kind through each SFU, then where the time goes.
+async fn table(
+    out: &mut (dyn Write + Send),
+    trials: usize,
+    sfus: &[E2eSfu],
+    mut terminal: Option<&mut mpsc::UnboundedReceiver<(Instant, Said)>>,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "clock: from just before the system call that makes the fault to its announcement at the terminals"
     )?;
     writeln!(
         out,
-        "{:<36} {:>6} {:>9} {:>9} {:>9}  p99 < {} ms",
+        "{:<36} {:<5} {:>6} {:>9} {:>9} {:>9}  p99 < {} ms",
         "fault",
+        "sfu",
         "trials",
         "p50 ms",
         "p99 ms",
@@ -81,36 +208,43 @@ pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
     out.flush()?;
     let mut stages = Vec::new();
     for fault in DiskFault::ALL {
-        let started = Instant::now();
-        let (done, failure) = match Bench::start(fault).await {
-            Ok(mut bench) => {
-                let mut done = Vec::with_capacity(trials);
-                let failure = bench.trials(trials, &mut done).await.err();
-                bench.finish().await;
-                (done, failure)
+        for &sfu in sfus {
+            let started = Instant::now();
+            let heard = match sfu {
+                E2eSfu::Sim => None,
+                E2eSfu::Janus => terminal.as_deref_mut(),
+            };
+            let (done, failure) = match Bench::start(fault, sfu, heard).await {
+                Ok(mut bench) => {
+                    let mut done = Vec::with_capacity(trials);
+                    let failure = bench.trials(trials, &mut done).await.err();
+                    bench.finish().await;
+                    (done, failure)
+                }
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            let totals: Vec<Duration> = done.iter().map(|t| t.total).collect();
+            let label = format!("{fault} ({})", fault.how());
+            let sfu = sfu.name();
+            match Percentiles::of(&totals) {
+                Some(p) => writeln!(
+                    out,
+                    "{label:<36} {sfu:<5} {:>6} {:>9.1} {:>9.1} {:>9.1}  {:<4} ({:.0} s)",
+                    p.count,
+                    ms(p.p50),
+                    ms(p.p99),
+                    ms(p.max),
+                    if p.p99 < TARGET_P99 { "yes" } else { "NO" },
+                    started.elapsed().as_secs_f64(),
+                )?,
+                None => writeln!(out, "{label:<36} {sfu:<5} {:>6}", 0)?,
             }
-            Err(e) => (Vec::new(), Some(e)),
-        };
-        let totals: Vec<Duration> = done.iter().map(|t| t.total).collect();
-        let label = format!("{fault} ({})", fault.how());
-        match Percentiles::of(&totals) {
-            Some(p) => writeln!(
-                out,
-                "{label:<36} {:>6} {:>9.1} {:>9.1} {:>9.1}  {:<4} ({:.0} s)",
-                p.count,
-                ms(p.p50),
-                ms(p.p99),
-                ms(p.max),
-                if p.p99 < TARGET_P99 { "yes" } else { "NO" },
-                started.elapsed().as_secs_f64(),
-            )?,
-            None => writeln!(out, "{label:<36} {:>6}", 0)?,
+            if let Some(e) = failure {
+                writeln!(out, "  stopped after {} trials: {e}", done.len())?;
+            }
+            out.flush()?;
+            stages.push((label, sfu, done));
         }
-        if let Some(e) = failure {
-            writeln!(out, "  stopped after {} trials: {e}", done.len())?;
-        }
-        out.flush()?;
-        stages.push((label, done));
     }
     writeln!(
         out,
@@ -118,10 +252,10 @@ pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<36} {:>15} {:>15} {:>15} {:>15}",
-        "fault", "raised", "relayed", "terminals", "call"
+        "{:<36} {:<5} {:>15} {:>15} {:>15} {:>15}",
+        "fault", "sfu", "raised", "relayed", "terminals", "call"
     )?;
-    for (label, done) in &stages {
+    for (label, sfu, done) in &stages {
         let column = |f: fn(&Trial) -> Duration| {
             let v: Vec<Duration> = done.iter().map(f).collect();
             Percentiles::of(&v).map_or("-".into(), |p| {
@@ -130,7 +264,7 @@ pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
         };
         writeln!(
             out,
-            "{label:<36} {:>15} {:>15} {:>15} {:>15}",
+            "{label:<36} {sfu:<5} {:>15} {:>15} {:>15} {:>15}",
             column(|t| t.raised),
             column(|t| t.relayed),
             column(|t| t.shown),
@@ -144,17 +278,25 @@ pub async fn run(out: &mut dyn Write, trials: usize) -> io::Result<()> {
 type Failure = String;
 
 /// One kind of fault on its own disk and recording.
-struct Bench {
-    /// What the meeting hears, stamped as it arrives.
+struct Bench<'a> {
+    /// What the mixer reports and the simulated SFU's terminals hear, stamped as it
+    /// arrives.
     heard: mpsc::UnboundedReceiver<(Instant, Heard)>,
+    /// What Janus's terminal hears, stamped as it arrived there.
+    terminal: Option<&'a mut mpsc::UnboundedReceiver<(Instant, Said)>>,
     fault: DiskFault,
     disk: FaultDisk,
     spool: PathBuf,
     meeting: Meeting,
 }
 
-impl Bench {
-    async fn start(fault: DiskFault) -> Result<Self, Failure> {
+impl<'a> Bench<'a> {
+    /// The Janus variant when `terminal` is its terminal's announcements.
+    async fn start(
+        fault: DiskFault,
+        sfu: E2eSfu,
+        terminal: Option<&'a mut mpsc::UnboundedReceiver<(Instant, Said)>>,
+    ) -> Result<Self, Failure> {
         let disk = FaultDisk::create().ok_or("cannot make a loop disk (losetup, mkfs.ext4)")?;
         let spool = fresh_dir("bench-spool").ok_or("cannot make a spool directory")?;
         let key = LinkKey::new(b"bench".to_vec()).map_err(|e| e.to_string())?;
@@ -163,9 +305,17 @@ impl Bench {
         recorder.health = FaultDisk::health();
         recorder.writer.max_fragment = FRAGMENT;
         recorder.writer.min_spool_stay = SPOOL_STAY;
+        let sfu = match (sfu, &terminal) {
+            (E2eSfu::Sim, _) => MeetingSfu::Sim {
+                participants: PARTICIPANTS,
+                codecs: crate::sfu::sim::CodecMix::default(),
+            },
+            (E2eSfu::Janus, Some(_)) => MeetingSfu::Janus(JanusLab::mixer_config("recbox bench")),
+            (E2eSfu::Janus, None) => return Err("no Janus room".into()),
+        };
         let mut meeting = Meeting::start(MeetingConfig {
             recorder,
-            participants: PARTICIPANTS,
+            sfu,
             engine: EngineConfig {
                 width: 320,
                 height: 240,
@@ -173,13 +323,13 @@ impl Bench {
             },
             recording: format!("bench-{}", fault.name()),
             microphone: None,
-            codecs: crate::sfu::sim::CodecMix::default(),
         })
         .await
         .map_err(|e| e.to_string())?;
         let heard = stamped(&mut meeting).map_err(|e| format!("stamping thread: {e}"))?;
         let mut bench = Self {
             heard,
+            terminal,
             fault,
             disk,
             spool,
@@ -206,6 +356,9 @@ impl Bench {
         tokio::time::sleep(FRAGMENT.mul_f64(rand::random())).await;
         // Nothing heard meanwhile concerns the next fault.
         while self.heard.try_recv().is_ok() {}
+        if let Some(t) = self.terminal.as_deref_mut() {
+            while t.try_recv().is_ok() {}
+        }
         let injected = self
             .disk
             .inject(self.fault)
@@ -261,16 +414,20 @@ impl Bench {
         let deadline = tokio::time::Instant::now() + STEP_WAIT;
         while !done(self, settle, clock.as_deref()) {
             let heard = &mut self.heard;
+            let terminal = self.terminal.as_deref_mut();
             let next = timeout_at(deadline, async {
                 tokio::select! {
-                    heard = heard.recv() => heard,
+                    heard = heard.recv() => heard.ok_or("the meeting ended"),
+                    said = terminal_said(terminal) => said
+                        .map(|(at, said)| (at, Heard::Said(said)))
+                        .ok_or("the Janus terminal is gone"),
                     // Look at the disk again.
-                    _ = tokio::time::sleep(LOOK_INTERVAL) => Some((Instant::now(), Heard::Nothing)),
+                    _ = tokio::time::sleep(LOOK_INTERVAL) => Ok((Instant::now(), Heard::Nothing)),
                 }
             });
             let (at, heard) = match next.await {
-                Ok(Some(heard)) => heard,
-                Ok(None) => return Err("the meeting ended".into()),
+                Ok(Ok(heard)) => heard,
+                Ok(Err(gone)) => return Err(gone.into()),
                 Err(_) => {
                     return Err(format!(
                         "not done within {STEP_WAIT:?}; faults announced and not over: {:?}",
@@ -279,12 +436,10 @@ impl Bench {
                 }
             };
             match heard {
-                Heard::Event(SimEvent::Announcement(a)) => {
-                    if let Some(said) = Said::of(&a) {
-                        settle.hear(&said);
-                        if let Some(c) = clock.as_deref_mut() {
-                            c.shown(&said, at);
-                        }
+                Heard::Said(said) => {
+                    settle.hear(&said);
+                    if let Some(c) = clock.as_deref_mut() {
+                        c.shown(&said, at);
                     }
                 }
                 Heard::Report(MixerReport::Relayed(Notice::Fault(f))) => {
@@ -307,10 +462,23 @@ impl Bench {
     }
 }
 
+// A few a second, each handled at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Heard {
-    Event(SimEvent),
+    /// At the terminals.
+    Said(Said),
     Report(MixerReport),
     Nothing,
+}
+
+/// The next announcement at Janus's terminal; never, without one.
+async fn terminal_said(
+    terminal: Option<&mut mpsc::UnboundedReceiver<(Instant, Said)>>,
+) -> Option<(Instant, Said)> {
+    match terminal {
+        Some(t) => t.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes the meeting's reports and stamps each as it arrives, on a thread of its
@@ -330,7 +498,13 @@ fn stamped(meeting: &mut Meeting) -> io::Result<mpsc::UnboundedReceiver<(Instant
             runtime.block_on(async move {
                 loop {
                     let heard = tokio::select! {
-                        Some(e) = events.recv() => Heard::Event(e),
+                        Some(e) = events.recv() => match e {
+                            SimEvent::Announcement(a) => match Said::of(&a) {
+                                Some(said) => Heard::Said(said),
+                                None => continue,
+                            },
+                            _ => continue,
+                        },
                         Some(r) = reports.recv() => Heard::Report(r),
                         // The meeting is over.
                         else => return,
@@ -355,14 +529,71 @@ enum Said {
 
 impl Said {
     fn of(a: &Announcement) -> Option<Self> {
-        if a.to != Audience::Terminals {
+        Self::of_json(&serde_json::to_value(a).ok()?)
+    }
+
+    /// From an announcement's JSON line, as a terminal shows it.
+    fn of_json(a: &Value) -> Option<Self> {
+        if a["to"] != "terminals" {
             return None;
         }
-        if a.kind == "cleared" {
-            return a.fault.map(Said::Cleared);
+        let kind = |v: &Value| serde_json::from_value::<FaultKind>(v.clone()).ok();
+        if a["kind"] == "cleared" {
+            return kind(&a["fault"]).map(Said::Cleared);
         }
-        let kind = serde_json::from_value(serde_json::Value::String(a.kind.clone())).ok()?;
-        Some(Said::Fault { kind, at: a.at })
+        Some(Said::Fault {
+            kind: kind(&a["kind"])?,
+            at: a["at"].as_u64()?,
+        })
+    }
+
+    /// From a terminal's `announcement` event: the text's second line is the JSON.
+    fn of_terminal_event(event: &Value) -> Option<Self> {
+        if event["event"] != "announcement" {
+            return None;
+        }
+        let line = event["text"].as_str()?.lines().nth(1)?;
+        Self::of_json(&serde_json::from_str(line).ok()?)
+    }
+}
+
+/// Reads a Janus terminal's event lines on a thread of its own; each announcement
+/// comes out with the instant the terminal stamped on its arrival (its `rx`, on the
+/// wall clock), so neither the pipe nor this process's scheduling adds to it.
+fn stamped_terminal(
+    lines: std::sync::mpsc::Receiver<String>,
+) -> io::Result<mpsc::UnboundedReceiver<(Instant, Said)>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("bench-terminal".into())
+        .spawn(move || {
+            for line in lines {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let (Some(said), Some(rx_at)) =
+                    (Said::of_terminal_event(&event), event["rx"].as_f64())
+                else {
+                    continue;
+                };
+                tracing::debug!("terminal: {line}");
+                let at = arrival(rx_at, Instant::now(), SystemTime::now());
+                if tx.send((at, said)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// The instant of a wall-clock time `rx` (seconds since the epoch), by the pair
+/// `now`/`wall` read together.
+fn arrival(rx: f64, now: Instant, wall: SystemTime) -> Instant {
+    let rx = UNIX_EPOCH + Duration::try_from_secs_f64(rx).unwrap_or_default();
+    match wall.duration_since(rx) {
+        Ok(ago) => now.checked_sub(ago).unwrap_or(now),
+        // Stamped after `wall`: only a clock step does that.
+        Err(ahead) => now + ahead.duration(),
     }
 }
 
@@ -555,6 +786,71 @@ mod tests {
             faults: vec![FaultKind::Failover],
         };
         assert_eq!(said(stats), None);
+    }
+
+    #[test]
+    fn a_janus_terminal_line_is_read_back() {
+        let f = Fault {
+            recording: text("r"),
+            kind: FaultKind::DiskOffline,
+            target: FaultTarget::Storage,
+            detail: text("gone"),
+            at: 42,
+        };
+        let a = Announcement::new(&Notice::Fault(f));
+        // As terminal.py prints what the TextRoom sent: the sentence, then the JSON.
+        let text = format!("{}\n{}", a.text, a.to_json_line());
+        let event =
+            serde_json::json!({"event": "announcement", "name": "t", "rx": 1.5, "text": text});
+        assert_eq!(
+            Said::of_terminal_event(&event),
+            Some(Said::Fault {
+                kind: FaultKind::DiskOffline,
+                at: 42
+            })
+        );
+        let cleared = Announcement::new(&Notice::Cleared {
+            kind: FaultKind::DiskOffline,
+            target: FaultTarget::Storage,
+            at: 43,
+        });
+        let text = format!("{}\n{}", cleared.text, cleared.to_json_line());
+        let event = serde_json::json!({"event": "announcement", "rx": 2.0, "text": text});
+        assert_eq!(
+            Said::of_terminal_event(&event),
+            Some(Said::Cleared(FaultKind::DiskOffline))
+        );
+        // Other events, and a text without its JSON line, are not announcements.
+        let joined = serde_json::json!({"event": "textroom_joined", "rx": 1.0});
+        assert_eq!(Said::of_terminal_event(&joined), None);
+        let bare = serde_json::json!({"event": "announcement", "rx": 1.0, "text": "hello"});
+        assert_eq!(Said::of_terminal_event(&bare), None);
+    }
+
+    #[test]
+    fn a_terminal_stamp_becomes_an_instant() {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+        // Stamped 250 ms before the pair was read.
+        assert_eq!(
+            arrival(1_700_000_000.25, now, wall),
+            now - Duration::from_millis(250)
+        );
+        // A clock that stepped back: after `now`, never a panic.
+        assert_eq!(
+            arrival(1_700_000_001.5, now, wall),
+            now + Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn sfus_by_name() {
+        assert_eq!("sim".parse(), Ok(E2eSfu::Sim));
+        assert_eq!(" janus".parse(), Ok(E2eSfu::Janus));
+        assert_eq!(
+            "mcu".parse::<E2eSfu>().unwrap_err().to_string(),
+            "`mcu` is not an SFU of the bench: one of sim, janus"
+        );
     }
 
     #[test]

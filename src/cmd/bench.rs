@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::parse_duration;
+use recbox::bench::faults_e2e::E2eSfu;
 use recbox::bench::mix::ffmpeg::FfmpegSettings;
 use recbox::bench::mix::recbox_side::SideConfig;
 use recbox::bench::mix::MixBenchConfig;
@@ -28,6 +29,10 @@ pub struct Args {
     /// Trials per fault kind in the fault-latency parts.
     #[arg(long, default_value_t = 100)]
     trials: usize,
+    /// Faults-e2e: the SFUs the announcements go through, side by side: sim, janus
+    /// (a real Janus in a network namespace), e.g. sim,janus.
+    #[arg(long, value_delimiter = ',', default_value = "sim")]
+    sfu: Vec<E2eSfu>,
     /// Mix: participant counts to measure, e.g. 4,9.
     #[arg(long, value_delimiter = ',', default_value = "4,9")]
     participants: Vec<u8>,
@@ -132,7 +137,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
             BenchPart::FaultsE2e => {
                 println!("== fault feedback end to end: fault to announcement at the terminals ==");
-                recbox::bench::faults_e2e::run(&mut out, args.trials).await?;
+                recbox::bench::faults_e2e::run(&mut out, args.trials, &args.sfu).await?;
             }
             BenchPart::Mix => {
                 let dir = dir("mix")?;

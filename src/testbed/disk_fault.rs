@@ -273,7 +273,10 @@ impl FaultDisk {
                 inode::set_flags(&file, inode::flags(&file)? & !FS_IMMUTABLE_FL)
             }
             DiskFault::ReadOnly | DiskFault::IoError => {
-                if !self.disk.lazy_unmount() {
+                // An attempt before may have failed with the disk unmounted (e2fsck
+                // finds the device busy while a file keeps the broken file system):
+                // this one goes on from there.
+                if self.mounted()?.is_some() && !self.disk.lazy_unmount() {
                     return Err(failed("umount -l"));
                 }
                 // After an error, check the file system as an operator would; after
@@ -298,13 +301,18 @@ impl FaultDisk {
 
     /// Whether the mounted file system is read-only or shut down.
     fn is_broken(&self) -> io::Result<bool> {
+        self.mounted()?
+            .ok_or_else(|| io::Error::other("the disk is not mounted"))
+    }
+
+    /// Whether the disk is mounted, and then whether it is read-only or shut down.
+    fn mounted(&self) -> io::Result<Option<bool>> {
         let table = mountinfo::read(Path::new(mountinfo::SELF_MOUNTINFO))?;
         let entries = mountinfo::parse(&table);
         let root = self.root().canonicalize()?;
-        let entry = mountinfo::mount_of(&entries, &root)
+        Ok(mountinfo::mount_of(&entries, &root)
             .filter(|e| e.mount_point == root)
-            .ok_or_else(|| io::Error::other("the disk is not mounted"))?;
-        Ok(entry.read_only() || entry.super_options.iter().any(|o| o == "shutdown"))
+            .map(|e| e.read_only() || e.super_options.iter().any(|o| o == "shutdown")))
     }
 }
 

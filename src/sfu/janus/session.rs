@@ -223,14 +223,24 @@ impl Session {
             self.fail(SessionError::SessionLost);
             return;
         }
-        // Acks keep the request pending: its answer comes as an event.
+        // Acks keep a request pending, its answer comes as an event; but the ack
+        // is all Janus answers to a keepalive.
         if kind == IncomingKind::Ack {
+            if let Some(t) = transaction.as_deref() {
+                if self
+                    .pending
+                    .get(t)
+                    .is_some_and(|(p, _)| *p == Pending::Keepalive)
+                {
+                    self.pending.remove(t);
+                }
+            }
             return;
         }
-        let pending = transaction
+        let (pending, sent) = transaction
             .as_deref()
             .and_then(|t| self.pending.remove(t))
-            .map(|(p, _)| p);
+            .unzip();
         match (pending, kind) {
             (Some(p), IncomingKind::Error { code, reason }) => {
                 self.refused(p, PluginError { code, reason }, now)
@@ -308,6 +318,10 @@ impl Session {
                     ..
                 })),
             ) => self.forwarded(publisher, &forwarders, now),
+            (Some(Pending::Announcement), IncomingKind::Plugin(PluginData::TextRoom(Ok(())))) => {
+                let took = sent.map(|at| now.saturating_duration_since(at));
+                debug!(?transaction, ?took, "the TextRoom took the announcement");
+            }
             (Some(p), kind) if p.is_setup() => {
                 warn!("Janus answered {} with {kind:?}", p.name());
                 self.fail(SessionError::NoAnswer(p.name()));
@@ -577,6 +591,10 @@ impl Session {
         };
         let body = protocol::announcement(room, text, self.settings.creds.secret.as_deref());
         self.message(handle, body, Pending::Announcement, now);
+        debug!(
+            transaction = self.next_transaction,
+            "announcement to the TextRoom"
+        );
     }
 
     /// The mixer stops: its forwards go, then the session.

@@ -377,6 +377,43 @@ fn refusals_and_silence() {
 }
 
 #[test]
+fn an_acked_keepalive_keeps_the_session() {
+    let mut at = Instant::now();
+    let mut s = Session::new(settings(), 1, at);
+    set_up(&mut s, json!([]), json!([]), at);
+    assert_eq!(drain(&mut s).1, vec![Output::Ready]);
+    // Janus answers a keepalive with an ack and nothing else, for hours.
+    for _ in 0..10 {
+        at += KEEPALIVE_INTERVAL;
+        s.tick(at);
+        let (sent, out) = drain(&mut s);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["janus"], "keepalive");
+        assert!(out.is_empty(), "{out:?}");
+        answer(
+            &mut s,
+            &sent[0],
+            json!({"janus": "ack", "session_id": 10}),
+            at,
+        );
+        s.tick(at + ANSWER_TIMEOUT);
+        assert_eq!(drain(&mut s), (vec![], vec![]));
+    }
+    assert!(s.is_ready());
+    // An ack to a plugin request still waits for its event.
+    let notice = Notice::Cleared {
+        kind: FaultKind::DiskFull,
+        target: FaultTarget::Storage,
+        at: 1,
+    };
+    s.notice(&notice, at);
+    let (sent, _) = drain(&mut s);
+    assert_eq!(sent[0]["body"]["request"], "announcement");
+    answer(&mut s, &sent[0], json!({"janus": "ack"}), at);
+    assert!(s.pending.values().any(|(p, _)| *p == Pending::Announcement));
+}
+
+#[test]
 fn notices_reach_the_textroom_and_wait_while_janus_is_away() {
     let now = Instant::now();
     let mut s = Session::new(settings(), 1, now);

@@ -1,13 +1,13 @@
 #!/usr/bin/python3
-"""A meeting terminal for the Janus end-to-end test: GStreamer webrtcbin over the
-Janus WebSocket API.
+"""A meeting terminal of the lab's Janus meeting (src/testbed/janus.rs): GStreamer
+webrtcbin over the Janus WebSocket API.
 
  --publish   joins the VideoRoom and publishes a solid colour (H.264 or VP8) and a
-             sine tone (Opus): what the test then looks for in the recording.
+             sine tone (Opus): what a test then looks for in the recording.
  --textroom  joins the TextRoom over a WebRTC data channel, as Janus's own chat
              does, and prints every announcement it receives.
 
-Prints one JSON object per line on stdout for the test ("configured", "webrtcup",
+Prints one JSON object per line on stdout for the lab ("configured", "webrtcup",
 "textroom_joined", "announcement", "error"); logs go to stderr. Runs until SIGTERM,
 then leaves the room and the session and exits 0.
 Needs Debian's /usr/bin/python3 (python3-gi, python3-websockets).
