@@ -313,6 +313,7 @@ impl Engine {
             return Vec::new();
         };
         let arrival = now.saturating_duration_since(self.start);
+        let next_pts = self.frames.next_pts_from(now) as i64;
         let p = &mut self.participants[i];
         let at = p
             .timeline
@@ -348,6 +349,14 @@ impl Engine {
                                 p.counters.pictures_late += 1;
                             }
                             p.pending.push_back((at, picture));
+                            // Pictures before one that the next render can show are
+                            // passed over there: their memory back now, not held
+                            // while the engine catches up with a backlog of frames.
+                            while p.pending.get(1).is_some_and(|(at, _)| *at <= next_pts) {
+                                if let Some((_, passed)) = p.pending.pop_front() {
+                                    decoder.recycle(passed);
+                                }
+                            }
                         }
                         Vec::new()
                     }
@@ -662,6 +671,68 @@ mod tests {
             counters[2].video_frames + counters[2].video_decode_errors,
             0
         );
+    }
+
+    #[test]
+    fn a_backlog_of_frames_holds_one_picture_not_all_of_them() {
+        use crate::link::frame::text;
+        use crate::media::codec::Codec;
+        use crate::sfu::control::StreamInfo;
+        use crate::synth::{PatternSource, PatternSpec};
+
+        let t0 = Instant::now();
+        let mut engine = Engine::new(small(Duration::from_secs(2)), t0).unwrap();
+        let stream = |ssrc| StreamInfo {
+            ssrc,
+            payload_type: 96,
+            port: 5004,
+        };
+        engine.join(ParticipantInfo {
+            id: text("p1"),
+            name: text("P1"),
+            audio: stream(10),
+            video: stream(11),
+            video_codec: Codec::H264,
+        });
+        let mut source = PatternSource::new(PatternSpec {
+            width: 160,
+            height: 96,
+            ..PatternSpec::default()
+        })
+        .unwrap();
+        let frames: Vec<_> = (0..40).map(|_| source.next_frame().unwrap()).collect();
+        let frame = |k: usize| Frame {
+            ssrc: 11,
+            kind: MediaKind::Video,
+            ts: k as i64 * 3000,
+            data: frames[k].data.clone(),
+            keyframe: frames[k].keyframe,
+            wallclock_us: None,
+        };
+        let frame_time = Duration::from_nanos(1_000_000_000 / 30);
+        // On time: each frame arrives as it is sent, and is rendered 80 ms later.
+        for k in 0..10 {
+            let now = t0 + frame_time * k as u32;
+            assert!(engine.on_frame(frame(k), now).is_empty());
+            engine.poll(now).unwrap();
+            assert!(
+                engine.participants[0].pending.len() <= 4,
+                "ahead by the delay"
+            );
+        }
+        // The engine stalled for a second: 30 frames wait and are decoded in a burst,
+        // long after their time, before the next render.
+        let late = t0 + frame_time * 40;
+        for k in 10..40 {
+            assert!(engine.on_frame(frame(k), late).is_empty());
+            let pending = &engine.participants[0].pending;
+            // The one the next render shows, and those still ahead of it.
+            assert!(pending.len() <= 3, "{} pictures held", pending.len());
+        }
+        engine.poll(late).unwrap();
+        let p = &engine.participants[0];
+        assert_eq!(p.counters.video_frames, 40);
+        assert_eq!(p.counters.pictures_late, 0);
     }
 
     use crate::mixer::audio_encoder::FRAME_SAMPLES;

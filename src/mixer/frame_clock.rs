@@ -60,6 +60,18 @@ impl FrameClock {
         index * PTS_HZ / u64::from(self.fps)
     }
 
+    /// The lowest presentation time that the next frame handed out at `now` or
+    /// later can have.
+    pub fn next_pts_from(&self, now: Instant) -> u64 {
+        self.pts(self.index_at(now).unwrap_or(0).max(self.next))
+    }
+
+    /// The newest frame due at `now`.
+    fn index_at(&self, now: Instant) -> Option<u64> {
+        let elapsed = now.checked_duration_since(self.start)?.as_nanos();
+        Some((elapsed * u128::from(self.fps) / 1_000_000_000) as u64)
+    }
+
     /// When the next frame is due: the IO shell sleeps until then.
     pub fn next_due(&self) -> Instant {
         self.due(self.next)
@@ -67,8 +79,7 @@ impl FrameClock {
 
     /// The newest frame due at `now`, if one is due that was not handed out yet.
     pub fn poll(&mut self, now: Instant) -> Option<Tick> {
-        let elapsed = now.checked_duration_since(self.start)?.as_nanos();
-        let index = (elapsed * u128::from(self.fps) / 1_000_000_000) as u64;
+        let index = self.index_at(now)?;
         if index < self.next {
             return None;
         }
@@ -121,6 +132,21 @@ mod tests {
                 .skipped,
             0
         );
+    }
+
+    #[test]
+    fn the_next_frame_handed_out_has_at_least_next_pts_from() {
+        let start = Instant::now();
+        let mut clock = FrameClock::new(start, 25).unwrap();
+        assert_eq!(clock.next_pts_from(start - Duration::from_secs(1)), 0);
+        let late = start + Duration::from_millis(130);
+        assert_eq!(clock.next_pts_from(late), 3 * 3600);
+        assert_eq!(clock.poll(late).unwrap().pts, 3 * 3600);
+        // Frame 3 handed out: the next one is frame 4 at the earliest.
+        assert_eq!(clock.next_pts_from(late), 4 * 3600);
+        let later = start + Duration::from_millis(330);
+        assert_eq!(clock.next_pts_from(later), 8 * 3600);
+        assert_eq!(clock.poll(later).unwrap().pts, 8 * 3600);
     }
 
     #[test]
