@@ -14,19 +14,20 @@ use std::time::{Duration, Instant};
 
 use common::process::Recbox;
 use recbox::appliance::front::Front;
-use recbox::appliance::{Appliance, Event, Plan, RecordingState};
+use recbox::appliance::{Appliance, ApplianceError, Event, Plan, RecordingState};
 use recbox::audio::chime::Chime;
 use recbox::audio::playback::SimulatedSpeaker;
 use recbox::audio::ChimePlayer;
 use recbox::config::Config;
 use recbox::link::frame::FaultKind;
 use recbox::mixer::service::MixerReport;
-use recbox::panel::{PanelState, SimulatedPanel};
+use recbox::panel::{PanelState, SimulatedPanel, SimulatedPanelHandle};
 use recbox::recorder::layout::{INDEX_FILE, MP4_FILE};
 use recbox::sfu::Notice;
 use recbox::storage::health::HealthEvent;
 use recbox::systemd::Notifier;
 use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
 
 /// Generous: the machine is shared and busy.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -375,6 +376,59 @@ fn recorded(event: &Event) -> Option<u64> {
     }
 }
 
+/// The box of a configuration in this process, with its front as `recbox run`
+/// wires it on a simulated panel and speaker; it records only when told.
+struct FrontedBox {
+    events: broadcast::Receiver<Event>,
+    panel: SimulatedPanelHandle,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ApplianceError>>,
+    front: JoinHandle<()>,
+}
+
+impl FrontedBox {
+    fn start(text: &str, speaker: &SimulatedSpeaker) -> (Config, Self) {
+        let mut config = Config::parse(text).unwrap();
+        config.recording.autostart = false;
+        let (appliance, handle) =
+            Appliance::new(Plan::both(&config, common::key()), Notifier::none());
+        let events = handle.subscribe();
+        let (panel_io, panel) = SimulatedPanel::new();
+        let front = Front {
+            panel: Box::new(panel_io),
+            timing: config.panel.timing(),
+            chimes: ChimePlayer::new(Box::new(speaker.clone())),
+            button: None,
+        }
+        .spawn(&handle);
+        // The front ends when the box's events do: nothing else may hold them open.
+        drop(handle);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(appliance.run(async {
+            let _ = stopped.await;
+        }));
+        let running = Self {
+            events,
+            panel,
+            stop,
+            task,
+            front,
+        };
+        (config, running)
+    }
+
+    /// Stops the box, which ends its front; the panel, to read what it showed.
+    async fn stop(self) -> SimulatedPanelHandle {
+        self.stop.send(()).unwrap();
+        let waited = tokio::time::timeout(PATIENCE, async {
+            self.task.await.unwrap().unwrap();
+            self.front.await.unwrap();
+        });
+        waited.await.expect("the box and its front stop");
+        self.panel
+    }
+}
+
 /// The box's front as `recbox run` wires it: a short press on the panel's button
 /// (the `Toggle` command) starts recording, a long one (`SafeStop`) closes it and
 /// syncs the disk; the panel shows each step up to eject-safe, and the speaker
@@ -384,34 +438,17 @@ async fn the_panel_button_records_and_safe_stops_with_chimes() {
     let dir = tempfile::tempdir().unwrap();
     let sfu = common::start_sfu().await;
     let text = std::fs::read_to_string(small_box(dir.path(), &sfu)).unwrap();
-    let mut config = Config::parse(&text).unwrap();
-    config.recording.autostart = false;
-    let (appliance, handle) = Appliance::new(Plan::both(&config, common::key()), Notifier::none());
-    let mut events = handle.subscribe();
-    let (panel_io, mut panel) = SimulatedPanel::new();
     let speaker = SimulatedSpeaker::new();
-    let front = Front {
-        panel: Box::new(panel_io),
-        timing: config.panel.timing(),
-        chimes: ChimePlayer::new(Box::new(speaker.clone())),
-        button: None,
-    }
-    .spawn(&handle);
-    // The front ends when the box's events do: nothing else may hold them open.
-    drop(handle);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(appliance.run(async {
-        let _ = stopped.await;
-    }));
+    let (config, mut running) = FrontedBox::start(&text, &speaker);
     let idle = |e: &Event| matches!(e, Event::State(RecordingState::Idle));
-    wait_event(&mut events, "idle at start", idle).await;
+    wait_event(&mut running.events, "idle at start", idle).await;
     assert!(
         recordings(&dir.path().join("storage")).is_empty(),
         "no autostart"
     );
 
     let press = |held: Duration| {
-        let panel = &panel;
+        let panel = &running.panel;
         async move {
             panel.press();
             tokio::time::sleep(held).await;
@@ -419,20 +456,16 @@ async fn the_panel_button_records_and_safe_stops_with_chimes() {
         }
     };
     press(Duration::from_millis(200)).await;
-    let first = recorded(&wait_event(&mut events, "bytes", |e| recorded(e) > Some(0)).await);
-    wait_event(&mut events, "more bytes", |e| recorded(e) > first).await;
+    let first =
+        recorded(&wait_event(&mut running.events, "bytes", |e| recorded(e) > Some(0)).await);
+    wait_event(&mut running.events, "more bytes", |e| recorded(e) > first).await;
     press(config.panel.long_press + Duration::from_millis(300)).await;
-    wait_event(&mut events, "synced", |e| {
+    wait_event(&mut running.events, "synced", |e| {
         matches!(e, Event::Synced(Ok(())))
     })
     .await;
 
-    stop.send(()).unwrap();
-    let waited = tokio::time::timeout(PATIENCE, async {
-        task.await.unwrap().unwrap();
-        front.await.unwrap();
-    });
-    waited.await.expect("the box and its front stop");
+    let mut panel = running.stop().await;
     let mut shown = Vec::new();
     while let Some(state) = panel.next_shown().await {
         shown.push(state);
@@ -511,24 +544,8 @@ async fn an_idle_box_shows_low_space_on_its_panel() {
     let sfu = common::start_sfu().await;
     let text = std::fs::read_to_string(small_box(dir.path(), &sfu)).unwrap();
     let text = text.replace("[recorder]\n", "[recorder]\nlow_space = \"1000000G\"\n");
-    let mut config = Config::parse(&text).unwrap();
-    config.recording.autostart = false;
-    let (appliance, handle) = Appliance::new(Plan::both(&config, common::key()), Notifier::none());
-    let mut events = handle.subscribe();
-    let (panel_io, mut panel) = SimulatedPanel::new();
-    let front = Front {
-        panel: Box::new(panel_io),
-        timing: config.panel.timing(),
-        chimes: ChimePlayer::new(Box::new(SimulatedSpeaker::new())),
-        button: None,
-    }
-    .spawn(&handle);
-    drop(handle);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(appliance.run(async {
-        let _ = stopped.await;
-    }));
-    wait_event(&mut events, "the low-space finding", |e| {
+    let (_, mut running) = FrontedBox::start(&text, &SimulatedSpeaker::new());
+    wait_event(&mut running.events, "the low-space finding", |e| {
         matches!(
             e,
             Event::Storage(HealthEvent::Fault {
@@ -539,7 +556,7 @@ async fn an_idle_box_shows_low_space_on_its_panel() {
     })
     .await;
     let shown = tokio::time::timeout(PATIENCE, async {
-        while let Some(state) = panel.next_shown().await {
+        while let Some(state) = running.panel.next_shown().await {
             if state == PanelState::Warning {
                 return;
             }
@@ -553,11 +570,5 @@ async fn an_idle_box_shows_low_space_on_its_panel() {
         recordings(&dir.path().join("storage")).is_empty(),
         "nothing recorded"
     );
-
-    stop.send(()).unwrap();
-    let waited = tokio::time::timeout(PATIENCE, async {
-        task.await.unwrap().unwrap();
-        front.await.unwrap();
-    });
-    waited.await.expect("the box and its front stop");
+    running.stop().await;
 }

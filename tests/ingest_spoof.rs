@@ -20,7 +20,7 @@ use recbox::mixer::engine::EngineConfig;
 use recbox::mixer::link::LinkConfig;
 use recbox::mixer::service::{self as mixer, MixerConfig};
 use recbox::sfu::notice::StreamReport;
-use recbox::sfu::sim::{SfuSim, SimConfig, SimEvent};
+use recbox::sfu::sim::SimEvent;
 use recbox::synth::video::rgb_to_yuv;
 use recbox::synth::{PatternSource, PatternSpec, PALETTE};
 use tokio::net::UdpSocket;
@@ -182,26 +182,11 @@ fn ingest_report(event: &SimEvent, ssrc: u32) -> Option<StreamReport> {
 async fn the_sfu_hears_of_spoofed_packets_in_the_ingest_notice() {
     let storage = tempfile::tempdir().unwrap();
     let recorder = common::start_recorder("127.0.0.1:0", storage.path(), |_| {}).await;
-    let sim = SfuSim::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        SimConfig {
-            participants: 1,
-            video: PatternSpec {
-                width: 160,
-                height: 120,
-                fps: 10,
-                gop: 20,
-                ..PatternSpec::default()
-            },
-            report_sent: true,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let url = format!("ws://{}/", sim.local_addr().unwrap());
-    let (sim_tx, mut sim_events) = mpsc::unbounded_channel();
-    let sim = tokio::spawn(sim.run(sim_tx));
+    let (url, mut sim_events) = common::start_sfu_with(|c| {
+        c.participants = 1;
+        c.report_sent = true;
+    })
+    .await;
     let config = MixerConfig {
         ingest: "127.0.0.1:0".parse().unwrap(),
         playout_delay: Duration::from_millis(100),
@@ -281,5 +266,4 @@ async fn the_sfu_hears_of_spoofed_packets_in_the_ingest_notice() {
         .unwrap()
         .unwrap();
     assert!(summary.is_some(), "the recording was stopped cleanly");
-    sim.abort();
 }
