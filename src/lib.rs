@@ -21,6 +21,7 @@ pub mod demo;
 pub mod duration;
 pub mod encoder;
 pub mod ingest;
+pub mod libav;
 pub mod link;
 pub mod media;
 pub mod mixer;

@@ -1,63 +1,13 @@
-//! H.264 decoding of one participant's video with openh264, one Annex B access unit
-//! at a time, into [`Picture`]s. Waiting for keyframes and the spare pictures are
-//! [`super::video::VideoDecoder`]'s, as for every codec.
+//! H.264 as the engine decodes it: what starts a stream anew. The decoding itself
+//! is libavcodec's ([`super::libav`]); waiting for keyframes and the spare pictures
+//! are [`super::video::VideoDecoder`]'s, as for every codec.
 
-use openh264::decoder::Decoder;
-use openh264::formats::YUVSource;
-use thiserror::Error;
-
-use super::video::PicturePool;
 use crate::media::h264::{is_annex_b, nal_type, nal_units, NAL_IDR};
-use crate::media::picture::PictureError;
-
-#[derive(Debug, Error)]
-pub enum H264DecodeError {
-    #[error("H.264 decoder could not be created: {0}")]
-    Create(#[source] openh264::Error),
-    #[error("access unit is not Annex B; wait for the next keyframe")]
-    NotAnnexB,
-    #[error("corrupt access unit, wait for the next keyframe: {0}")]
-    Corrupt(#[source] openh264::Error),
-    #[error("decoded picture is unusable, wait for the next keyframe: {0}")]
-    BadPicture(#[from] PictureError),
-}
 
 /// Whether an access unit holds an IDR slice, which every picture after it can be
 /// decoded from.
 pub(crate) fn is_keyframe(access_unit: &[u8]) -> bool {
     is_annex_b(access_unit) && nal_units(access_unit).any(|nal| nal_type(nal) == NAL_IDR)
-}
-
-pub struct H264Decoder {
-    decoder: Decoder,
-}
-
-impl H264Decoder {
-    pub fn new() -> Result<Self, H264DecodeError> {
-        Ok(Self {
-            decoder: Decoder::new().map_err(H264DecodeError::Create)?,
-        })
-    }
-
-    /// Decodes one access unit into a picture of `pool`. `Ok(None)` when it gave no
-    /// picture (e.g. parameter sets only).
-    pub(crate) fn decode(
-        &mut self,
-        au: &[u8],
-        pool: &mut PicturePool,
-    ) -> Result<Option<crate::media::picture::Picture>, H264DecodeError> {
-        if !is_annex_b(au) {
-            return Err(H264DecodeError::NotAnnexB);
-        }
-        let Some(yuv) = self.decoder.decode(au).map_err(H264DecodeError::Corrupt)? else {
-            return Ok(None);
-        };
-        // I420 needs even sizes; a cropped odd size loses its last row or column.
-        let (width, height) = yuv.dimensions();
-        let (width, height) = (width & !1, height & !1);
-        let planes = (yuv.y(), yuv.u(), yuv.v());
-        Ok(Some(pool.copy(width, height, planes, yuv.strides())?))
-    }
 }
 
 #[cfg(test)]

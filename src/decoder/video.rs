@@ -9,20 +9,26 @@
 
 use thiserror::Error;
 
-use super::h264::{self, H264DecodeError, H264Decoder};
+use super::h264;
 use super::vp8::{Vp8DecodeError, Vp8Decoder};
 use crate::ingest::depacketize::vp8::is_key_frame;
+use crate::libav::{self, LibavError};
 use crate::media::codec::VideoFormat;
+use crate::media::h264::is_annex_b;
 use crate::media::picture::{Picture, PictureError};
 
 #[derive(Debug, Error)]
 pub(crate) enum VideoDecodeError {
     #[error(transparent)]
-    H264(#[from] H264DecodeError),
+    Libav(#[from] LibavError),
+    #[error("H.264 picture damaged or not 4:2:0 (pixel format {0}); wait for the next keyframe")]
+    Damaged(i32),
     #[error(transparent)]
     Vp8(#[from] Vp8DecodeError),
     #[error("decoded picture is unusable, wait for the next keyframe: {0}")]
     BadPicture(#[from] PictureError),
+    #[error("H.264 access unit is not Annex B; wait for the next keyframe")]
+    NotAnnexB,
     #[error("waiting for a keyframe after an error, a loss or before the first one")]
     AwaitingKeyframe,
 }
@@ -60,8 +66,53 @@ impl PicturePool {
     }
 }
 
+/// Decodes one frame with `decoder`, its last picture copied into one of `pool`.
+fn decode_pictures(
+    decoder: &mut libav::Decoder,
+    data: &[u8],
+    pool: &mut PicturePool,
+) -> Result<Option<Picture>, VideoDecodeError> {
+    let mut picture = None;
+    decoder.decode(data, |frame| {
+        // A damaged picture, concealed by libavcodec, would show its damage and be
+        // the reference of the next ones: the keyframe wait starts instead.
+        if libav::is_damaged(frame)
+            || !libav::is_yuv420(frame)
+            || frame.width < 2
+            || frame.height < 2
+        {
+            return Err(VideoDecodeError::Damaged(frame.format));
+        }
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        let rows = [h, h.div_ceil(2), h.div_ceil(2)];
+        let mut strides = [0usize; 3];
+        for (i, stride) in strides.iter_mut().enumerate() {
+            *stride = usize::try_from(frame.linesize[i])
+                .map_err(|_| VideoDecodeError::Damaged(frame.format))?;
+        }
+        // SAFETY: each plane of a decoded 4:2:0 frame holds `rows` rows of
+        // `linesize` bytes, valid during this call.
+        let plane =
+            |i: usize| unsafe { std::slice::from_raw_parts(frame.data[i], strides[i] * rows[i]) };
+        // I420 needs even sizes; an odd size loses its last row or column.
+        let p = pool.copy(
+            w & !1,
+            h & !1,
+            (plane(0), plane(1), plane(2)),
+            (strides[0], strides[1], strides[2]),
+        )?;
+        // Only the last of several pictures is shown.
+        if let Some(passed) = picture.replace(p) {
+            pool.give_back(passed);
+        }
+        Ok(())
+    })?;
+    Ok(picture)
+}
+
 enum Codec {
-    H264(H264Decoder),
+    /// libavcodec's H.264 decoder, with no reordering delay.
+    H264(libav::Decoder),
     Vp8(Vp8Decoder),
 }
 
@@ -76,7 +127,9 @@ pub(crate) struct VideoDecoder {
 impl VideoDecoder {
     pub(crate) fn new(format: VideoFormat) -> Result<Self, VideoDecodeError> {
         let codec = match format {
-            VideoFormat::H264 => Codec::H264(H264Decoder::new()?),
+            VideoFormat::H264 => Codec::H264(libav::Decoder::open(libav::Codec::H264, |ctx| {
+                ctx.flags |= ffmpeg_sys_next::AV_CODEC_FLAG_LOW_DELAY as i32;
+            })?),
             VideoFormat::Vp8 => Codec::Vp8(Vp8Decoder::new()?),
         };
         Ok(Self {
@@ -100,7 +153,8 @@ impl VideoDecoder {
             return Err(VideoDecodeError::AwaitingKeyframe);
         }
         let decoded = match &mut self.codec {
-            Codec::H264(d) => d.decode(frame, &mut self.pool).map_err(Into::into),
+            Codec::H264(_) if !is_annex_b(frame) => Err(VideoDecodeError::NotAnnexB),
+            Codec::H264(d) => decode_pictures(d, frame, &mut self.pool),
             Codec::Vp8(d) => d.decode(frame, &mut self.pool).map_err(Into::into),
         };
         let picture = match decoded {
