@@ -59,6 +59,39 @@ impl PicturePool {
         }
     }
 
+    /// A picture of a decoder's 4:2:0 planes, copied as [`Self::copy`] does. I420
+    /// needs even sizes: an odd size loses its last row or column.
+    ///
+    /// # Safety
+    /// Each of `planes` points to `height` rows (the chroma planes to half as many,
+    /// rounded up) of its stride's bytes, valid during the call.
+    pub(crate) unsafe fn copy_raw(
+        &mut self,
+        width: usize,
+        height: usize,
+        planes: [*const u8; 3],
+        strides: [usize; 3],
+    ) -> Result<Picture, PictureError> {
+        let rows = [height, height.div_ceil(2), height.div_ceil(2)];
+        // SAFETY: the caller's promise.
+        let plane =
+            |i: usize| unsafe { std::slice::from_raw_parts(planes[i], strides[i] * rows[i]) };
+        self.copy(
+            width & !1,
+            height & !1,
+            (plane(0), plane(1), plane(2)),
+            (strides[0], strides[1], strides[2]),
+        )
+    }
+
+    /// Makes `picture` the one to show of a frame's, giving back the one it
+    /// replaces: only the last of the pictures one frame gives is shown.
+    pub(crate) fn keep_last(&mut self, shown: &mut Option<Picture>, picture: Picture) {
+        if let Some(passed) = shown.replace(picture) {
+            self.give_back(passed);
+        }
+    }
+
     pub(crate) fn give_back(&mut self, picture: Picture) {
         if self.spare.len() < MAX_SPARE {
             self.spare.push(picture);
@@ -83,28 +116,17 @@ fn decode_pictures(
         {
             return Err(VideoDecodeError::Damaged(frame.format));
         }
-        let (w, h) = (frame.width as usize, frame.height as usize);
-        let rows = [h, h.div_ceil(2), h.div_ceil(2)];
         let mut strides = [0usize; 3];
         for (i, stride) in strides.iter_mut().enumerate() {
             *stride = usize::try_from(frame.linesize[i])
                 .map_err(|_| VideoDecodeError::Damaged(frame.format))?;
         }
-        // SAFETY: each plane of a decoded 4:2:0 frame holds `rows` rows of
-        // `linesize` bytes, valid during this call.
-        let plane =
-            |i: usize| unsafe { std::slice::from_raw_parts(frame.data[i], strides[i] * rows[i]) };
-        // I420 needs even sizes; an odd size loses its last row or column.
-        let p = pool.copy(
-            w & !1,
-            h & !1,
-            (plane(0), plane(1), plane(2)),
-            (strides[0], strides[1], strides[2]),
-        )?;
-        // Only the last of several pictures is shown.
-        if let Some(passed) = picture.replace(p) {
-            pool.give_back(passed);
-        }
+        let planes = [0, 1, 2].map(|i| frame.data[i].cast_const());
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        // SAFETY: each plane of a decoded 4:2:0 frame holds its rows of `linesize`
+        // bytes, valid during this call.
+        let p = unsafe { pool.copy_raw(w, h, planes, strides) }?;
+        pool.keep_last(&mut picture, p);
         Ok(())
     })?;
     Ok(picture)

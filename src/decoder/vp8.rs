@@ -106,23 +106,13 @@ impl Vp8Decoder {
             if img.fmt != vpx_img_fmt::VPX_IMG_FMT_I420 {
                 return Err(Vp8DecodeError::Format(img.fmt));
             }
-            // I420 needs even sizes; an odd size loses its last row or column.
-            let (w, h) = (img.d_w as usize, img.d_h as usize);
-            let (width, height) = (w & !1, h & !1);
             let strides = [0, 1, 2].map(|i| img.stride[i].max(0) as usize);
-            let rows = [h, h.div_ceil(2), h.div_ceil(2)];
-            // SAFETY: each plane of a decoded I420 image holds `rows` rows of `stride`
-            // bytes.
-            let plane = |i: usize| unsafe {
-                std::slice::from_raw_parts(img.planes[i], strides[i] * rows[i])
-            };
-            let planes = (plane(0), plane(1), plane(2));
-            let strides = (strides[0], strides[1], strides[2]);
-            let p = pool.copy(width, height, planes, strides)?;
-            // Only the last of several pictures is shown.
-            if let Some(passed) = picture.replace(p) {
-                pool.give_back(passed);
-            }
+            let planes = [0, 1, 2].map(|i| img.planes[i].cast_const());
+            let (w, h) = (img.d_w as usize, img.d_h as usize);
+            // SAFETY: each plane of a decoded I420 image holds its rows of `stride`
+            // bytes, valid until the next call on the context.
+            let p = unsafe { pool.copy_raw(w, h, planes, strides) }?;
+            pool.keep_last(&mut picture, p);
         }
         Ok(picture)
     }
