@@ -1,4 +1,4 @@
-//! The RTP ingest over real loopback UDP: H.264 from openh264 and Opus from ropus,
+//! The RTP ingest over real loopback UDP: H.264 from openh264 and Opus from libopus,
 //! packetized and sent the way an SFU forwards them, must come out bit-exact; with
 //! seeded loss and reordering, losses are reported, a PLI reaches the sender and the
 //! output resumes at the keyframe it then sends.

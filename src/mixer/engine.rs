@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use super::audio_encoder::{MixEncoder, MixEncoderError, CHANNELS};
+use super::audio_encoder::{OpusEncodeError, OpusEncoder, CHANNELS};
 use super::audio_mixer::{AudioMixer, MixerConfig};
 use super::compositor::{Compositor, CompositorConfig};
 use super::frame_clock::{FrameClock, PTS_HZ};
@@ -72,7 +72,7 @@ pub enum EngineError {
     #[error("video encoder: {0}")]
     Encoder(#[from] EncoderError),
     #[error("audio encoder: {0}")]
-    AudioEncoder(#[from] MixEncoderError),
+    AudioEncoder(#[from] OpusEncodeError),
     #[error("audio mixer: {0}")]
     AudioMixer(#[from] super::audio_mixer::MixerError),
     #[error("the video encoder's first frame has no {0}")]
@@ -152,7 +152,7 @@ pub struct Engine {
     local: Option<LocalInput>,
     next_source: u32,
     audio: AudioMixer<u32>,
-    audio_encoder: MixEncoder,
+    audio_encoder: OpusEncoder,
     compositor: Compositor<u32>,
     frames: FrameClock,
     video_encoder: Box<dyn VideoEncoder>,
@@ -205,7 +205,7 @@ impl Engine {
             &config,
             &first.first().ok_or(EngineError::NoFirstFrame)?.data,
         )?;
-        let audio_encoder = MixEncoder::new(config.audio_bitrate_bps)?;
+        let audio_encoder = OpusEncoder::new(CHANNELS, config.audio_bitrate_bps)?;
         let gop_ticks = i64::from(gop_frames) * PTS_HZ as i64 / i64::from(config.fps);
         Ok(Self {
             ready: first.into_iter().map(video_media).collect(),

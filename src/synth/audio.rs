@@ -1,16 +1,12 @@
-//! A sine tone encoded to Opus by ropus (a pure-Rust port of libopus), 20 ms a packet.
-
-use ropus::{Channels, Encoder};
+//! A sine tone encoded to Opus by the box's own encoder (libopus), 20 ms a packet.
 
 pub use crate::mixer::audio_encoder::FRAME_SAMPLES;
-use crate::mixer::audio_encoder::{encode_packet, opus_encoder, pre_skip};
+use crate::mixer::audio_encoder::{OpusEncodeError, OpusEncoder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
-    #[error("Opus encoder: {0}")]
-    Encoder(String),
-    #[error("channels must be 1 or 2, got {0}")]
-    BadChannels(u8),
+    #[error(transparent)]
+    Encoder(#[from] OpusEncodeError),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,20 +39,14 @@ pub struct EncodedPacket {
 
 pub struct ToneSource {
     spec: ToneSpec,
-    encoder: Encoder,
+    encoder: OpusEncoder,
     sample_no: u64,
     pcm: Vec<i16>,
 }
 
 impl ToneSource {
     pub fn new(spec: ToneSpec) -> Result<Self, AudioError> {
-        let channels = match spec.channels {
-            1 => Channels::Mono,
-            2 => Channels::Stereo,
-            n => return Err(AudioError::BadChannels(n)),
-        };
-        let encoder = opus_encoder(channels, spec.bitrate_bps)
-            .map_err(|e| AudioError::Encoder(format!("{e:?}")))?;
+        let encoder = OpusEncoder::new(usize::from(spec.channels), spec.bitrate_bps)?;
         Ok(Self {
             spec,
             encoder,
@@ -67,7 +57,7 @@ impl ToneSource {
 
     /// Encoder lookahead in 48 kHz samples: the Opus pre-skip of the stream.
     pub fn pre_skip(&self) -> u16 {
-        pre_skip(&self.encoder)
+        self.encoder.pre_skip()
     }
 
     pub fn channels(&self) -> u8 {
@@ -82,8 +72,7 @@ impl ToneSource {
             let s = ((self.sample_no + i as u64) as f64 * step).sin() * amp;
             frame.fill(s as i16);
         }
-        let data = encode_packet(&mut self.encoder, &self.pcm)
-            .map_err(|e| AudioError::Encoder(format!("{e:?}")))?;
+        let data = self.encoder.encode(&self.pcm)?;
         let pts = self.sample_no as i64;
         self.sample_no += FRAME_SAMPLES as u64;
         Ok(EncodedPacket { data, pts })
@@ -93,7 +82,7 @@ impl ToneSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ropus::{DecodeMode, Decoder};
+    use ropus::{Channels, DecodeMode, Decoder};
 
     #[test]
     fn tone_round_trips_through_opus() {
@@ -122,7 +111,7 @@ mod tests {
         };
         assert!(matches!(
             ToneSource::new(spec),
-            Err(AudioError::BadChannels(3))
+            Err(AudioError::Encoder(OpusEncodeError::Channels(3)))
         ));
     }
 }

@@ -1,5 +1,5 @@
 //! Synthetic participants: real H.264 (openh264), VP8 or VP9 (libvpx) of a moving
-//! test pattern and real Opus (ropus) of a tone, for demos, tests and benchmarks.
+//! test pattern and real Opus (libopus) of a tone, for demos, tests and benchmarks.
 //! Each participant gets a distinct colour and tone so a composited picture and a
 //! mixed track can be checked.
 

@@ -288,7 +288,7 @@ fn settings_text(
          output (both): {}x{} @ {} fps, grid layout, H.264 {} kbit/s with a keyframe every {gop} frames, Opus stereo {} kbit/s\n\
          recbox: mixer service + recorder in one process (`recbox bench-mix-side`), decoding by libavcodec \
          (one thread a participant's decoder), encoding by openh264 (constrained baseline, \
-         its default threading: one slice, one thread) and ropus, 100 ms jitter buffer + 80 ms mix delay, fragmented MP4 on disk, fsync per fragment\n\
+         its default threading: one slice, one thread) and libopus (through libavcodec), 100 ms jitter buffer + 80 ms mix delay, fragmented MP4 on disk, fsync per fragment\n\
          ffmpeg: {}, one SDP input, scale+pad+xstack, amix normalize=0 + alimiter -1 dBFS, \
          libx264 -preset {} -tune zerolatency -profile:v baseline -b:v/-maxrate/-bufsize {}k -g {gop} -bf 0, \
          libopus {}k; -threads {} for decoders and encoder, -filter_complex_threads {}; \
