@@ -18,6 +18,8 @@ use std::sync::Once;
 use ffmpeg_sys_next as ff;
 use thiserror::Error;
 
+use crate::ingest::depacketize::opus::CLOCK_RATE;
+
 #[derive(Debug, Error)]
 pub enum LibavError {
     #[error("{codec} codec could not be set up: {reason}")]
@@ -226,14 +228,12 @@ impl OpusEncoder {
         // SAFETY: find_encoder_by_name reads a NUL-terminated name and returns a
         // static codec or null.
         let encoder = unsafe { ff::avcodec_find_encoder_by_name(c"libopus".as_ptr()) };
+        let rate = CLOCK_RATE as i32;
         let context = Context::open(NAME, encoder, |ctx| {
-            ctx.sample_rate = 48_000;
+            ctx.sample_rate = rate;
             ctx.sample_fmt = ff::AVSampleFormat::AV_SAMPLE_FMT_S16;
             ctx.bit_rate = i64::from(bitrate_bps);
-            ctx.time_base = ff::AVRational {
-                num: 1,
-                den: 48_000,
-            };
+            ctx.time_base = ff::AVRational { num: 1, den: rate };
             set_channels(ctx, channels);
         })?;
         // SAFETY: the context is open; libopus sets its frame size as it opens.
@@ -245,13 +245,13 @@ impl OpusEncoder {
             });
         }
         // SAFETY: the frame is ours and empty; its buffer is sized by the format,
-        // sample count and layout set here (the context's own).
+        // sample count and layout set here (the open context's own).
         let code = unsafe {
-            let frame = &mut *context.frame;
-            frame.format = ff::AVSampleFormat::AV_SAMPLE_FMT_S16 as i32;
+            let (frame, ctx) = (&mut *context.frame, &*context.ctx);
+            frame.format = ctx.sample_fmt as i32;
             frame.nb_samples = opened;
-            frame.sample_rate = 48_000;
-            let code = ff::av_channel_layout_copy(&mut frame.ch_layout, &(*context.ctx).ch_layout);
+            frame.sample_rate = ctx.sample_rate;
+            let code = ff::av_channel_layout_copy(&mut frame.ch_layout, &ctx.ch_layout);
             if code < 0 {
                 code
             } else {
