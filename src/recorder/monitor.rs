@@ -34,6 +34,13 @@ const PROBE_FILE: &str = ".recbox-probe";
 /// Shortest time between two probes: each is a synced write to a disk in trouble,
 /// and knowing a few polls later that it is back costs nothing.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// The mount table is read at every this many polls while the storage is usable,
+/// besides at once when it changes or `statvfs` sees the read-only flag change.
+/// What the table alone shows, ext4's emergency read-only and a shut-down file
+/// system, is then seen within that many polls when nothing is written, and at once
+/// from the writers' own `EROFS` or `EIO` while recording. Generating the table is
+/// most of a poll's cost.
+const MOUNT_TABLE_EVERY: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
@@ -45,7 +52,8 @@ pub struct MonitorConfig {
 
 impl MonitorConfig {
     /// A space or super-block change (full disk, ext4 error) has no event; a poll
-    /// costs a statvfs and a read of the mount table, tens of µs.
+    /// costs a statvfs, and a read of the mount table at every
+    /// [`MOUNT_TABLE_EVERY`]th.
     pub const DEFAULT_POLL: Duration = Duration::from_millis(50);
 
     pub(crate) fn new(root: PathBuf) -> Self {
@@ -181,6 +189,8 @@ struct Poller {
     active: Arc<Mutex<Vec<HealthEvent>>>,
     last_probe: Option<Instant>,
     watched: Vec<(u64, Vec<WatchedFile>)>,
+    /// Polls since the mount table was last read.
+    polls_since_mounts: u32,
 }
 
 impl Poller {
@@ -205,6 +215,7 @@ impl Poller {
             active,
             last_probe: None,
             watched: Vec::new(),
+            polls_since_mounts: 0,
         };
         if poller
             .mounts
@@ -236,15 +247,28 @@ impl Poller {
 
     fn poll(&mut self) {
         let root = self.config.root.clone();
-        match space::statvfs(&root) {
-            Ok(s) => self.apply(s.into()),
-            Err(e) => self.apply(Observation::WriteError {
-                target: FaultTarget::Storage,
-                kind: errno::classify(&e),
-                detail: format!("statvfs {}: {e}", root.display()),
-            }),
+        let read_only = match space::statvfs(&root) {
+            Ok(s) => {
+                self.apply(s.into());
+                Some(s.read_only)
+            }
+            Err(e) => {
+                self.apply(Observation::WriteError {
+                    target: FaultTarget::Storage,
+                    kind: errno::classify(&e),
+                    detail: format!("statvfs {}: {e}", root.display()),
+                });
+                None
+            }
+        };
+        self.polls_since_mounts += 1;
+        let seen_read_only = self.mounts.as_ref().map(|m| m.snapshot().read_only);
+        if self.polls_since_mounts >= MOUNT_TABLE_EVERY
+            || !self.health.usable()
+            || read_only != seen_read_only
+        {
+            self.read_mounts();
         }
-        self.read_mounts();
         self.check_files();
         let due = self
             .last_probe
@@ -292,6 +316,7 @@ impl Poller {
     }
 
     fn read_mounts(&mut self) {
+        self.polls_since_mounts = 0;
         let change = self.mounts.as_mut().and_then(|m| {
             mountinfo::read(Path::new(mountinfo::SELF_MOUNTINFO))
                 .ok()

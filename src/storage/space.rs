@@ -15,6 +15,10 @@ pub struct Space {
     pub free_bytes: u64,
     /// Size of the file system (`f_blocks * f_frsize`).
     total_bytes: u64,
+    /// The mount or its super block refuses writes (`ST_RDONLY`): a read-only
+    /// remount, seen without reading the mount table. (ext4's emergency read-only
+    /// after an error leaves the super block's flag alone on recent kernels.)
+    pub read_only: bool,
 }
 
 impl From<Space> for Observation {
@@ -46,6 +50,7 @@ pub fn statvfs(path: &Path) -> io::Result<Space> {
     Ok(Space {
         free_bytes: bavail.saturating_mul(frsize),
         total_bytes: blocks.saturating_mul(frsize),
+        read_only: st.f_flag & libc::ST_RDONLY != 0,
     })
 }
 
@@ -59,6 +64,7 @@ mod tests {
         let s = statvfs(dir.path()).unwrap();
         assert!(s.total_bytes > 0);
         assert!(s.free_bytes <= s.total_bytes);
+        assert!(!s.read_only);
     }
 
     #[test]
@@ -75,6 +81,7 @@ mod tests {
         let s = Space {
             free_bytes: 1,
             total_bytes: 2,
+            read_only: false,
         };
         assert_eq!(
             Observation::from(s),
