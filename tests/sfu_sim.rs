@@ -91,7 +91,7 @@ async fn gather(
     let wait = async {
         while !done(out, sim) {
             tokio::select! {
-                o = ingest.outputs.recv() => out.push(o.expect("ingest stopped")),
+                o = ingest.outputs.recv() => out.extend(o.expect("ingest stopped")),
                 e = events.recv() => sim.push(e.expect("simulated SFU stopped")),
             }
         }

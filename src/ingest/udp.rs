@@ -64,9 +64,14 @@ impl UdpIngest {
 
     /// Receives until every sender of `commands` is dropped or `outputs` is closed,
     /// then hands back the demultiplexer with its final statistics.
+    ///
+    /// Outputs go out in one batch at each poll tick rather than one by one as
+    /// datagrams release them: whoever consumes them (the mixing engine's thread)
+    /// then wakes at most once a tick, not once a frame. Keyframe requests are sent
+    /// to their streams' senders at once.
     pub async fn run(
         mut self,
-        outputs: mpsc::Sender<IngestOutput>,
+        outputs: mpsc::Sender<Vec<IngestOutput>>,
         mut commands: mpsc::UnboundedReceiver<IngestCommand>,
     ) -> Demux {
         // One byte more than allowed, so that oversize datagrams are seen as such.
@@ -75,12 +80,14 @@ impl UdpIngest {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut report = interval(REPORT_INTERVAL);
         report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::new();
         info!(addr = ?self.socket.local_addr().ok(), "RTP ingest running");
         loop {
-            let out = tokio::select! {
+            let (out, flush) = tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => {
-                        self.demux.push_datagram(&buf[..len], from, Instant::now().into_std())
+                        let now = Instant::now().into_std();
+                        (self.demux.push_datagram(&buf[..len], from, now), false)
                     }
                     Err(e) => {
                         // E.g. ICMP errors surfacing on the socket: not fatal to the ingest.
@@ -88,7 +95,7 @@ impl UdpIngest {
                         continue;
                     }
                 },
-                _ = poll.tick() => self.demux.poll(Instant::now().into_std()),
+                _ = poll.tick() => (self.demux.poll(Instant::now().into_std()), true),
                 _ = report.tick() => {
                     self.send_reports().await;
                     continue;
@@ -101,15 +108,20 @@ impl UdpIngest {
                     None => break,
                 },
             };
-            for o in out {
-                if let IngestOutput::KeyframeRequest { ssrc } = o {
+            for o in &out {
+                if let IngestOutput::KeyframeRequest { ssrc } = *o {
                     self.send_pli(ssrc).await;
                 }
-                if outputs.send(o).await.is_err() {
-                    debug!("ingest output closed");
-                    return self.demux;
-                }
             }
+            batch.extend(out);
+            if flush && !batch.is_empty() && outputs.send(std::mem::take(&mut batch)).await.is_err()
+            {
+                debug!("ingest output closed");
+                return self.demux;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = outputs.send(batch).await;
         }
         for (ssrc, stats) in self.demux.stream_stats() {
             info!(ssrc, "ingest stream stats: {stats}");

@@ -26,8 +26,9 @@ use crate::sfu::{Notice, RosterEvent, SfuAdapter, WsSfuAdapter};
 
 /// SSRC of the mixer in the RTCP it sends to the SFU.
 const MIXER_SSRC: u32 = 0x6d69_7872;
-/// Outputs of the ingest waiting for the engine.
-const INGEST_QUEUE: usize = 4096;
+/// Batches of the ingest's outputs waiting for the engine: one a poll tick of the
+/// ingest (5 ms), so some 2.5 s of media.
+const INGEST_QUEUE: usize = 512;
 /// How long a stop waits for the recorder to take the last media and confirm.
 pub const STOP_PATIENCE: Duration = Duration::from_secs(30);
 /// How often [`MixerReport::Output`] is reported.
@@ -91,11 +92,12 @@ pub enum MixerReport {
 }
 
 enum EngineInput {
-    Join(ParticipantInfo),
+    Join(Box<ParticipantInfo>),
     /// Produce what is due up to this instant, then end.
     Stop(Instant),
     Leave(String),
-    Ingest(IngestOutput),
+    /// What the ingest released in one poll tick.
+    Ingest(Vec<IngestOutput>),
     Local(LocalFrame),
 }
 
@@ -203,7 +205,7 @@ pub async fn run<A: SfuAdapter>(
                     }
                     participants += 1;
                     let _ = reports.send(MixerReport::Participants(participants));
-                    let _ = engine_tx.send(EngineInput::Join(p));
+                    let _ = engine_tx.send(EngineInput::Join(Box::new(p)));
                 }
                 Ok(Some(RosterEvent::Left(p))) => {
                     for ssrc in [p.audio.ssrc, p.video.ssrc] {
@@ -223,8 +225,8 @@ pub async fn run<A: SfuAdapter>(
                 // An inconsistent announcement leaves the roster as it was.
                 Err(e) => warn!("SFU: {e}"),
             },
-            Some(output) = ingest_rx.recv() => {
-                let _ = engine_tx.send(EngineInput::Ingest(output));
+            Some(batch) = ingest_rx.recv() => {
+                let _ = engine_tx.send(EngineInput::Ingest(batch));
             }
             output = engine_out.recv() => match output {
                 Some(Ok(EngineOutput::Media(media))) => {
@@ -384,27 +386,34 @@ fn drive_engine(
                 return;
             }
             Some(EngineInput::Join(p)) => {
-                engine.join(p);
+                engine.join(*p);
                 Vec::new()
             }
             Some(EngineInput::Leave(id)) => {
                 engine.leave(&id);
                 Vec::new()
             }
-            Some(EngineInput::Ingest(IngestOutput::Frame(frame))) => {
-                engine.on_frame(frame, Instant::now())
+            Some(EngineInput::Ingest(batch)) => {
+                let mut out = Vec::new();
+                for output in batch {
+                    match output {
+                        IngestOutput::Frame(frame) => {
+                            out.extend(engine.on_frame(frame, Instant::now()));
+                        }
+                        IngestOutput::Lost { ssrc, packets } => {
+                            debug!(ssrc, packets, "packets lost");
+                            engine.on_lost(ssrc);
+                        }
+                        // The ingest has sent the PLI itself.
+                        IngestOutput::KeyframeRequest { .. } => {}
+                    }
+                }
+                out
             }
             Some(EngineInput::Local(frame)) => {
                 engine.on_local_audio(&frame);
                 Vec::new()
             }
-            Some(EngineInput::Ingest(IngestOutput::Lost { ssrc, packets })) => {
-                debug!(ssrc, packets, "packets lost");
-                engine.on_lost(ssrc);
-                Vec::new()
-            }
-            // The ingest has sent the PLI itself.
-            Some(EngineInput::Ingest(IngestOutput::KeyframeRequest { .. })) => Vec::new(),
         };
         if !emit(Ok(out)) {
             return;

@@ -34,7 +34,7 @@ pub fn stream(ssrc: u32, kind: MediaKind, pt: u8, playout_delay: Duration) -> St
 
 pub struct Ingest {
     pub addr: SocketAddr,
-    pub outputs: mpsc::Receiver<IngestOutput>,
+    pub outputs: mpsc::Receiver<Vec<IngestOutput>>,
     pub commands: mpsc::UnboundedSender<IngestCommand>,
     task: JoinHandle<Demux>,
 }
@@ -61,7 +61,7 @@ impl Ingest {
     ) {
         let wait = async {
             while !done(out) {
-                out.push(self.outputs.recv().await.expect("ingest stopped"));
+                out.extend(self.outputs.recv().await.expect("ingest stopped"));
             }
         };
         timeout(PATIENCE, wait)
