@@ -28,6 +28,8 @@ pub enum LibavError {
     Rejected { codec: &'static str, reason: String },
     #[error("{codec} packet of {len} bytes is too large")]
     TooLarge { codec: &'static str, len: usize },
+    #[error("out of memory for a reference on a decoded frame")]
+    FrameRef,
 }
 
 /// The codecs the box decodes with libavcodec.
@@ -203,6 +205,38 @@ impl Decoder {
             unsafe { ff::av_frame_unref(c.frame) };
             result?;
         }
+    }
+}
+
+/// A reference on a decoded frame, kept past the decode call that gave it: the
+/// picture is shown from the decoder's own buffers, which go back to its pool when
+/// the last reference does.
+pub(crate) struct FrameRef(ptr::NonNull<ff::AVFrame>);
+
+// SAFETY: the frame is this value's alone; its buffers are reference counted
+// atomically, so the decoder may reuse or free them from another thread.
+unsafe impl Send for FrameRef {}
+
+impl FrameRef {
+    pub(crate) fn new(frame: &ff::AVFrame) -> Result<Self, LibavError> {
+        // SAFETY: `frame` is a valid decoded frame; the clone is a new frame holding
+        // new references on its buffers, or null when out of memory.
+        ptr::NonNull::new(unsafe { ff::av_frame_clone(frame) })
+            .map(Self)
+            .ok_or(LibavError::FrameRef)
+    }
+
+    pub(crate) fn frame(&self) -> &ff::AVFrame {
+        // SAFETY: valid from `new` until `drop`.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for FrameRef {
+    fn drop(&mut self) {
+        let mut frame = self.0.as_ptr();
+        // SAFETY: made by av_frame_clone in `new`, freed once here.
+        unsafe { ff::av_frame_free(&mut frame) };
     }
 }
 

@@ -4,8 +4,9 @@
 //! error the decoder waits for a keyframe (a picture predicted from a lost or
 //! corrupt reference would only show garbage), refusing other frames with
 //! [`VideoDecodeError::AwaitingKeyframe`]; and pictures given back once shown are
-//! kept, for the next ones to be decoded into instead of allocating. Every error
-//! means "request a keyframe" to the caller.
+//! kept, for the next ones to be decoded into instead of allocating (libavcodec's
+//! pictures are shown from its own frames, whose buffers it pools itself). Every
+//! error means "request a keyframe" to the caller.
 
 use thiserror::Error;
 
@@ -15,7 +16,7 @@ use crate::ingest::depacketize::vp8::is_key_frame;
 use crate::libav::{self, LibavError};
 use crate::media::codec::VideoFormat;
 use crate::media::h264::is_annex_b;
-use crate::media::picture::{Picture, PictureError};
+use crate::media::picture::{AsPlanes, Picture, PictureError, Planes};
 
 #[derive(Debug, Error)]
 pub(crate) enum VideoDecodeError {
@@ -99,37 +100,74 @@ impl PicturePool {
     }
 }
 
-/// Decodes one frame with `decoder`, its last picture copied into one of `pool`.
-fn decode_pictures(
+/// A decoded picture: libavcodec's own frame, shown without a copy, or a copy in a
+/// picture of the decoder's pool (libvpx's image lasts only until its next decode).
+pub(crate) enum Decoded {
+    Frame(libav::FrameRef),
+    Copied(Picture),
+}
+
+impl AsPlanes for Decoded {
+    fn planes(&self) -> Planes<'_> {
+        match self {
+            Self::Frame(f) => frame_planes(f.frame()).expect("checked as it was decoded"),
+            Self::Copied(p) => p.planes(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Decoded {
+    pub(crate) fn width(&self) -> usize {
+        self.planes().width()
+    }
+
+    pub(crate) fn height(&self) -> usize {
+        self.planes().height()
+    }
+
+    pub(crate) fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        self.planes().pixel(x, y)
+    }
+}
+
+/// The planes of a decoded 4:2:0 frame. I420 needs even sizes: an odd size loses
+/// its last row or column.
+fn frame_planes(frame: &ffmpeg_sys_next::AVFrame) -> Result<Planes<'_>, VideoDecodeError> {
+    // A damaged picture, concealed by libavcodec, would show its damage and be the
+    // reference of the next ones: the keyframe wait starts instead.
+    if libav::is_damaged(frame) || !libav::is_yuv420(frame) || frame.width < 2 || frame.height < 2 {
+        return Err(VideoDecodeError::Damaged(frame.format));
+    }
+    let mut strides = [0usize; 3];
+    for (i, stride) in strides.iter_mut().enumerate() {
+        *stride = usize::try_from(frame.linesize[i])
+            .map_err(|_| VideoDecodeError::Damaged(frame.format))?;
+    }
+    let (w, h) = (frame.width as usize & !1, frame.height as usize & !1);
+    let sizes = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
+    let data = [0, 1, 2].map(|i| {
+        let (width, rows) = sizes[i];
+        // SAFETY: each plane of a decoded 4:2:0 frame holds its rows of `linesize`
+        // bytes, valid while the frame is referenced (as long as `frame` is borrowed).
+        unsafe { std::slice::from_raw_parts(frame.data[i], strides[i] * (rows - 1) + width) }
+    });
+    Ok(Planes::new(w, h, data, strides)?)
+}
+
+/// Decodes one frame with `decoder`: a reference on the last picture it gives.
+fn decode_frame(
     decoder: &mut libav::Decoder,
     data: &[u8],
-    pool: &mut PicturePool,
-) -> Result<Option<Picture>, VideoDecodeError> {
+) -> Result<Option<Decoded>, VideoDecodeError> {
     let mut picture = None;
     decoder.decode(data, |frame| {
-        // A damaged picture, concealed by libavcodec, would show its damage and be
-        // the reference of the next ones: the keyframe wait starts instead.
-        if libav::is_damaged(frame)
-            || !libav::is_yuv420(frame)
-            || frame.width < 2
-            || frame.height < 2
-        {
-            return Err(VideoDecodeError::Damaged(frame.format));
-        }
-        let mut strides = [0usize; 3];
-        for (i, stride) in strides.iter_mut().enumerate() {
-            *stride = usize::try_from(frame.linesize[i])
-                .map_err(|_| VideoDecodeError::Damaged(frame.format))?;
-        }
-        let planes = [0, 1, 2].map(|i| frame.data[i].cast_const());
-        let (w, h) = (frame.width as usize, frame.height as usize);
-        // SAFETY: each plane of a decoded 4:2:0 frame holds its rows of `linesize`
-        // bytes, valid during this call.
-        let p = unsafe { pool.copy_raw(w, h, planes, strides) }?;
-        pool.keep_last(&mut picture, p);
-        Ok(())
+        frame_planes(frame)?;
+        // Only the last of the pictures one frame gives is shown.
+        picture = Some(libav::FrameRef::new(frame)?);
+        Ok::<(), VideoDecodeError>(())
     })?;
-    Ok(picture)
+    Ok(picture.map(Decoded::Frame))
 }
 
 enum Codec {
@@ -166,7 +204,7 @@ impl VideoDecoder {
     /// Decodes one frame (an H.264 access unit in Annex B, a VP8 frame). `Ok(None)`
     /// when it gave no picture (parameter sets only, a frame not to be shown). On
     /// error, ask the sender for a keyframe.
-    pub(crate) fn decode(&mut self, frame: &[u8]) -> Result<Option<Picture>, VideoDecodeError> {
+    pub(crate) fn decode(&mut self, frame: &[u8]) -> Result<Option<Decoded>, VideoDecodeError> {
         let keyframe = match self.codec {
             Codec::H264(_) => h264::is_keyframe(frame),
             Codec::Vp8(_) => is_key_frame(frame),
@@ -176,8 +214,11 @@ impl VideoDecoder {
         }
         let decoded = match &mut self.codec {
             Codec::H264(_) if !is_annex_b(frame) => Err(VideoDecodeError::NotAnnexB),
-            Codec::H264(d) => decode_pictures(d, frame, &mut self.pool),
-            Codec::Vp8(d) => d.decode(frame, &mut self.pool).map_err(Into::into),
+            Codec::H264(d) => decode_frame(d, frame),
+            Codec::Vp8(d) => d
+                .decode(frame, &mut self.pool)
+                .map(|p| p.map(Decoded::Copied))
+                .map_err(Into::into),
         };
         let picture = match decoded {
             Ok(p) => p,
@@ -193,6 +234,7 @@ impl VideoDecoder {
             self.awaiting_keyframe = false;
         }
         if let Some(p) = &picture {
+            let p = p.planes();
             let size = (p.width(), p.height());
             if self.size != Some(size) {
                 tracing::debug!(width = size.0, height = size.1, "video picture size");
@@ -209,8 +251,12 @@ impl VideoDecoder {
 
     /// Gives back a picture this decoder made, once it is no longer shown: the
     /// next picture reuses its memory instead of allocating.
-    pub(crate) fn recycle(&mut self, picture: Picture) {
-        self.pool.give_back(picture);
+    pub(crate) fn recycle(&mut self, picture: Decoded) {
+        match picture {
+            // Its buffers go back to libavcodec's pool as the reference goes.
+            Decoded::Frame(_) => {}
+            Decoded::Copied(p) => self.pool.give_back(p),
+        }
     }
 
     #[cfg(test)]
@@ -277,7 +323,7 @@ mod tests {
 
     const COLOUR: [u8; 3] = PALETTE[4];
 
-    fn assert_colour(picture: &Picture, format: VideoFormat) {
+    fn assert_colour(picture: &Decoded, format: VideoFormat) {
         let (got, want) = (picture.pixel(4, 4), rgb_to_yuv(COLOUR));
         let close = got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 6);
         assert!(close, "{format:?}: {got:?} is not near {want:?}");
@@ -324,27 +370,49 @@ mod tests {
     }
 
     #[test]
-    fn recycled_pictures_are_decoded_into_by_every_codec() {
-        for format in [VideoFormat::H264, VideoFormat::Vp8] {
-            let frames = stream(format, 3);
-            let mut d = VideoDecoder::new(format).unwrap();
-            let first = d.decode(&frames[0].0).unwrap().unwrap();
-            let buffer = first.y().as_ptr();
-            d.recycle(first);
-            let second = d.decode(&frames[1].0).unwrap().unwrap();
-            assert_eq!(
-                second.y().as_ptr(),
-                buffer,
-                "{format:?}: recycled buffer used"
-            );
-            assert_eq!((second.width(), second.height()), (160, 120));
-            assert_colour(&second, format);
-            // A recycled picture of another size is made to fit.
-            d.recycle(Picture::filled(64, 64, [0; 3]).unwrap());
-            let third = d.decode(&frames[2].0).unwrap().unwrap();
-            assert_eq!((third.width(), third.height()), (160, 120));
-            assert_colour(&third, format);
+    fn libvpx_pictures_are_decoded_into_recycled_ones() {
+        let frames = stream(VideoFormat::Vp8, 3);
+        let mut d = VideoDecoder::new(VideoFormat::Vp8).unwrap();
+        let first = d.decode(&frames[0].0).unwrap().unwrap();
+        let Decoded::Copied(picture) = &first else {
+            panic!("libvpx's image is copied");
+        };
+        let buffer = picture.y().as_ptr();
+        d.recycle(first);
+        let second = d.decode(&frames[1].0).unwrap().unwrap();
+        assert!(matches!(&second, Decoded::Copied(p) if p.y().as_ptr() == buffer));
+        assert_eq!((second.width(), second.height()), (160, 120));
+        assert_colour(&second, VideoFormat::Vp8);
+        // A recycled picture of another size is made to fit.
+        d.recycle(Decoded::Copied(Picture::filled(64, 64, [0; 3]).unwrap()));
+        let third = d.decode(&frames[2].0).unwrap().unwrap();
+        assert_eq!((third.width(), third.height()), (160, 120));
+        assert_colour(&third, VideoFormat::Vp8);
+    }
+
+    #[test]
+    fn libavcodec_pictures_are_its_own_frames_and_outlive_the_next_decodes() {
+        let frames = stream(VideoFormat::H264, 4);
+        let mut d = VideoDecoder::new(VideoFormat::H264).unwrap();
+        // Held, as pictures wait for their time in the engine, while more decode.
+        let held: Vec<Decoded> = frames
+            .iter()
+            .map(|(f, _)| d.decode(f).unwrap().unwrap())
+            .collect();
+        for picture in &held {
+            assert!(matches!(picture, Decoded::Frame(_)), "not copied");
+            assert_eq!((picture.width(), picture.height()), (160, 120));
+            assert_colour(picture, VideoFormat::H264);
         }
+        let luma = |p: &Decoded| p.planes().plane(0).0.as_ptr();
+        assert!(
+            held.windows(2).all(|w| luma(&w[0]) != luma(&w[1])),
+            "each held picture has buffers of its own"
+        );
+        for picture in held {
+            d.recycle(picture);
+        }
+        assert!(d.decode(&frames[0].0).unwrap().is_some());
     }
 
     #[test]

@@ -148,31 +148,14 @@ impl Picture {
         (y, u, v): (&[u8], &[u8], &[u8]),
         (y_stride, u_stride, v_stride): (usize, usize, usize),
     ) -> Result<(), PictureError> {
-        check_size(width, height)?;
-        let (cw, ch) = (width / 2, height / 2);
-        let planes = [
-            (y, y_stride, width, height),
-            (u, u_stride, cw, ch),
-            (v, v_stride, cw, ch),
-        ];
-        for &(plane, stride, w, h) in &planes {
-            let want = stride * (h - 1) + w;
-            if stride < w || plane.len() < want {
-                return Err(PictureError::PlaneSize {
-                    width,
-                    height,
-                    got: plane.len(),
-                    want,
-                });
-            }
-        }
-        for (out, (plane, stride, w, h)) in [&mut self.y, &mut self.u, &mut self.v]
+        let planes = Planes::new(width, height, [y, u, v], [y_stride, u_stride, v_stride])?;
+        for (i, out) in [&mut self.y, &mut self.u, &mut self.v]
             .into_iter()
-            .zip(planes)
+            .enumerate()
         {
             out.clear();
-            for row in 0..h {
-                out.extend_from_slice(&plane[row * stride..row * stride + w]);
+            for row in 0..planes.rows(i) {
+                out.extend_from_slice(planes.row(i, row));
             }
         }
         (self.width, self.height) = (width, height);
@@ -207,8 +190,104 @@ impl Picture {
     /// (Y, U, V) at pixel (x, y).
     #[cfg(test)]
     pub(crate) fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
-        let c = (y / 2) * (self.width / 2) + x / 2;
-        [self.y[y * self.width + x], self.u[c], self.v[c]]
+        self.planes().pixel(x, y)
+    }
+}
+
+/// The three planes of a 4:2:0 picture where they lie, each row of plane `i`
+/// `strides[i]` bytes after the one before: a [`Picture`]'s own, or a decoder's
+/// frame shown without a copy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Planes<'a> {
+    width: usize,
+    height: usize,
+    data: [&'a [u8]; 3],
+    strides: [usize; 3],
+}
+
+impl<'a> Planes<'a> {
+    /// Checks that every plane holds its rows: `height` rows of `width` bytes for
+    /// luma, half as many of half as many for chroma.
+    pub(crate) fn new(
+        width: usize,
+        height: usize,
+        data: [&'a [u8]; 3],
+        strides: [usize; 3],
+    ) -> Result<Self, PictureError> {
+        check_size(width, height)?;
+        let planes = Self {
+            width,
+            height,
+            data,
+            strides,
+        };
+        for i in 0..3 {
+            let (w, h) = planes.size(i);
+            let want = strides[i] * (h - 1) + w;
+            if strides[i] < w || data[i].len() < want {
+                return Err(PictureError::PlaneSize {
+                    width,
+                    height,
+                    got: data[i].len(),
+                    want,
+                });
+            }
+        }
+        Ok(planes)
+    }
+
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    pub(crate) fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Width and height of plane `i` (0 luma, 1 and 2 chroma).
+    fn size(&self, i: usize) -> (usize, usize) {
+        match i {
+            0 => (self.width, self.height),
+            _ => (self.width / 2, self.height / 2),
+        }
+    }
+
+    /// Rows of plane `i`.
+    pub(crate) fn rows(&self, i: usize) -> usize {
+        self.size(i).1
+    }
+
+    /// Row `row` of plane `i`, without its padding.
+    pub(crate) fn row(&self, i: usize, row: usize) -> &'a [u8] {
+        &self.data[i][row * self.strides[i]..][..self.size(i).0]
+    }
+
+    /// Plane `i` and its stride.
+    pub(crate) fn plane(&self, i: usize) -> (&'a [u8], usize) {
+        (self.data[i], self.strides[i])
+    }
+
+    /// (Y, U, V) at pixel (x, y).
+    #[cfg(test)]
+    pub(crate) fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        [(0, x, y), (1, x / 2, y / 2), (2, x / 2, y / 2)].map(|(i, x, y)| self.row(i, y)[x])
+    }
+}
+
+/// What can be shown as a 4:2:0 picture.
+pub(crate) trait AsPlanes {
+    fn planes(&self) -> Planes<'_>;
+}
+
+impl AsPlanes for Picture {
+    fn planes(&self) -> Planes<'_> {
+        let (w, h) = (self.width, self.height);
+        Planes {
+            width: w,
+            height: h,
+            data: [&self.y, &self.u, &self.v],
+            strides: [w, w / 2, w / 2],
+        }
     }
 }
 
@@ -225,6 +304,12 @@ mod tests {
         assert_eq!(p.y(), &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!((p.u(), p.v()), (&[9, 10][..], &[11, 12][..]));
         assert_eq!(p.pixel(3, 1), [8, 10, 12]);
+        let planes = Planes::new(4, 2, [&y, &u, &v], [6, 3, 3]).unwrap();
+        assert_eq!(
+            (planes.pixel(3, 1), planes.row(0, 1)),
+            ([8, 10, 12], &[5, 6, 7, 8][..])
+        );
+        assert_eq!(p.planes().pixel(3, 1), [8, 10, 12]);
         // Used again for a smaller picture, and refused a short plane.
         let mut again = p.clone();
         again

@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use super::layout::{self, fit, LayoutError, Rect};
 use super::scale::{ScaleError, Scaler};
-use crate::media::picture::{Picture, PictureError};
+use crate::media::picture::{AsPlanes, Picture, PictureError};
 
 #[derive(Debug, Error)]
 pub enum CompositorError {
@@ -57,8 +57,8 @@ impl Default for CompositorConfig {
 }
 
 /// A participant's newest picture and when it arrived.
-struct Held {
-    picture: Picture,
+struct Held<P> {
+    picture: P,
     at: Instant,
 }
 
@@ -69,10 +69,10 @@ enum Shown {
     Placeholder,
 }
 
-struct Tile<Id> {
+struct Tile<Id, P> {
     id: Id,
     rect: Rect,
-    held: Option<Held>,
+    held: Option<Held<P>>,
     /// Kept across pictures of the same size: making one computes filter tables.
     scaler: Option<Scaler>,
     /// `None` when the tile must be redrawn.
@@ -82,14 +82,15 @@ struct Tile<Id> {
     barred: Option<Rect>,
 }
 
-/// Composites the pictures of sources identified by `Id` (e.g. an SSRC).
-pub struct Compositor<Id> {
+/// Composites the pictures (of type `P`: pictures of its own, or decoders' frames)
+/// of sources identified by `Id` (e.g. an SSRC).
+pub struct Compositor<Id, P = Picture> {
     config: CompositorConfig,
     output: Picture,
-    tiles: Vec<Tile<Id>>,
+    tiles: Vec<Tile<Id, P>>,
 }
 
-impl<Id: Copy + Eq + std::fmt::Debug> Compositor<Id> {
+impl<Id: Copy + Eq + std::fmt::Debug, P: AsPlanes> Compositor<Id, P> {
     /// A compositor with no sources: renders the background.
     pub fn new(config: CompositorConfig) -> Result<Self, CompositorError> {
         layout::check_output(config.width, config.height)?;
@@ -142,7 +143,7 @@ impl<Id: Copy + Eq + std::fmt::Debug> Compositor<Id> {
     /// The newest decoded picture of source `id`, arrived at `now`. Gives back the
     /// picture it no longer holds (the one replaced, or this one for a source not on
     /// the grid), for its memory to be used again.
-    pub fn push(&mut self, id: Id, picture: Picture, now: Instant) -> Option<Picture> {
+    pub(crate) fn push(&mut self, id: Id, picture: P, now: Instant) -> Option<P> {
         match self.tiles.iter_mut().find(|t| t.id == id) {
             Some(tile) => {
                 tile.shown = None;
@@ -212,8 +213,9 @@ fn draw_picture(
     rect: Rect,
     scaler: &mut Option<Scaler>,
     barred: &mut Option<Rect>,
-    picture: &Picture,
+    picture: &impl AsPlanes,
 ) -> Result<(), ScaleError> {
+    let picture = picture.planes();
     let (w, h) = (picture.width(), picture.height());
     let target = fit(w, h, rect);
     if *barred != Some(target) {

@@ -19,7 +19,7 @@ use super::compositor::{Compositor, CompositorConfig};
 use super::frame_clock::{FrameClock, PTS_HZ};
 use super::timeline::{LocalTimeline, ParticipantTimeline};
 use crate::decoder::opus::OpusDecoder;
-use crate::decoder::video::{VideoDecodeError, VideoDecoder};
+use crate::decoder::video::{Decoded, VideoDecodeError, VideoDecoder};
 use crate::encoder::{self, EncodedVideo, EncoderConfig, EncoderError, EncoderKind, VideoEncoder};
 use crate::ingest::{Frame, MediaKind};
 use crate::link::frame::{
@@ -132,12 +132,12 @@ struct Participant {
     /// placeholder.
     video: Option<VideoDecoder>,
     /// Decoded pictures with their timeline position (90 kHz), oldest first.
-    pending: VecDeque<(i64, crate::media::picture::Picture)>,
+    pending: VecDeque<(i64, Decoded)>,
     counters: ParticipantCounters,
 }
 
 impl Participant {
-    fn recycle(&mut self, picture: crate::media::picture::Picture) {
+    fn recycle(&mut self, picture: Decoded) {
         if let Some(d) = &mut self.video {
             d.recycle(picture);
         }
@@ -153,7 +153,7 @@ pub struct Engine {
     next_source: u32,
     audio: AudioMixer<u32>,
     audio_encoder: OpusEncoder,
-    compositor: Compositor<u32>,
+    compositor: Compositor<u32, Decoded>,
     frames: FrameClock,
     video_encoder: Box<dyn VideoEncoder>,
     /// Next audio frame to mix, in frames of 20 ms.

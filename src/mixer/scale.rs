@@ -9,7 +9,7 @@
 use thiserror::Error;
 
 use super::layout::Rect;
-use crate::media::picture::Picture;
+use crate::media::picture::{Picture, Planes};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ScaleError {
@@ -195,34 +195,27 @@ impl PlaneScaler {
         self.src.0.max(self.dst.0)
     }
 
-    /// Scales `src` into `dst` (a plane `stride` wide) at (`x`, `y`).
+    /// Scales `src` (rows `src_stride` apart) into `dst` (a plane `stride` wide) at
+    /// (`x`, `y`).
     fn run(
         &self,
-        src: &[u8],
+        (src, src_stride): (&[u8], usize),
         (dst, stride): (&mut [u8], usize),
         (x, y): (usize, usize),
         scratch: &mut Scratch,
     ) {
         let (src_w, dst_w) = (self.src.0, self.dst.0);
+        let row = |r: usize| &src[r * src_stride..][..src_w];
         let (v, h) = match &self.plan {
             Plan::Copy => {
                 // Same size, e.g. 640x360 participants on a 2x2 grid at 1280x720.
-                for (row, out) in src
-                    .chunks_exact(src_w)
-                    .zip(dst[y * stride..].chunks_mut(stride))
-                {
-                    out[x..x + dst_w].copy_from_slice(row);
+                for r in 0..self.src.1 {
+                    dst[(y + r) * stride + x..][..dst_w].copy_from_slice(row(r));
                 }
                 return;
             }
             Plan::Enlarge(bilinear) => {
-                return enlarge(
-                    bilinear,
-                    (src, src_w),
-                    (dst, stride),
-                    (x, y, dst_w),
-                    scratch,
-                )
+                return enlarge(bilinear, row, (dst, stride), (x, y, dst_w), scratch)
             }
             Plan::Separable {
                 vertical,
@@ -231,14 +224,15 @@ impl PlaneScaler {
         };
         let (acc, mid) = (&mut scratch.acc[..src_w], &mut scratch.mid[..src_w]);
         for (oy, weights) in v.weights.chunks_exact(v.taps).enumerate() {
-            let rows = &src[v.starts[oy] * src_w..][..v.taps * src_w];
+            let start = v.starts[oy];
+            let rows = |t: usize| row(start + t);
             // Common tap counts in one pass over the row, without the accumulator.
             match v.taps {
-                1 => vertical_fused::<1>(rows, weights, mid),
-                2 => vertical_fused::<2>(rows, weights, mid),
-                3 => vertical_fused::<3>(rows, weights, mid),
-                4 => vertical_fused::<4>(rows, weights, mid),
-                _ => vertical(rows.chunks_exact(src_w).zip(weights), acc, mid),
+                1 => vertical_fused::<1>(std::array::from_fn(rows), weights, mid),
+                2 => vertical_fused::<2>(std::array::from_fn(rows), weights, mid),
+                3 => vertical_fused::<3>(std::array::from_fn(rows), weights, mid),
+                4 => vertical_fused::<4>(std::array::from_fn(rows), weights, mid),
+                taps => vertical((0..taps).map(rows).zip(weights), acc, mid),
             }
             let out = &mut dst[(y + oy) * stride + x..][..dst_w];
             // Common tap counts get their own copy of the loop, unrolled.
@@ -268,9 +262,9 @@ struct Scratch {
 /// Bilinear enlarging: each source row that an output row needs is scaled
 /// horizontally once (consecutive output rows share their source rows), then every
 /// output row is the blend of two of them.
-fn enlarge(
+fn enlarge<'a>(
     b: &Bilinear,
-    (src, src_w): (&[u8], usize),
+    row: impl Fn(usize) -> &'a [u8],
     (dst, stride): (&mut [u8], usize),
     (x, y, dst_w): (usize, usize, usize),
     s: &mut Scratch,
@@ -282,8 +276,7 @@ fn enlarge(
         for r in [top, top + 1] {
             if s.held[r % 2] != Some(r) {
                 let (left, right) = (&mut s.left[..dst_w], &mut s.right[..dst_w]);
-                let row = &src[r * src_w..][..src_w];
-                b.row(row, (left, right), &mut s.rows[r % 2][..dst_w]);
+                b.row(row(r), (left, right), &mut s.rows[r % 2][..dst_w]);
                 s.held[r % 2] = Some(r);
             }
         }
@@ -316,12 +309,10 @@ fn vertical<'a>(rows: impl Iterator<Item = (&'a [u8], &'a u32)>, acc: &mut [u32]
     }
 }
 
-/// [`vertical`] for `T` taps: `rows` holds the `T` source rows one after the
-/// other, each `mid.len()` long. The same sums, so the same samples.
+/// [`vertical`] for `T` taps, each of `rows` `mid.len()` long. The same sums, so
+/// the same samples.
 #[inline(always)]
-fn vertical_fused<const T: usize>(rows: &[u8], weights: &[u32], mid: &mut [u32]) {
-    let n = mid.len();
-    let rows: [&[u8]; T] = std::array::from_fn(|t| &rows[t * n..][..n]);
+fn vertical_fused<const T: usize>(rows: [&[u8]; T], weights: &[u32], mid: &mut [u32]) {
     let weights: [u32; T] = std::array::from_fn(|t| weights[t]);
     let shift = WEIGHT_BITS - MID_BITS;
     for (i, m) in mid.iter_mut().enumerate() {
@@ -386,9 +377,9 @@ impl Scaler {
     }
 
     /// Scales `src` into `rect` of `dst`; pixels of `dst` outside `rect` are untouched.
-    pub fn scale(
+    pub(crate) fn scale(
         &mut self,
-        src: &Picture,
+        src: Planes<'_>,
         dst: &mut Picture,
         rect: Rect,
     ) -> Result<(), ScaleError> {
@@ -415,11 +406,11 @@ impl Scaler {
         let (dst_y, dst_u, dst_v) = dst.planes_mut();
         let scratch = &mut self.scratch;
         self.luma
-            .run(src.y(), (dst_y, picture.0), (rect.x, rect.y), scratch);
+            .run(src.plane(0), (dst_y, picture.0), (rect.x, rect.y), scratch);
         let at = (rect.x / 2, rect.y / 2);
         let stride = picture.0 / 2;
-        for (plane, out) in [(src.u(), dst_u), (src.v(), dst_v)] {
-            self.chroma.run(plane, (out, stride), at, scratch);
+        for (i, out) in [(1, dst_u), (2, dst_v)] {
+            self.chroma.run(src.plane(i), (out, stride), at, scratch);
         }
         Ok(())
     }
@@ -428,6 +419,7 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::picture::AsPlanes;
 
     fn rect(x: usize, y: usize, width: usize, height: usize) -> Rect {
         Rect {
@@ -442,7 +434,7 @@ mod tests {
         let mut dst = Picture::filled(width, height, [0; 3]).unwrap();
         Scaler::new(src.width(), src.height(), width, height)
             .unwrap()
-            .scale(src, &mut dst, rect(0, 0, width, height))
+            .scale(src.planes(), &mut dst, rect(0, 0, width, height))
             .unwrap();
         dst
     }
@@ -460,6 +452,47 @@ mod tests {
             let src = Picture::filled(sw, sh, colour).unwrap();
             let dst = scale_whole(&src, dw, dh);
             assert_eq!(dst, Picture::filled(dw, dh, colour).unwrap(), "{sw}x{sh}");
+        }
+    }
+
+    #[test]
+    fn padded_rows_scale_as_packed_ones() {
+        // A decoder's frame: rows longer than the picture, padding that must not show.
+        let (w, h) = (40, 30);
+        let src = Picture::from_planes(
+            w,
+            h,
+            (0..w * h).map(|i| (i * 7 % 251) as u8).collect(),
+            (0..w * h / 4).map(|i| (i * 3 % 253) as u8).collect(),
+            (0..w * h / 4).map(|i| (i * 5 % 241) as u8).collect(),
+        )
+        .unwrap();
+        let pad = |plane: &[u8], width: usize, stride: usize| -> Vec<u8> {
+            plane
+                .chunks_exact(width)
+                .flat_map(|row| {
+                    row.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(255, stride - width))
+                })
+                .collect()
+        };
+        let (y, u, v) = (
+            pad(src.y(), w, 64),
+            pad(src.u(), w / 2, 32),
+            pad(src.v(), w / 2, 32),
+        );
+        let padded = Planes::new(w, h, [&y, &u, &v], [64, 32, 32]).unwrap();
+        // Copy, shrink (fused and not) and enlarge.
+        for (dw, dh) in [(40, 30), (20, 16), (8, 6), (64, 48)] {
+            let mut want = Picture::filled(dw, dh, [0; 3]).unwrap();
+            let mut got = want.clone();
+            let mut scaler = Scaler::new(w, h, dw, dh).unwrap();
+            scaler
+                .scale(src.planes(), &mut want, rect(0, 0, dw, dh))
+                .unwrap();
+            scaler.scale(padded, &mut got, rect(0, 0, dw, dh)).unwrap();
+            assert_eq!(got, want, "{dw}x{dh}");
         }
     }
 
@@ -500,11 +533,12 @@ mod tests {
             let rows = &rows[..taps_of.taps * n];
             let (mut acc, mut want, mut got) = (vec![0; n], vec![0; n], vec![0; n]);
             vertical(rows.chunks_exact(n).zip(weights), &mut acc, &mut want);
+            let row = |t: usize| &rows[t * n..][..n];
             match taps_of.taps {
-                1 => vertical_fused::<1>(rows, weights, &mut got),
-                2 => vertical_fused::<2>(rows, weights, &mut got),
-                3 => vertical_fused::<3>(rows, weights, &mut got),
-                4 => vertical_fused::<4>(rows, weights, &mut got),
+                1 => vertical_fused::<1>(std::array::from_fn(row), weights, &mut got),
+                2 => vertical_fused::<2>(std::array::from_fn(row), weights, &mut got),
+                3 => vertical_fused::<3>(std::array::from_fn(row), weights, &mut got),
+                4 => vertical_fused::<4>(std::array::from_fn(row), weights, &mut got),
                 t => panic!("{t} taps"),
             }
             assert_eq!(got, want, "{taps} taps");
@@ -590,7 +624,7 @@ mod tests {
         let r = rect(6, 4, 10, 8);
         Scaler::new(40, 30, 10, 8)
             .unwrap()
-            .scale(&src, &mut dst, r)
+            .scale(src.planes(), &mut dst, r)
             .unwrap();
         for y in 0..24 {
             for x in 0..32 {
@@ -608,7 +642,7 @@ mod tests {
         let mut scaler = Scaler::new(8, 8, 4, 4).unwrap();
         assert!(matches!(
             scaler.scale(
-                &Picture::filled(8, 6, [0; 3]).unwrap(),
+                Picture::filled(8, 6, [0; 3]).unwrap().planes(),
                 &mut dst,
                 rect(0, 0, 4, 4)
             ),
@@ -616,7 +650,7 @@ mod tests {
         ));
         for bad in [rect(14, 0, 4, 4), rect(1, 0, 4, 4), rect(0, 0, 6, 4)] {
             assert!(matches!(
-                scaler.scale(&src, &mut dst, bad),
+                scaler.scale(src.planes(), &mut dst, bad),
                 Err(ScaleError::Target { .. })
             ));
         }

@@ -154,6 +154,7 @@ impl MarkerReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::picture::AsPlanes;
     use crate::mixer::layout::{fit, tiles};
     use crate::mixer::scale::Scaler;
 
@@ -193,7 +194,7 @@ mod tests {
                 let mut output = Picture::filled(1280, 720, [16, 128, 128]).unwrap();
                 Scaler::new(320, 240, target.width, target.height)
                     .unwrap()
-                    .scale(&source, &mut output, target)
+                    .scale(source.planes(), &mut output, target)
                     .unwrap();
                 assert_eq!(reader.read(&crop(&output, reader.crop)), Some(code));
             }
