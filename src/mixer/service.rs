@@ -344,7 +344,8 @@ fn relay<A: SfuAdapter>(
 }
 
 /// The engine's thread: inputs as they come, output whenever it is due. Inputs are
-/// taken first even when output is late, so a stop is never stuck behind a backlog.
+/// taken first even when output is late, so a stop is never stuck behind a backlog;
+/// inside one batch of the ingest's, an output frame that comes due goes first.
 fn drive_engine(
     mut engine: Engine,
     inputs: std::sync::mpsc::Receiver<EngineInput>,
@@ -396,10 +397,14 @@ fn drive_engine(
             Some(EngineInput::Ingest(batch)) => {
                 let mut out = Vec::new();
                 for output in batch {
+                    // A burst (every participant's first keyframe at once, a
+                    // backlog) must not hold back an output frame that is due.
+                    let now = Instant::now();
+                    if engine.next_deadline() <= now && !emit(engine.poll(now)) {
+                        return;
+                    }
                     match output {
-                        IngestOutput::Frame(frame) => {
-                            out.extend(engine.on_frame(frame, Instant::now()));
-                        }
+                        IngestOutput::Frame(frame) => out.extend(engine.on_frame(frame, now)),
                         IngestOutput::Lost { ssrc, packets } => {
                             debug!(ssrc, packets, "packets lost");
                             engine.on_lost(ssrc);
