@@ -45,27 +45,23 @@ pub(crate) struct PicturePool {
 }
 
 impl PicturePool {
-    /// A picture of `width` x `height` copied from planes of the given strides, in
-    /// a spare picture's memory when there is one.
-    pub(crate) fn copy(
-        &mut self,
-        width: usize,
-        height: usize,
-        planes: (&[u8], &[u8], &[u8]),
-        strides: (usize, usize, usize),
-    ) -> Result<Picture, PictureError> {
+    /// A copy of `planes`, in a spare picture's memory when there is one.
+    fn copy(&mut self, planes: Planes<'_>) -> Picture {
         match self.spare.pop() {
-            Some(mut p) => p.copy_strided(width, height, planes, strides).map(|()| p),
-            None => Picture::from_strided(width, height, planes, strides),
+            Some(mut p) => {
+                p.copy_from(planes);
+                p
+            }
+            None => Picture::copied(planes),
         }
     }
 
-    /// A picture of a decoder's 4:2:0 planes, copied as [`Self::copy`] does. I420
-    /// needs even sizes: an odd size loses its last row or column.
+    /// A picture of a decoder's 4:2:0 planes, copied as [`Self::copy`] does.
     ///
     /// # Safety
-    /// Each of `planes` points to `height` rows (the chroma planes to half as many,
-    /// rounded up) of its stride's bytes, valid during the call.
+    /// As [`Planes::from_raw`]: each of `planes` points to `height` rows (the chroma
+    /// planes to half as many, rounded up) of its stride's bytes, valid during the
+    /// call.
     pub(crate) unsafe fn copy_raw(
         &mut self,
         width: usize,
@@ -73,16 +69,9 @@ impl PicturePool {
         planes: [*const u8; 3],
         strides: [usize; 3],
     ) -> Result<Picture, PictureError> {
-        let rows = [height, height.div_ceil(2), height.div_ceil(2)];
         // SAFETY: the caller's promise.
-        let plane =
-            |i: usize| unsafe { std::slice::from_raw_parts(planes[i], strides[i] * rows[i]) };
-        self.copy(
-            width & !1,
-            height & !1,
-            (plane(0), plane(1), plane(2)),
-            (strides[0], strides[1], strides[2]),
-        )
+        let planes = unsafe { Planes::from_raw(width, height, planes, strides) }?;
+        Ok(self.copy(planes))
     }
 
     /// Makes `picture` the one to show of a frame's, giving back the one it
@@ -131,28 +120,18 @@ impl Decoded {
     }
 }
 
-/// The planes of a decoded 4:2:0 frame. I420 needs even sizes: an odd size loses
-/// its last row or column.
+/// The planes of a decoded 4:2:0 frame, as [`Planes::from_raw`] makes them.
 fn frame_planes(frame: &ffmpeg_sys_next::AVFrame) -> Result<Planes<'_>, VideoDecodeError> {
-    // A damaged picture, concealed by libavcodec, would show its damage and be the
-    // reference of the next ones: the keyframe wait starts instead.
-    if libav::is_damaged(frame) || !libav::is_yuv420(frame) || frame.width < 2 || frame.height < 2 {
-        return Err(VideoDecodeError::Damaged(frame.format));
-    }
     let mut strides = [0usize; 3];
     for (i, stride) in strides.iter_mut().enumerate() {
         *stride = usize::try_from(frame.linesize[i])
             .map_err(|_| VideoDecodeError::Damaged(frame.format))?;
     }
-    let (w, h) = (frame.width as usize & !1, frame.height as usize & !1);
-    let sizes = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
-    let data = [0, 1, 2].map(|i| {
-        let (width, rows) = sizes[i];
-        // SAFETY: each plane of a decoded 4:2:0 frame holds its rows of `linesize`
-        // bytes, valid while the frame is referenced (as long as `frame` is borrowed).
-        unsafe { std::slice::from_raw_parts(frame.data[i], strides[i] * (rows - 1) + width) }
-    });
-    Ok(Planes::new(w, h, data, strides)?)
+    let (w, h) = (frame.width.max(0) as usize, frame.height.max(0) as usize);
+    let data = [0, 1, 2].map(|i| frame.data[i].cast_const());
+    // SAFETY: each plane of a decoded 4:2:0 frame holds its rows of `linesize`
+    // bytes, valid while the frame is referenced (as long as `frame` is borrowed).
+    Ok(unsafe { Planes::from_raw(w, h, data, strides) }?)
 }
 
 /// Decodes one frame with `decoder`: a reference on the last picture it gives.
@@ -162,6 +141,15 @@ fn decode_frame(
 ) -> Result<Option<Decoded>, VideoDecodeError> {
     let mut picture = None;
     decoder.decode(data, |frame| {
+        // A damaged picture, concealed by libavcodec, would show its damage and be
+        // the reference of the next ones: the keyframe wait starts instead.
+        if libav::is_damaged(frame)
+            || !libav::is_yuv420(frame)
+            || frame.width < 2
+            || frame.height < 2
+        {
+            return Err(VideoDecodeError::Damaged(frame.format));
+        }
         frame_planes(frame)?;
         // Only the last of the pictures one frame gives is shown.
         picture = Some(libav::FrameRef::new(frame)?);

@@ -120,13 +120,21 @@ impl Picture {
         })
     }
 
-    /// Copies planes that may have padding at the end of each row (decoder output).
+    /// Copies planes that may have padding at the end of each row (a device's buffer).
+    #[cfg(test)]
     pub(crate) fn from_strided(
         width: usize,
         height: usize,
         planes: (&[u8], &[u8], &[u8]),
         strides: (usize, usize, usize),
     ) -> Result<Self, PictureError> {
+        let (y, u, v) = planes;
+        let planes = Planes::new(width, height, [y, u, v], [strides.0, strides.1, strides.2])?;
+        Ok(Self::copied(planes))
+    }
+
+    /// A copy of `planes`, packed.
+    pub(crate) fn copied(planes: Planes<'_>) -> Self {
         let mut picture = Self {
             width: 0,
             height: 0,
@@ -134,21 +142,13 @@ impl Picture {
             u: Vec::new(),
             v: Vec::new(),
         };
-        picture.copy_strided(width, height, planes, strides)?;
-        Ok(picture)
+        picture.copy_from(planes);
+        picture
     }
 
-    /// Becomes a copy of strided planes, as [`from_strided`](Self::from_strided), in
-    /// the buffers it has: a picture used again costs no allocation. Unchanged on
-    /// error.
-    pub(crate) fn copy_strided(
-        &mut self,
-        width: usize,
-        height: usize,
-        (y, u, v): (&[u8], &[u8], &[u8]),
-        (y_stride, u_stride, v_stride): (usize, usize, usize),
-    ) -> Result<(), PictureError> {
-        let planes = Planes::new(width, height, [y, u, v], [y_stride, u_stride, v_stride])?;
+    /// Becomes a copy of `planes`, in the buffers it has: a picture used again costs
+    /// no allocation.
+    pub(crate) fn copy_from(&mut self, planes: Planes<'_>) {
         for (i, out) in [&mut self.y, &mut self.u, &mut self.v]
             .into_iter()
             .enumerate()
@@ -158,8 +158,7 @@ impl Picture {
                 out.extend_from_slice(planes.row(i, row));
             }
         }
-        (self.width, self.height) = (width, height);
-        Ok(())
+        (self.width, self.height) = (planes.width, planes.height);
     }
 
     pub(crate) fn width(&self) -> usize {
@@ -221,8 +220,7 @@ impl<'a> Planes<'a> {
             data,
             strides,
         };
-        for i in 0..3 {
-            let (w, h) = planes.size(i);
+        for (i, (w, h)) in plane_sizes(width, height).into_iter().enumerate() {
             let want = strides[i] * (h - 1) + w;
             if strides[i] < w || data[i].len() < want {
                 return Err(PictureError::PlaneSize {
@@ -236,6 +234,33 @@ impl<'a> Planes<'a> {
         Ok(planes)
     }
 
+    /// A decoder's planes, as [`new`](Self::new) checks them. I420 needs even sizes:
+    /// an odd size loses its last row or column.
+    ///
+    /// # Safety
+    /// Each of `data` points to `height` rows (the chroma planes to half as many,
+    /// rounded up) of its stride's bytes, valid for `'a`.
+    pub(crate) unsafe fn from_raw(
+        width: usize,
+        height: usize,
+        data: [*const u8; 3],
+        strides: [usize; 3],
+    ) -> Result<Self, PictureError> {
+        let (width, height) = (width & !1, height & !1);
+        check_size(width, height)?;
+        let sizes = plane_sizes(width, height);
+        let data = [0, 1, 2].map(|i| {
+            let (w, rows) = sizes[i];
+            // SAFETY: the caller's promise: no more than the rows kept, the last
+            // without its padding, and never past `rows` strides (a stride shorter
+            // than a row is refused by `new`).
+            unsafe {
+                std::slice::from_raw_parts(data[i], strides[i] * (rows - 1) + w.min(strides[i]))
+            }
+        });
+        Self::new(width, height, data, strides)
+    }
+
     pub(crate) fn width(&self) -> usize {
         self.width
     }
@@ -246,10 +271,7 @@ impl<'a> Planes<'a> {
 
     /// Width and height of plane `i` (0 luma, 1 and 2 chroma).
     fn size(&self, i: usize) -> (usize, usize) {
-        match i {
-            0 => (self.width, self.height),
-            _ => (self.width / 2, self.height / 2),
-        }
+        plane_sizes(self.width, self.height)[i]
     }
 
     /// Rows of plane `i`.
@@ -272,6 +294,12 @@ impl<'a> Planes<'a> {
     pub(crate) fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
         [(0, x, y), (1, x / 2, y / 2), (2, x / 2, y / 2)].map(|(i, x, y)| self.row(i, y)[x])
     }
+}
+
+/// Width and height of each plane of a 4:2:0 picture: luma, then the two chroma.
+fn plane_sizes(width: usize, height: usize) -> [(usize, usize); 3] {
+    let chroma = (width / 2, height / 2);
+    [(width, height), chroma, chroma]
 }
 
 /// What can be shown as a 4:2:0 picture.
@@ -312,14 +340,10 @@ mod tests {
         assert_eq!(p.planes().pixel(3, 1), [8, 10, 12]);
         // Used again for a smaller picture, and refused a short plane.
         let mut again = p.clone();
-        again
-            .copy_strided(2, 2, (&[5, 6, 0, 7, 8], &[1], &[2]), (3, 1, 1))
-            .unwrap();
+        again.copy_from(Planes::new(2, 2, [&[5, 6, 0, 7, 8], &[1], &[2]], [3, 1, 1]).unwrap());
         assert_eq!((again.width(), again.y()), (2, &[5, 6, 7, 8][..]));
         assert_eq!((again.u(), again.v()), (&[1][..], &[2][..]));
-        assert!(again
-            .copy_strided(4, 2, (&[0; 3], &[0; 2], &[0; 2]), (4, 2, 2))
-            .is_err());
+        assert!(Planes::new(4, 2, [&[0; 3], &[0; 2], &[0; 2]], [4, 2, 2]).is_err());
         assert_eq!(again.width(), 2);
     }
 
