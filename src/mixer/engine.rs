@@ -31,9 +31,10 @@ use crate::sfu::control::{ParticipantId, ParticipantInfo};
 /// Samples per channel of one 20 ms output audio frame at 48 kHz.
 const AUDIO_FRAME: i64 = 960;
 const AUDIO_FRAME_TIME: Duration = Duration::from_millis(20);
-/// Decoded pictures waiting for their turn, per participant: a bound on memory when a
-/// sender runs ahead of the timeline.
-const MAX_PENDING_PICTURES: usize = 30;
+/// Coded video frames waiting for their turn, per participant: a bound on memory when
+/// a sender runs ahead of the timeline (the oldest is then decoded early and its
+/// picture passed over).
+const MAX_CODED_FRAMES: usize = 30;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -131,15 +132,81 @@ struct Participant {
     /// `None` when the box cannot decode the video's codec: its tile stays a
     /// placeholder.
     video: Option<VideoDecoder>,
-    /// Decoded pictures with their timeline position (90 kHz), oldest first.
-    pending: VecDeque<(i64, Decoded)>,
+    /// Video frames not decoded yet, oldest first. They wait coded (kilobytes each)
+    /// rather than as pictures (115 KB at 320x240, 1.4 MB at 1280x720): the decoder's
+    /// pool keeps as many pictures as were ever alive at once.
+    coded: VecDeque<Coded>,
+    /// The next picture to show, with its timeline position (90 kHz): decoded one
+    /// turn ahead, so decoding stays off the output frame's path.
+    ahead: Option<(i64, Decoded)>,
     counters: ParticipantCounters,
+}
+
+/// A participant's video as it waits to be decoded.
+enum Coded {
+    Frame {
+        at: i64,
+        data: Vec<u8>,
+    },
+    /// Frames were lost here: what follows waits for a keyframe.
+    Loss,
 }
 
 impl Participant {
     fn recycle(&mut self, picture: Decoded) {
         if let Some(d) = &mut self.video {
             d.recycle(picture);
+        }
+    }
+
+    /// Decodes the video frames that should be pictures before the render of
+    /// `next_pts`: the next one when no picture is ahead, those whose picture that
+    /// render would pass over anyway, and the oldest when too many wait.
+    fn decode_ahead(&mut self, next_pts: i64, out: &mut Vec<EngineOutput>) {
+        let Some(decoder) = self.video.as_mut() else {
+            return;
+        };
+        loop {
+            let full = self.coded.len() > MAX_CODED_FRAMES;
+            match self.coded.front() {
+                None => return,
+                Some(Coded::Loss) => {
+                    self.coded.pop_front();
+                    decoder.wait_for_keyframe();
+                    continue;
+                }
+                Some(Coded::Frame { at, .. }) => {
+                    let passed =
+                        *at <= next_pts && self.ahead.as_ref().is_some_and(|(a, _)| *a <= next_pts);
+                    if self.ahead.is_some() && !passed && !full {
+                        return;
+                    }
+                }
+            }
+            let Some(Coded::Frame { at, data }) = self.coded.pop_front() else {
+                unreachable!("the front is a frame");
+            };
+            match decoder.decode(&data) {
+                Ok(picture) => {
+                    self.counters.video_frames += 1;
+                    if let Some(picture) = picture {
+                        if let Some((before, older)) = self.ahead.replace((at, picture)) {
+                            if before > next_pts {
+                                self.counters.pictures_late += 1;
+                            }
+                            decoder.recycle(older);
+                        }
+                    }
+                }
+                // Before the first keyframe or after a loss: the ingest has asked for
+                // one already.
+                Err(VideoDecodeError::AwaitingKeyframe) => {}
+                Err(e) => {
+                    self.counters.video_decode_errors += 1;
+                    debug!(id = %self.info.id, "video frame does not decode: {e}");
+                    out.push(EngineOutput::KeyframeRequest(self.info.id.clone()));
+                }
+            }
         }
     }
 }
@@ -277,7 +344,8 @@ impl Engine {
             timeline: ParticipantTimeline::default(),
             opus,
             video,
-            pending: VecDeque::new(),
+            coded: VecDeque::new(),
+            ahead: None,
             counters: ParticipantCounters::default(),
         });
         self.relayout();
@@ -335,40 +403,15 @@ impl Engine {
                 Vec::new()
             }
             MediaKind::Video => {
-                let Some(decoder) = p.video.as_mut() else {
-                    return Vec::new();
-                };
-                match decoder.decode(&frame.data) {
-                    Ok(picture) => {
-                        p.counters.video_frames += 1;
-                        if let Some(picture) = picture {
-                            if p.pending.len() == MAX_PENDING_PICTURES {
-                                if let Some((_, late)) = p.pending.pop_front() {
-                                    decoder.recycle(late);
-                                }
-                                p.counters.pictures_late += 1;
-                            }
-                            p.pending.push_back((at, picture));
-                            // Pictures before one that the next render can show are
-                            // passed over there: their memory back now, not held
-                            // while the engine catches up with a backlog of frames.
-                            while p.pending.get(1).is_some_and(|(at, _)| *at <= next_pts) {
-                                if let Some((_, passed)) = p.pending.pop_front() {
-                                    decoder.recycle(passed);
-                                }
-                            }
-                        }
-                        Vec::new()
-                    }
-                    // Before the first keyframe or after a loss: the ingest has asked
-                    // for one already.
-                    Err(VideoDecodeError::AwaitingKeyframe) => Vec::new(),
-                    Err(e) => {
-                        p.counters.video_decode_errors += 1;
-                        debug!(id = %p.info.id, "video frame does not decode: {e}");
-                        vec![EngineOutput::KeyframeRequest(p.info.id.clone())]
-                    }
+                let mut out = Vec::new();
+                if p.video.is_some() {
+                    p.coded.push_back(Coded::Frame {
+                        at,
+                        data: frame.data,
+                    });
+                    p.decode_ahead(next_pts, &mut out);
                 }
+                out
             }
         }
     }
@@ -411,8 +454,10 @@ impl Engine {
         };
         let p = &mut self.participants[i];
         if ssrc == p.info.video.ssrc {
-            if let Some(d) = &mut p.video {
-                d.wait_for_keyframe();
+            // After the frames already here, which came before the loss; taken in
+            // turn as they are decoded.
+            if p.video.is_some() && !matches!(p.coded.back(), Some(Coded::Loss)) {
+                p.coded.push_back(Coded::Loss);
             }
         } else {
             p.counters.audio_losses += 1;
@@ -448,27 +493,19 @@ impl Engine {
             if due.skipped > 0 {
                 debug!(skipped = due.skipped, "video output fell behind");
             }
+            let pts = due.pts as i64;
             for p in &mut self.participants {
                 // The newest picture whose time has come; older ones are passed over.
-                let mut shown = None;
-                while p
-                    .pending
-                    .front()
-                    .is_some_and(|(at, _)| *at <= due.pts as i64)
-                {
-                    if let Some((_, passed)) = std::mem::replace(&mut shown, p.pending.pop_front())
-                    {
-                        p.recycle(passed);
-                    }
-                }
-                if let Some((_, picture)) = shown {
-                    if let Some(done) = self.compositor.push(p.source, picture, now) {
-                        p.recycle(done);
+                p.decode_ahead(pts, &mut out);
+                if p.ahead.as_ref().is_some_and(|(at, _)| *at <= pts) {
+                    if let Some((_, picture)) = p.ahead.take() {
+                        if let Some(done) = self.compositor.push(p.source, picture, now) {
+                            p.recycle(done);
+                        }
                     }
                 }
             }
             let picture = self.compositor.render(now);
-            let pts = due.pts as i64;
             let force = std::mem::take(&mut self.keyframe_wanted) || pts >= self.next_keyframe_pts;
             if force {
                 // Counted from the frame asked for: a hardware pipeline hands it out later.
@@ -481,6 +518,11 @@ impl Engine {
                 }
             }
             out.extend(encoded.into_iter().map(video_media));
+            // The pictures of the next render, decoded now that this one is out.
+            let next_pts = self.frames.next_pts_from(now) as i64;
+            for p in &mut self.participants {
+                p.decode_ahead(next_pts, &mut out);
+            }
         }
         Ok(out)
     }
@@ -673,8 +715,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_backlog_of_frames_holds_one_picture_not_all_of_them() {
+    /// An engine with one H.264 participant (video SSRC 11), and its first `n` video
+    /// frames at 30 fps (a keyframe, then none).
+    fn one_video_participant(n: usize) -> (Instant, Engine, Vec<Frame>) {
         use crate::link::frame::text;
         use crate::media::codec::Codec;
         use crate::sfu::control::StreamInfo;
@@ -700,39 +743,80 @@ mod tests {
             ..PatternSpec::default()
         })
         .unwrap();
-        let frames: Vec<_> = (0..40).map(|_| source.next_frame().unwrap()).collect();
-        let frame = |k: usize| Frame {
-            ssrc: 11,
-            kind: MediaKind::Video,
-            ts: k as i64 * 3000,
-            data: frames[k].data.clone(),
-            keyframe: frames[k].keyframe,
-            wallclock_us: None,
-        };
+        let frames = (0..n)
+            .map(|k| {
+                let f = source.next_frame().unwrap();
+                Frame {
+                    ssrc: 11,
+                    kind: MediaKind::Video,
+                    ts: k as i64 * 3000,
+                    data: f.data,
+                    keyframe: f.keyframe,
+                    wallclock_us: None,
+                }
+            })
+            .collect();
+        (t0, engine, frames)
+    }
+
+    #[test]
+    fn video_waits_coded_and_a_backlog_holds_one_picture() {
+        let (t0, mut engine, frames) = one_video_participant(40);
+        let frame = |k: usize| frames[k].clone();
         let frame_time = Duration::from_nanos(1_000_000_000 / 30);
         // On time: each frame arrives as it is sent, and is rendered 80 ms later.
         for k in 0..10 {
             let now = t0 + frame_time * k as u32;
             assert!(engine.on_frame(frame(k), now).is_empty());
             engine.poll(now).unwrap();
+            let p = &engine.participants[0];
+            // The frames of the delay wait coded, and only the picture the next
+            // render shows (frame k - 2, 80 ms on) is decoded: not every frame as
+            // it arrives.
+            assert!(p.coded.len() <= 3, "{} frames wait", p.coded.len());
+            let next_shown = k.saturating_sub(2).max(1) as u64;
             assert!(
-                engine.participants[0].pending.len() <= 4,
-                "ahead by the delay"
+                p.counters.video_frames <= next_shown + 1,
+                "{} decoded by frame {k}",
+                p.counters.video_frames
             );
         }
-        // The engine stalled for a second: 30 frames wait and are decoded in a burst,
-        // long after their time, before the next render.
+        // The engine stalled for a second: 30 frames arrive in a burst, long after
+        // their time, before the next render. Each is decoded as it comes, as the
+        // next render passes over all but the last of them; only the two frames
+        // still ahead of that render wait.
         let late = t0 + frame_time * 40;
         for k in 10..40 {
             assert!(engine.on_frame(frame(k), late).is_empty());
-            let pending = &engine.participants[0].pending;
-            // The one the next render shows, and those still ahead of it.
-            assert!(pending.len() <= 3, "{} pictures held", pending.len());
+            let p = &engine.participants[0];
+            assert!(p.coded.len() <= 2, "{} frames wait", p.coded.len());
         }
         engine.poll(late).unwrap();
         let p = &engine.participants[0];
-        assert_eq!(p.counters.video_frames, 40);
+        assert_eq!(p.counters.video_frames + p.coded.len() as u64, 40);
         assert_eq!(p.counters.pictures_late, 0);
+    }
+
+    #[test]
+    fn frames_that_came_before_a_loss_still_decode() {
+        let (t0, mut engine, frames) = one_video_participant(8);
+        let frame_time = Duration::from_nanos(1_000_000_000 / 30);
+        // Frames 0 to 4 arrive in one burst, then a loss is seen, then frame 5 (not a
+        // keyframe). Most of the burst is still coded when the loss comes.
+        for f in &frames[..5] {
+            engine.on_frame(f.clone(), t0);
+        }
+        assert!(!engine.participants[0].coded.is_empty());
+        engine.on_lost(11);
+        engine.on_frame(frames[5].clone(), t0);
+        for k in 0..12 {
+            engine.poll(t0 + frame_time * k).unwrap();
+        }
+        let p = &engine.participants[0];
+        assert!(p.coded.is_empty());
+        assert_eq!(p.counters.video_frames, 5, "the frames before the loss");
+        assert_eq!(p.counters.video_decode_errors, 0);
+        assert!(p.video.as_ref().unwrap().awaiting_keyframe());
     }
 
     use crate::mixer::audio_encoder::FRAME_SAMPLES;
