@@ -35,10 +35,26 @@ impl Sample for i32 {
     }
 }
 
+/// `v.round() as i16`: rounded half away from zero, clipped to the i16 range, NaN as
+/// 0. `f32::round` is a call into libm on x86-64 (one instruction on the box's ARM),
+/// and this runs once a sample of every participant and of the mix; this is inlined.
+#[inline]
+pub(crate) fn round_to_i16(v: f32) -> i16 {
+    // NaN stays NaN, and becomes 0 below, as with `round`.
+    let v = v.clamp(-32768.0, 32767.0);
+    let whole = v as i32;
+    // Exact: `v` and its whole part are floats of at most 16 integer bits.
+    let fraction = v - whole as f32;
+    let rounded = whole + i32::from(fraction >= 0.5) - i32::from(fraction <= -0.5);
+    // Within i16 by the clamp: 32766.5 rounds to 32767, -32767.5 to -32768.
+    rounded as i16
+}
+
 impl Sample for f32 {
+    /// Full scale is +-1.0; beyond it clips instead of wrapping.
+    #[inline]
     fn to_i16(self) -> i16 {
-        // `as` saturates, so a float beyond full scale clips instead of wrapping.
-        (self * 32768.0).round() as i16
+        round_to_i16(self * 32768.0)
     }
     fn from_i16(sample: i16) -> Self {
         f32::from(sample) / 32768.0
@@ -137,6 +153,37 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn rounding_edges_are_f32_round_s() {
+        let edges = [
+            0.5f32,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.499_999_97,
+            32766.5,
+            -32767.5,
+            32767.0,
+            32768.0,
+            -32768.0,
+            -32769.0,
+            1e9,
+            -1e9,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+        ];
+        for v in edges {
+            assert_eq!(round_to_i16(v), v.round() as i16, "{v}");
+            // Dividing by a power of two is exact: the sample scales back to `v`.
+            let sample = v / 32768.0;
+            assert_eq!(sample.to_i16(), (sample * 32768.0).round() as i16, "{v}");
+        }
+    }
+
+    #[test]
     fn sample_types_round_trip_through_i16() {
         for s in [i16::MIN, -1000, -1, 0, 1, 1000, i16::MAX] {
             assert_eq!(i32::from_i16(s).to_i16(), s);
@@ -200,6 +247,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn floats_round_as_f32_round_does(v in any::<f32>()) {
+            prop_assert_eq!(round_to_i16(v), v.round() as i16);
+        }
+
+        #[test]
+        fn samples_near_full_scale_round_as_f32_round_does(sample in -1.1f32..1.1) {
+            prop_assert_eq!(sample.to_i16(), (sample * 32768.0).round() as i16);
+        }
+
         #[test]
         fn chunking_does_not_change_the_output(
             input in proptest::collection::vec(any::<i16>(), 0..600),

@@ -12,6 +12,7 @@
 
 use thiserror::Error;
 
+use crate::audio::convert::Sample;
 use crate::ingest::depacketize::opus::CLOCK_RATE;
 use crate::libav::{self, LibavError};
 
@@ -48,22 +49,6 @@ fn open(channels: usize) -> Result<libav::Decoder, OpusDecodeError> {
         libav::set_channels(ctx, channels);
     })
     .map_err(OpusDecodeError::Init)
-}
-
-/// A sample of the decoder's float output (full scale is +-1.0) as 16 bits, rounded
-/// half away from zero and clipped, as `(sample * 32768.0).round() as i16` would be.
-/// `f32::round` is a call into libm on x86-64 (one instruction on the box's ARM),
-/// twice a sample; this is inlined.
-#[inline]
-fn to_i16(sample: f32) -> i16 {
-    // NaN stays NaN, and becomes 0 below, as with `round`.
-    let v = (sample * 32768.0).clamp(-32768.0, 32767.0);
-    let whole = v as i32;
-    // Exact: `v` and its whole part are floats of at most 16 integer bits.
-    let fraction = v - whole as f32;
-    let rounded = whole + i32::from(fraction >= 0.5) - i32::from(fraction <= -0.5);
-    // Within i16 by the clamp: 32766.5 rounds to 32767, -32767.5 to -32768.
-    rounded as i16
 }
 
 /// Decodes one participant's Opus packets in order; one decoder per stream, since
@@ -118,7 +103,7 @@ impl OpusDecoder {
                 return Err(OpusDecodeError::TooLong);
             }
             for (&l, &r) in left.iter().zip(right) {
-                pcm.extend_from_slice(&[to_i16(l), to_i16(r)]);
+                pcm.extend_from_slice(&[l.to_i16(), r.to_i16()]);
             }
             Ok(())
         })?;
@@ -239,46 +224,7 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn rounding_edges_are_f32_round_s() {
-        let scaled = [
-            0.5f32,
-            -0.5,
-            1.5,
-            -1.5,
-            2.5,
-            0.499_999_97,
-            32766.5,
-            -32767.5,
-            32767.0,
-            32768.0,
-            -32768.0,
-            -32769.0,
-            1e9,
-            -1e9,
-        ];
-        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0];
-        // Dividing by a power of two is exact: `sample * 32768.0` is `v` again.
-        for sample in scaled.map(|v| v / 32768.0).into_iter().chain(special) {
-            assert_eq!(
-                to_i16(sample),
-                (sample * 32768.0).round() as i16,
-                "{sample}"
-            );
-        }
-    }
-
     proptest! {
-        #[test]
-        fn samples_round_as_f32_round_does(sample in any::<f32>()) {
-            prop_assert_eq!(to_i16(sample), (sample * 32768.0).round() as i16);
-        }
-
-        #[test]
-        fn samples_near_full_scale_round_as_f32_round_does(sample in -1.1f32..1.1) {
-            prop_assert_eq!(to_i16(sample), (sample * 32768.0).round() as i16);
-        }
-
         #[test]
         fn garbage_never_panics(packet in proptest::collection::vec(any::<u8>(), 1..400)) {
             let mut dec = OpusDecoder::new().unwrap();

@@ -18,6 +18,7 @@ use thiserror::Error;
 use tracing::debug;
 
 use super::audio_encoder::{CHANNELS, FRAME_LEN, FRAME_SAMPLES};
+use crate::audio::convert::round_to_i16;
 use crate::ingest::depacketize::opus::CLOCK_RATE;
 
 /// Samples per channel a source may run ahead of the mix by default (2 s).
@@ -260,16 +261,13 @@ impl Limiter {
     /// `sum` is the frame followed by the `LOOKAHEAD` samples after it as far as known.
     fn apply(&mut self, sum: &[[f32; CHANNELS]; FRAME_SAMPLES + LOOKAHEAD]) -> [i16; FRAME_LEN] {
         // r over the previous tail, the frame and the lookahead.
-        let mut r = [1.0f32; LOOKAHEAD + FRAME_SAMPLES + LOOKAHEAD];
+        let mut r = [1.0f32; SPAN];
         r[..LOOKAHEAD].copy_from_slice(&self.tail);
         for (g, pair) in r[LOOKAHEAD..].iter_mut().zip(sum) {
             *g = required_gain(pair);
         }
         // held[k]: minimum of r over [k, k + LOOKAHEAD], for frame positions k - LOOKAHEAD.
-        let mut held = [1.0f32; LOOKAHEAD + FRAME_SAMPLES];
-        for (k, h) in held.iter_mut().enumerate() {
-            *h = r[k..=k + LOOKAHEAD].iter().copied().fold(1.0, f32::min);
-        }
+        let held = window_minima(&r);
         let mut out = [0i16; FRAME_LEN];
         // A running sum in f64, so 960 steps of rounding cannot lift the average above
         // the minima it averages.
@@ -281,14 +279,49 @@ impl Limiter {
             window -= f64::from(held[i]);
             self.gain = smoothed.min(self.gain + (1.0 - self.gain) * self.release);
             for (o, &x) in out.iter_mut().zip(pair) {
-                // `as` saturates; the gain keeps every sample well inside anyway.
-                *o = (x * self.gain).round() as i16;
+                // The gain keeps every sample well inside the range anyway.
+                *o = round_to_i16(x * self.gain);
             }
         }
         self.tail
             .copy_from_slice(&r[FRAME_SAMPLES..FRAME_SAMPLES + LOOKAHEAD]);
         out
     }
+}
+
+/// Values the limiter computes its gain over: the previous tail, the frame and the
+/// lookahead.
+const SPAN: usize = LOOKAHEAD + FRAME_SAMPLES + LOOKAHEAD;
+
+/// `held[k]`, the minimum of `r[k..=k + LOOKAHEAD]`, for every window, in three
+/// passes whatever the window's width (van Herk, Gil and Werman): in blocks as wide
+/// as a window, the minima from each block's start and to each block's end; a window
+/// spans at most two blocks, so its minimum is the one to the end of its first block
+/// with the one from the start of the next.
+fn window_minima(r: &[f32; SPAN]) -> [f32; LOOKAHEAD + FRAME_SAMPLES] {
+    const WIDTH: usize = LOOKAHEAD + 1;
+    let (mut from_start, mut to_end) = ([0.0f32; SPAN], [0.0f32; SPAN]);
+    for ((block, from_start), to_end) in r
+        .chunks(WIDTH)
+        .zip(from_start.chunks_mut(WIDTH))
+        .zip(to_end.chunks_mut(WIDTH))
+    {
+        let mut m = f32::INFINITY;
+        for (v, out) in block.iter().zip(from_start.iter_mut()) {
+            m = m.min(*v);
+            *out = m;
+        }
+        let mut m = f32::INFINITY;
+        for (v, out) in block.iter().zip(to_end.iter_mut()).rev() {
+            m = m.min(*v);
+            *out = m;
+        }
+    }
+    let mut held = [0.0f32; LOOKAHEAD + FRAME_SAMPLES];
+    for (k, h) in held.iter_mut().enumerate() {
+        *h = to_end[k].min(from_start[k + LOOKAHEAD]);
+    }
+    held
 }
 
 #[cfg(test)]
@@ -474,8 +507,35 @@ mod tests {
         assert!((p - expected).abs() < 0.05 * expected, "power {p}");
     }
 
+    /// What [`window_minima`] computes, window by window.
+    fn window_minima_directly(r: &[f32; SPAN]) -> Vec<f32> {
+        (0..LOOKAHEAD + FRAME_SAMPLES)
+            .map(|k| {
+                r[k..=k + LOOKAHEAD]
+                    .iter()
+                    .copied()
+                    .fold(f32::INFINITY, f32::min)
+            })
+            .collect()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn window_minima_are_each_window_s_minimum(
+            values in proptest::collection::vec(0.001f32..=1.0, SPAN),
+            ones in proptest::collection::vec(any::<bool>(), SPAN),
+        ) {
+            // Runs of 1.0 (no peak) between peaks, as the limiter sees them.
+            let mut r = [1.0f32; SPAN];
+            for ((r, v), one) in r.iter_mut().zip(values).zip(ones) {
+                if !one {
+                    *r = v;
+                }
+            }
+            prop_assert_eq!(window_minima(&r).to_vec(), window_minima_directly(&r));
+        }
 
         #[test]
         fn the_mix_never_saturates_nor_flattens(
