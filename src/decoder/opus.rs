@@ -102,8 +102,13 @@ impl OpusDecoder {
             if pcm.len() / CHANNELS + left.len() > MAX_PACKET_SAMPLES {
                 return Err(OpusDecodeError::TooLong);
             }
-            for (&l, &r) in left.iter().zip(right) {
-                pcm.extend_from_slice(&[l.to_i16(), r.to_i16()]);
+            // Into place rather than pushed a pair at a time: a loop the compiler can
+            // keep free of capacity checks.
+            let start = pcm.len();
+            pcm.resize(start + left.len().min(right.len()) * CHANNELS, 0);
+            for ((out, &l), &r) in pcm[start..].chunks_exact_mut(CHANNELS).zip(left).zip(right) {
+                out[0] = l.to_i16();
+                out[1] = r.to_i16();
             }
             Ok(())
         })?;
